@@ -1,0 +1,264 @@
+//! The configuration contract, read once at start. Each function asks only for the parts it
+//! uses, and a missing or invalid variable fails start-up with a message naming it.
+
+mod env;
+mod plans;
+mod secrets;
+
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+pub use env::Env;
+pub use plans::{Plan, PlanCatalog};
+pub use secrets::load_secrets_overlay;
+
+use crate::stripe::client::{DEFAULT_API_BASE, RetryPolicy};
+use crate::stripe::signature::DEFAULT_TOLERANCE_SECS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing required environment variable {0}")]
+    Missing(&'static str),
+    #[error("invalid value for {var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("could not load secrets from AWS Secrets Manager: {0}")]
+    Secrets(String),
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        reason: reason.into(),
+    }
+}
+
+/// What the Stripe client needs.
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    pub secret_key: SecretString,
+    pub api_base: Url,
+    pub retry: RetryPolicy,
+}
+
+impl StripeSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let secret_key = env.require("STRIPE_SECRET_KEY")?;
+        if !(secret_key.starts_with("sk_") || secret_key.starts_with("rk_")) {
+            return Err(invalid(
+                "STRIPE_SECRET_KEY",
+                "expected a secret (sk_...) or restricted (rk_...) key",
+            ));
+        }
+        let api_base = env.get("STRIPE_API_BASE").unwrap_or(DEFAULT_API_BASE);
+        let api_base = Url::parse(api_base).map_err(|error| invalid("STRIPE_API_BASE", error.to_string()))?;
+        if !matches!(api_base.scheme(), "https" | "http") {
+            return Err(invalid("STRIPE_API_BASE", "must be an http(s) URL"));
+        }
+        let mut retry = RetryPolicy::default();
+        if let Some(seconds) = env.parse_u64("STRIPE_DEADLINE_SECS")? {
+            retry.deadline = Duration::from_secs(seconds.max(1));
+        }
+        Ok(Self {
+            secret_key: SecretString::from(secret_key.to_owned()),
+            api_base,
+            retry,
+        })
+    }
+}
+
+/// What the webhook receiver needs. Secrets may be absent: the receiver then refuses every
+/// delivery with a 500 (fail closed) instead of refusing to start, so the misconfiguration is
+/// visible in Stripe's dashboard and in the logs, and Stripe keeps retrying until it is fixed.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub secrets: Vec<SecretString>,
+    pub tolerance_secs: NonZeroU64,
+}
+
+impl WebhookSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let secrets = env
+            .get("STRIPE_WEBHOOK_SECRET")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|secret| !secret.is_empty())
+            .map(|secret| {
+                if secret.starts_with("whsec_") {
+                    Ok(SecretString::from(secret.to_owned()))
+                } else {
+                    Err(invalid(
+                        "STRIPE_WEBHOOK_SECRET",
+                        "each comma-separated entry must start with whsec_",
+                    ))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tolerance = env
+            .parse_u64("STRIPE_WEBHOOK_TOLERANCE_SECS")?
+            .unwrap_or(DEFAULT_TOLERANCE_SECS);
+        let tolerance_secs = NonZeroU64::new(tolerance).ok_or_else(|| {
+            invalid(
+                "STRIPE_WEBHOOK_TOLERANCE_SECS",
+                "0 would disable replay protection; use a positive number of seconds",
+            )
+        })?;
+        Ok(Self {
+            secrets,
+            tolerance_secs,
+        })
+    }
+}
+
+/// The two FIFO queues the webhook routes to.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub events_url: String,
+    pub payment_failed_url: String,
+}
+
+impl QueueSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let events_url = env.require("EVENTS_QUEUE_URL")?.to_owned();
+        let payment_failed_url = env.require("PAYMENT_FAILED_QUEUE_URL")?.to_owned();
+        for (var, url) in [
+            ("EVENTS_QUEUE_URL", &events_url),
+            ("PAYMENT_FAILED_QUEUE_URL", &payment_failed_url),
+        ] {
+            if !url.ends_with(".fifo") {
+                return Err(invalid(var, "must be the URL of a FIFO queue (ending in .fifo)"));
+            }
+        }
+        Ok(Self {
+            events_url,
+            payment_failed_url,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub table: String,
+}
+
+impl StoreSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table: env.require("BILLING_TABLE")?.to_owned(),
+        })
+    }
+}
+
+/// The one origin that success, cancel and return URLs may point to.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    pub base_url: Url,
+}
+
+impl AppSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let raw = env.require("APP_BASE_URL")?;
+        let base_url = Url::parse(raw).map_err(|error| invalid("APP_BASE_URL", error.to_string()))?;
+        let local = matches!(base_url.host_str(), Some("localhost" | "127.0.0.1"));
+        if base_url.scheme() != "https" && !(local && base_url.scheme() == "http") {
+            return Err(invalid("APP_BASE_URL", "must be https (http only for localhost)"));
+        }
+        if base_url.query().is_some() || base_url.fragment().is_some() || !base_url.username().is_empty() {
+            return Err(invalid(
+                "APP_BASE_URL",
+                "must be an origin (optionally with a path), without query, fragment or credentials",
+            ));
+        }
+        Ok(Self { base_url })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn webhook_secrets_are_a_comma_separated_list() {
+        let env = Env::from_pairs([("STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new,")]);
+        let settings = WebhookSettings::from_env(&env).unwrap();
+        let secrets: Vec<&str> = settings.secrets.iter().map(|s| s.expose_secret()).collect();
+        assert_eq!(secrets, ["whsec_old", "whsec_new"]);
+        assert_eq!(settings.tolerance_secs.get(), 300);
+    }
+
+    #[test]
+    fn missing_webhook_secret_is_allowed_but_empty() {
+        assert!(WebhookSettings::from_env(&Env::default()).unwrap().secrets.is_empty());
+    }
+
+    #[test]
+    fn zero_tolerance_is_refused() {
+        let env = Env::from_pairs([("STRIPE_WEBHOOK_TOLERANCE_SECS", "0")]);
+        let error = WebhookSettings::from_env(&env).unwrap_err().to_string();
+        assert!(error.contains("STRIPE_WEBHOOK_TOLERANCE_SECS"), "{error}");
+    }
+
+    #[test]
+    fn errors_name_the_missing_variable() {
+        let error = QueueSettings::from_env(&Env::from_pairs([("EVENTS_QUEUE_URL", "https://q/e.fifo")])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "missing required environment variable PAYMENT_FAILED_QUEUE_URL"
+        );
+        let error = StripeSettings::from_env(&Env::default()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "missing required environment variable STRIPE_SECRET_KEY"
+        );
+    }
+
+    #[test]
+    fn queues_must_be_fifo() {
+        let env = Env::from_pairs([
+            ("EVENTS_QUEUE_URL", "https://q/e"),
+            ("PAYMENT_FAILED_QUEUE_URL", "https://q/p.fifo"),
+        ]);
+        assert!(
+            QueueSettings::from_env(&env)
+                .unwrap_err()
+                .to_string()
+                .contains("EVENTS_QUEUE_URL")
+        );
+    }
+
+    #[test]
+    fn stripe_settings_default_to_stripe() {
+        let env = Env::from_pairs([("STRIPE_SECRET_KEY", "sk_test_123")]);
+        assert_eq!(
+            StripeSettings::from_env(&env).unwrap().api_base.as_str(),
+            "https://api.stripe.com/"
+        );
+        let env = Env::from_pairs([("STRIPE_SECRET_KEY", "pk_test_123")]);
+        assert!(StripeSettings::from_env(&env).is_err());
+    }
+
+    #[test]
+    fn app_base_url_must_be_a_safe_origin() {
+        for good in ["https://app.example.com", "http://localhost:3000"] {
+            assert!(
+                AppSettings::from_env(&Env::from_pairs([("APP_BASE_URL", good)])).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "http://app.example.com",
+            "https://u:p@app.example.com",
+            "https://app.example.com/?x=1",
+            "not a url",
+        ] {
+            assert!(
+                AppSettings::from_env(&Env::from_pairs([("APP_BASE_URL", bad)])).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! The domain core of the Stripe billing backend, shared by every Lambda function and the CLI.
+//!
+//! Ports ([`store::BillingStore`], [`queue::EventQueue`], the Stripe client) sit beside their
+//! adapters; each adapter has an in-memory twin that passes the same conformance suite.
+
+pub mod config;
+pub mod queue;
+pub mod routing;
+pub mod store;
+pub mod stripe;
+pub mod telemetry;
+pub mod webhook;
+
+/// Seconds since the Unix epoch, the unit Stripe uses for every timestamp.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// The AWS SDK configuration every function builds once; honours `AWS_ENDPOINT_URL` (moto).
+pub async fn aws_sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}

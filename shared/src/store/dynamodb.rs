@@ -1,0 +1,466 @@
+//! The DynamoDB adapter. One table:
+//!
+//! | item                 | pk                | sk                | notes                                  |
+//! |----------------------|-------------------|-------------------|----------------------------------------|
+//! | user → customer link | `USER#<user>`     | `CUSTOMER`        | GSI `gsi1`: `CUSTOMER#<cus>` / `USER`  |
+//! | entitlement          | `USER#<user>`     | `ENTITLEMENT`     |                                        |
+//! | subscription         | `CUSTOMER#<cus>`  | `SUB#<sub>`       | conditional on `watermark`             |
+//! | dunning record       | `CUSTOMER#<cus>`  | `DUNNING#<in>`    |                                        |
+//! | event ledger entry   | `EVENT#<evt>`     | `LEDGER`          | TTL `expires_at`                       |
+//! | reconcile cursor     | `CURSOR#<name>`   | `CURSOR`          | conditional on `cursor_value`          |
+//!
+//! A customer's subscriptions and dunning records share its partition, so one strongly
+//! consistent query reads everything an entitlement is computed from.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::*;
+
+type Item = HashMap<String, AttributeValue>;
+
+pub const GSI_NAME: &str = "gsi1";
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+/// An abandoned lease (its invocation died) is cleaned up by TTL this long after it expired.
+const ABANDONED_LEASE_RETENTION_SECS: i64 = 7 * 24 * 3600;
+
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn backend<E: std::error::Error + 'static, R: std::fmt::Debug>(error: SdkError<E, R>) -> StoreError {
+    StoreError::Backend(DisplayErrorContext(error).to_string())
+}
+
+fn to_item<T: Serialize>(value: &T, keys: &[(&str, String)]) -> Res<Item> {
+    let mut item: Item = serde_dynamo::to_item(value).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    for (name, value) in keys {
+        item.insert((*name).to_owned(), s(value.clone()));
+    }
+    Ok(item)
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> Res<T> {
+    serde_dynamo::from_item(item).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+fn string_attr(item: &Item, name: &str) -> Option<String> {
+    item.get(name)?.as_s().ok().cloned()
+}
+
+fn number_attr(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+fn user_pk(user: &UserId) -> String {
+    format!("USER#{user}")
+}
+
+fn customer_pk(customer_id: &str) -> String {
+    format!("CUSTOMER#{customer_id}")
+}
+
+fn event_pk(event_id: &str) -> String {
+    format!("EVENT#{event_id}")
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Creates the table as the SAM template does; for tests and local runs against moto.
+    pub async fn create_table(client: &Client, table: &str) -> Res<()> {
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|error| StoreError::Backend(error.to_string()))
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(|error| StoreError::Backend(error.to_string()))
+        };
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(GSI_NAME)
+            .key_schema(key("gsi1pk", KeyType::Hash)?)
+            .key_schema(key("gsi1sk", KeyType::Range)?)
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .build()
+            .map_err(|error| StoreError::Backend(error.to_string()))?;
+        client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attribute("pk")?)
+            .attribute_definitions(attribute("sk")?)
+            .attribute_definitions(attribute("gsi1pk")?)
+            .attribute_definitions(attribute("gsi1sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .global_secondary_indexes(index)
+            .send()
+            .await
+            .map_err(backend)?;
+        let ttl = TimeToLiveSpecification::builder()
+            .attribute_name(TTL_ATTRIBUTE)
+            .enabled(true)
+            .build()
+            .map_err(|error| StoreError::Backend(error.to_string()))?;
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(ttl)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Res<Option<Item>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(output.item)
+    }
+
+    async fn query_prefix(&self, pk: String, sk_prefix: &str) -> Res<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":prefix", s(sk_prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            items.extend(output.items.unwrap_or_default());
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    async fn put(&self, item: Item) -> Res<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+impl BillingStore for DynamoStore {
+    async fn link_customer(&self, user: &UserId, customer_id: &str) -> Res<LinkOutcome> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(user_pk(user)))
+            .item("sk", s("CUSTOMER"))
+            .item("gsi1pk", s(customer_pk(customer_id)))
+            .item("gsi1sk", s("USER"))
+            .item("user_id", s(user.as_str()))
+            .item("customer_id", s(customer_id))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(LinkOutcome::Linked),
+            Err(error) => match error.into_service_error() {
+                aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed) => {
+                    let existing = match failed.item.as_ref().and_then(|item| string_attr(item, "customer_id")) {
+                        Some(existing) => existing,
+                        None => self.customer_of_user(user).await?.ok_or_else(|| {
+                            StoreError::Corrupt(format!("link for user {user} vanished during a conflict"))
+                        })?,
+                    };
+                    Ok(LinkOutcome::AlreadyLinked(existing))
+                }
+                other => Err(StoreError::Backend(DisplayErrorContext(other).to_string())),
+            },
+        }
+    }
+
+    async fn customer_of_user(&self, user: &UserId) -> Res<Option<String>> {
+        Ok(self
+            .get(user_pk(user), "CUSTOMER")
+            .await?
+            .and_then(|item| string_attr(&item, "customer_id")))
+    }
+
+    async fn user_of_customer(&self, customer_id: &str) -> Res<Option<UserId>> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI_NAME)
+            .key_condition_expression("gsi1pk = :pk AND gsi1sk = :sk")
+            .expression_attribute_values(":pk", s(customer_pk(customer_id)))
+            .expression_attribute_values(":sk", s("USER"))
+            .limit(1)
+            .send()
+            .await
+            .map_err(backend)?;
+        let raw = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .and_then(|item| string_attr(&item, "user_id"));
+        raw.map(|raw| UserId::parse(&raw).map_err(|error| StoreError::Corrupt(error.to_string())))
+            .transpose()
+    }
+
+    async fn put_subscription(&self, record: &SubscriptionRecord, rule: WriteRule) -> Res<WriteOutcome> {
+        let item = to_item(
+            record,
+            &[
+                ("pk", customer_pk(&record.customer_id)),
+                ("sk", format!("SUB#{}", record.subscription_id)),
+            ],
+        )?;
+        let condition = match rule {
+            WriteRule::IfNewer => "attribute_not_exists(pk) OR watermark < :watermark",
+            WriteRule::IfNotOlder => "attribute_not_exists(pk) OR watermark <= :watermark",
+        };
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .expression_attribute_values(":watermark", n(record.watermark))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(WriteOutcome::Written),
+            Err(error) if is_conditional_failure(&error) => Ok(WriteOutcome::Stale),
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    async fn get_subscription(&self, customer_id: &str, subscription_id: &str) -> Res<Option<SubscriptionRecord>> {
+        self.get(customer_pk(customer_id), &format!("SUB#{subscription_id}"))
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    async fn subscriptions_of_customer(&self, customer_id: &str) -> Res<Vec<SubscriptionRecord>> {
+        self.query_prefix(customer_pk(customer_id), "SUB#")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<()> {
+        let item = to_item(
+            entitlement,
+            &[("pk", user_pk(&entitlement.user_id)), ("sk", "ENTITLEMENT".into())],
+        )?;
+        self.put(item).await
+    }
+
+    async fn get_entitlement(&self, user: &UserId) -> Res<Option<Entitlement>> {
+        self.get(user_pk(user), "ENTITLEMENT").await?.map(from_item).transpose()
+    }
+
+    async fn claim_event(&self, event_id: &str, now: i64, lease_until: i64) -> Res<LedgerClaim> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(event_pk(event_id)))
+            .item("sk", s("LEDGER"))
+            .item("ledger_status", s("in_progress"))
+            .item("lease_token", s(token.clone()))
+            .item("lease_until", n(lease_until))
+            .item(
+                TTL_ATTRIBUTE,
+                n(lease_until.saturating_add(ABANDONED_LEASE_RETENTION_SECS)),
+            )
+            .condition_expression("attribute_not_exists(pk) OR (ledger_status = :in_progress AND lease_until < :now)")
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let existing = match result {
+            Ok(_) => return Ok(LedgerClaim::Acquired { token }),
+            Err(error) => match error.into_service_error() {
+                aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed) => {
+                    match failed.item {
+                        Some(item) => item,
+                        None => self.get(event_pk(event_id), "LEDGER").await?.unwrap_or_default(),
+                    }
+                }
+                other => return Err(StoreError::Backend(DisplayErrorContext(other).to_string())),
+            },
+        };
+        match ledger_state(&existing) {
+            Some(LedgerState::Completed) => Ok(LedgerClaim::Completed),
+            Some(LedgerState::InProgress { lease_until }) => Ok(LedgerClaim::Busy { lease_until }),
+            None => Err(StoreError::Corrupt(format!(
+                "ledger entry for {event_id} has no status"
+            ))),
+        }
+    }
+
+    async fn complete_event(&self, event_id: &str, token: &str, expires_at: i64) -> Res<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(event_pk(event_id)))
+            .key("sk", s("LEDGER"))
+            .update_expression("SET ledger_status = :completed, expires_at = :expires REMOVE lease_token, lease_until")
+            .condition_expression("lease_token = :token")
+            .expression_attribute_values(":completed", s("completed"))
+            .expression_attribute_values(":expires", n(expires_at))
+            .expression_attribute_values(":token", s(token))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_conditional_failure(&error) => Err(StoreError::LeaseLost(event_id.to_owned())),
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    async fn release_event(&self, event_id: &str, token: &str) -> Res<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(event_pk(event_id)))
+            .key("sk", s("LEDGER"))
+            .condition_expression("lease_token = :token")
+            .expression_attribute_values(":token", s(token))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_conditional_failure(&error) => Err(StoreError::LeaseLost(event_id.to_owned())),
+            Err(error) => Err(backend(error)),
+        }
+    }
+
+    async fn event_state(&self, event_id: &str) -> Res<Option<LedgerState>> {
+        Ok(self
+            .get(event_pk(event_id), "LEDGER")
+            .await?
+            .as_ref()
+            .and_then(ledger_state))
+    }
+
+    async fn put_dunning(&self, record: &DunningRecord) -> Res<()> {
+        let keys = [
+            ("pk", customer_pk(&record.customer_id)),
+            ("sk", format!("DUNNING#{}", record.invoice_id)),
+        ];
+        self.put(to_item(record, &keys)?).await
+    }
+
+    async fn get_dunning(&self, customer_id: &str, invoice_id: &str) -> Res<Option<DunningRecord>> {
+        self.get(customer_pk(customer_id), &format!("DUNNING#{invoice_id}"))
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    async fn dunning_of_customer(&self, customer_id: &str) -> Res<Vec<DunningRecord>> {
+        self.query_prefix(customer_pk(customer_id), "DUNNING#")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    async fn get_cursor(&self, name: &str) -> Res<Option<i64>> {
+        Ok(self
+            .get(format!("CURSOR#{name}"), "CURSOR")
+            .await?
+            .and_then(|item| number_attr(&item, "cursor_value")))
+    }
+
+    async fn set_cursor(&self, name: &str, expected: Option<i64>, value: i64) -> Res<bool> {
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("CURSOR#{name}")))
+            .item("sk", s("CURSOR"))
+            .item("cursor_value", n(value));
+        let request = match expected {
+            None => request.condition_expression("attribute_not_exists(pk)"),
+            Some(expected) => request
+                .condition_expression("cursor_value = :expected")
+                .expression_attribute_values(":expected", n(expected)),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(error) if is_conditional_failure(&error) => Ok(false),
+            Err(error) => Err(backend(error)),
+        }
+    }
+}
+
+fn ledger_state(item: &Item) -> Option<LedgerState> {
+    match string_attr(item, "ledger_status")?.as_str() {
+        "completed" => Some(LedgerState::Completed),
+        "in_progress" => Some(LedgerState::InProgress {
+            lease_until: number_attr(item, "lease_until").unwrap_or(0),
+        }),
+        _ => None,
+    }
+}
+
+fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    error.as_service_error().and_then(|service| service.code()) == Some("ConditionalCheckFailedException")
+}

@@ -1,0 +1,208 @@
+//! The in-memory store: the same contract as DynamoDB, for unit tests, benchmarks and
+//! `billing dev`. Every method is one critical section, like one conditional write.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::*;
+
+#[derive(Debug)]
+enum Ledger {
+    InProgress { token: String, lease_until: i64 },
+    Completed,
+}
+
+#[derive(Default)]
+struct State {
+    customer_by_user: HashMap<String, String>,
+    user_by_customer: HashMap<String, UserId>,
+    subscriptions: HashMap<(String, String), SubscriptionRecord>,
+    entitlements: HashMap<String, Entitlement>,
+    ledger: HashMap<String, Ledger>,
+    dunning: HashMap<(String, String), DunningRecord>,
+    cursors: HashMap<String, i64>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut state)
+    }
+}
+
+fn sorted<T: Clone, K: Ord>(items: impl Iterator<Item = T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut items: Vec<T> = items.collect();
+    items.sort_by_key(key);
+    items
+}
+
+impl BillingStore for MemoryStore {
+    async fn link_customer(&self, user: &UserId, customer_id: &str) -> Res<LinkOutcome> {
+        Ok(self.with(|state| {
+            if let Some(existing) = state.customer_by_user.get(user.as_str()) {
+                return LinkOutcome::AlreadyLinked(existing.clone());
+            }
+            state
+                .customer_by_user
+                .insert(user.as_str().to_owned(), customer_id.to_owned());
+            state.user_by_customer.insert(customer_id.to_owned(), user.clone());
+            LinkOutcome::Linked
+        }))
+    }
+
+    async fn customer_of_user(&self, user: &UserId) -> Res<Option<String>> {
+        Ok(self.with(|state| state.customer_by_user.get(user.as_str()).cloned()))
+    }
+
+    async fn user_of_customer(&self, customer_id: &str) -> Res<Option<UserId>> {
+        Ok(self.with(|state| state.user_by_customer.get(customer_id).cloned()))
+    }
+
+    async fn put_subscription(&self, record: &SubscriptionRecord, rule: WriteRule) -> Res<WriteOutcome> {
+        Ok(self.with(|state| {
+            let key = (record.customer_id.clone(), record.subscription_id.clone());
+            let allowed = match (state.subscriptions.get(&key), rule) {
+                (None, _) => true,
+                (Some(stored), WriteRule::IfNewer) => stored.watermark < record.watermark,
+                (Some(stored), WriteRule::IfNotOlder) => stored.watermark <= record.watermark,
+            };
+            if !allowed {
+                return WriteOutcome::Stale;
+            }
+            state.subscriptions.insert(key, record.clone());
+            WriteOutcome::Written
+        }))
+    }
+
+    async fn get_subscription(&self, customer_id: &str, subscription_id: &str) -> Res<Option<SubscriptionRecord>> {
+        Ok(self.with(|state| {
+            state
+                .subscriptions
+                .get(&(customer_id.to_owned(), subscription_id.to_owned()))
+                .cloned()
+        }))
+    }
+
+    async fn subscriptions_of_customer(&self, customer_id: &str) -> Res<Vec<SubscriptionRecord>> {
+        Ok(self.with(|state| {
+            let records = state
+                .subscriptions
+                .values()
+                .filter(|r| r.customer_id == customer_id)
+                .cloned();
+            sorted(records, |r| r.subscription_id.clone())
+        }))
+    }
+
+    async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<()> {
+        self.with(|state| {
+            state
+                .entitlements
+                .insert(entitlement.user_id.as_str().to_owned(), entitlement.clone())
+        });
+        Ok(())
+    }
+
+    async fn get_entitlement(&self, user: &UserId) -> Res<Option<Entitlement>> {
+        Ok(self.with(|state| state.entitlements.get(user.as_str()).cloned()))
+    }
+
+    async fn claim_event(&self, event_id: &str, now: i64, lease_until: i64) -> Res<LedgerClaim> {
+        Ok(self.with(|state| match state.ledger.get(event_id) {
+            Some(Ledger::Completed) => LedgerClaim::Completed,
+            Some(Ledger::InProgress { lease_until: held, .. }) if *held >= now => {
+                LedgerClaim::Busy { lease_until: *held }
+            }
+            _ => {
+                let token = uuid::Uuid::new_v4().to_string();
+                state.ledger.insert(
+                    event_id.to_owned(),
+                    Ledger::InProgress {
+                        token: token.clone(),
+                        lease_until,
+                    },
+                );
+                LedgerClaim::Acquired { token }
+            }
+        }))
+    }
+
+    async fn complete_event(&self, event_id: &str, token: &str, _expires_at: i64) -> Res<()> {
+        self.with(|state| match state.ledger.get(event_id) {
+            Some(Ledger::InProgress { token: held, .. }) if held == token => {
+                state.ledger.insert(event_id.to_owned(), Ledger::Completed);
+                Ok(())
+            }
+            _ => Err(StoreError::LeaseLost(event_id.to_owned())),
+        })
+    }
+
+    async fn release_event(&self, event_id: &str, token: &str) -> Res<()> {
+        self.with(|state| match state.ledger.get(event_id) {
+            Some(Ledger::InProgress { token: held, .. }) if held == token => {
+                state.ledger.remove(event_id);
+                Ok(())
+            }
+            _ => Err(StoreError::LeaseLost(event_id.to_owned())),
+        })
+    }
+
+    async fn event_state(&self, event_id: &str) -> Res<Option<LedgerState>> {
+        Ok(self.with(|state| {
+            state.ledger.get(event_id).map(|entry| match entry {
+                Ledger::Completed => LedgerState::Completed,
+                Ledger::InProgress { lease_until, .. } => LedgerState::InProgress {
+                    lease_until: *lease_until,
+                },
+            })
+        }))
+    }
+
+    async fn put_dunning(&self, record: &DunningRecord) -> Res<()> {
+        self.with(|state| {
+            state
+                .dunning
+                .insert((record.customer_id.clone(), record.invoice_id.clone()), record.clone())
+        });
+        Ok(())
+    }
+
+    async fn get_dunning(&self, customer_id: &str, invoice_id: &str) -> Res<Option<DunningRecord>> {
+        Ok(self.with(|state| {
+            state
+                .dunning
+                .get(&(customer_id.to_owned(), invoice_id.to_owned()))
+                .cloned()
+        }))
+    }
+
+    async fn dunning_of_customer(&self, customer_id: &str) -> Res<Vec<DunningRecord>> {
+        Ok(self.with(|state| {
+            let records = state.dunning.values().filter(|r| r.customer_id == customer_id).cloned();
+            sorted(records, |r| r.invoice_id.clone())
+        }))
+    }
+
+    async fn get_cursor(&self, name: &str) -> Res<Option<i64>> {
+        Ok(self.with(|state| state.cursors.get(name).copied()))
+    }
+
+    async fn set_cursor(&self, name: &str, expected: Option<i64>, value: i64) -> Res<bool> {
+        Ok(self.with(|state| {
+            if state.cursors.get(name).copied() != expected {
+                return false;
+            }
+            state.cursors.insert(name.to_owned(), value);
+            true
+        }))
+    }
+}

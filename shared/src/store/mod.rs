@@ -1,0 +1,74 @@
+//! The storage port: the local "parity model" of Stripe data the app reads, and the
+//! bookkeeping that makes event processing exactly-once in effect.
+//!
+//! Adapters: [`DynamoStore`] (one table, `pk`/`sk`, one GSI, TTL on `expires_at`) and
+//! [`MemoryStore`]; one conformance suite (`tests/support/store_conformance.rs`) runs on both.
+
+pub mod dynamodb;
+pub mod memory;
+mod model;
+
+use std::future::Future;
+
+pub use dynamodb::DynamoStore;
+pub use memory::MemoryStore;
+pub use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the lease on event {0} is no longer held by this invocation")]
+    LeaseLost(String),
+    #[error("the storage backend failed: {0}")]
+    Backend(String),
+    #[error("a stored item could not be read: {0}")]
+    Corrupt(String),
+}
+
+type Res<T> = Result<T, StoreError>;
+
+pub trait BillingStore: Send + Sync {
+    /// Links a user to their Stripe customer, once: a second link for the same user keeps the
+    /// first and reports it, so concurrent first checkouts converge on one customer.
+    fn link_customer(&self, user: &UserId, customer_id: &str) -> impl Future<Output = Res<LinkOutcome>> + Send;
+    fn customer_of_user(&self, user: &UserId) -> impl Future<Output = Res<Option<String>>> + Send;
+    fn user_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Option<UserId>>> + Send;
+
+    /// Writes a subscription only if `rule` holds against the stored watermark, so a stale
+    /// event can never overwrite newer state.
+    fn put_subscription(
+        &self,
+        record: &SubscriptionRecord,
+        rule: WriteRule,
+    ) -> impl Future<Output = Res<WriteOutcome>> + Send;
+    fn get_subscription(
+        &self,
+        customer_id: &str,
+        subscription_id: &str,
+    ) -> impl Future<Output = Res<Option<SubscriptionRecord>>> + Send;
+    fn subscriptions_of_customer(&self, customer_id: &str)
+    -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send;
+
+    fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<()>> + Send;
+    fn get_entitlement(&self, user: &UserId) -> impl Future<Output = Res<Option<Entitlement>>> + Send;
+
+    /// Takes the processing lease on an event unless it is completed or leased to someone
+    /// else whose lease has not expired at `now`.
+    fn claim_event(&self, event_id: &str, now: i64, lease_until: i64) -> impl Future<Output = Res<LedgerClaim>> + Send;
+    /// Marks a leased event done; kept until `expires_at` (beyond Stripe's retry window).
+    fn complete_event(&self, event_id: &str, token: &str, expires_at: i64) -> impl Future<Output = Res<()>> + Send;
+    /// Gives a lease back after a failure so that a redelivery can process the event.
+    fn release_event(&self, event_id: &str, token: &str) -> impl Future<Output = Res<()>> + Send;
+    fn event_state(&self, event_id: &str) -> impl Future<Output = Res<Option<LedgerState>>> + Send;
+
+    fn put_dunning(&self, record: &DunningRecord) -> impl Future<Output = Res<()>> + Send;
+    fn get_dunning(
+        &self,
+        customer_id: &str,
+        invoice_id: &str,
+    ) -> impl Future<Output = Res<Option<DunningRecord>>> + Send;
+    fn dunning_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Vec<DunningRecord>>> + Send;
+
+    fn get_cursor(&self, name: &str) -> impl Future<Output = Res<Option<i64>>> + Send;
+    /// Moves a cursor from `expected` (None: unset) to `value`; false if someone moved it first.
+    fn set_cursor(&self, name: &str, expected: Option<i64>, value: i64) -> impl Future<Output = Res<bool>> + Send;
+}

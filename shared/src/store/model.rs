@@ -1,0 +1,155 @@
+//! What the store holds.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stripe::SubscriptionStatus;
+
+/// The app's user id (the JWT `sub`). Validated so it is safe inside keys and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a user id must be 1-128 printable characters without '#'")]
+pub struct InvalidUserId;
+
+impl UserId {
+    pub fn parse(raw: &str) -> Result<Self, InvalidUserId> {
+        let valid = !raw.is_empty() && raw.len() <= 128 && !raw.contains('#') && raw.chars().all(|c| !c.is_control());
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidUserId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkOutcome {
+    Linked,
+    /// The user was already linked; the stored customer wins.
+    AlreadyLinked(String),
+}
+
+/// The stored view of one Stripe subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    pub subscription_id: String,
+    pub customer_id: String,
+    pub status: SubscriptionStatus,
+    pub price_id: Option<String>,
+    pub plan: Option<String>,
+    pub quantity: Option<u64>,
+    pub cancel_at_period_end: bool,
+    pub current_period_end: Option<i64>,
+    pub trial_end: Option<i64>,
+    pub ended_at: Option<i64>,
+    /// `created` of the newest event (or Stripe read) applied; older ones are stale.
+    pub watermark: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteRule {
+    /// Only a strictly newer watermark wins: for event payloads.
+    IfNewer,
+    /// An equal watermark wins too: for what Stripe says now, read after a tie.
+    IfNotOlder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    Stale,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Active,
+    Grace,
+    None,
+}
+
+/// One per user: what the app asks before letting a user use a feature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entitlement {
+    pub user_id: UserId,
+    pub customer_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub plan: Option<String>,
+    pub status: Option<SubscriptionStatus>,
+    pub access: Access,
+    /// Access ends then without any job running: readers compare it with their clock.
+    pub access_until: Option<i64>,
+    pub features: Vec<String>,
+    pub cancel_at_period_end: bool,
+    pub current_period_end: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerClaim {
+    /// This invocation holds the lease; `token` proves it when completing or releasing.
+    Acquired { token: String },
+    /// Already processed: acknowledge without effects.
+    Completed,
+    /// Another invocation holds a live lease: retry later.
+    Busy { lease_until: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerState {
+    InProgress { lease_until: i64 },
+    Completed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DunningStage {
+    /// Stripe will retry the payment.
+    Retrying,
+    /// The customer must authenticate (3-D Secure) on the hosted invoice page.
+    ActionRequired,
+    /// Paid or voided: the episode is over.
+    Closed,
+}
+
+/// One failed-payment episode, per invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DunningRecord {
+    pub invoice_id: String,
+    pub customer_id: String,
+    pub subscription_id: Option<String>,
+    pub stage: DunningStage,
+    pub attempt_count: u32,
+    pub next_payment_attempt: Option<i64>,
+    pub failure_code: Option<String>,
+    pub decline_code: Option<String>,
+    pub hosted_invoice_url: Option<String>,
+    pub grace_until: Option<i64>,
+    pub watermark: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_are_validated() {
+        assert!(UserId::parse("auth0|5f7c8ec7c33c6c004bbafe82").is_ok());
+        for bad in ["", "a#b", "line\nbreak", &"x".repeat(129)] {
+            assert!(UserId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

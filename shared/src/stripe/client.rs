@@ -1,0 +1,443 @@
+//! The Stripe API client: form-encoded requests, the pinned `Stripe-Version`, an
+//! `Idempotency-Key` on every POST (the same one on every retry of it), and retries with
+//! jittered exponential backoff on the failures Stripe documents as safe to retry.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use url::Url;
+
+use super::event::Event;
+use super::form;
+use super::objects::{BillingPortalSession, CheckoutSession, Customer, Invoice, List, Subscription};
+
+/// The one API version this system is written against; sent on every request so the shapes
+/// Stripe returns never change under us when the account's default version moves.
+pub const API_VERSION: &str = "2025-08-27.basil";
+
+pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// The whole call, all attempts and waits included, ends by then.
+    pub deadline: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(5),
+            deadline: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Stripe's error object (`{"error":{"type":...}}`) with the HTTP status and request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub error_type: String,
+    pub code: Option<String>,
+    pub decline_code: Option<String>,
+    pub param: Option<String>,
+    pub message: Option<String>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StripeError {
+    #[error("Stripe answered {} ({}, code {:?}, request {:?})", .0.status, .0.error_type, .0.code, .0.request_id)]
+    Api(ApiError),
+    #[error("could not reach Stripe")]
+    Transport(#[source] reqwest::Error),
+    #[error("Stripe did not answer within the {0:?} deadline")]
+    DeadlineExceeded(Duration),
+    #[error("Stripe's response could not be read as the expected object")]
+    Decode(#[source] serde_json::Error),
+    #[error("refusing to put {0:?} in a Stripe URL path")]
+    InvalidId(String),
+}
+
+impl StripeError {
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            StripeError::Api(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// A 404 from Stripe: the object does not exist (or not in this mode).
+    pub fn is_not_found(&self) -> bool {
+        self.api().is_some_and(|error| error.status == 404)
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorObject,
+}
+
+#[derive(Deserialize)]
+struct ErrorObject {
+    #[serde(rename = "type", default)]
+    error_type: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    decline_code: Option<String>,
+    #[serde(default)]
+    param: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct StripeClient {
+    http: reqwest::Client,
+    base: Url,
+    secret_key: SecretString,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for StripeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Attempt<T> {
+    Done(T),
+    Retry {
+        error: StripeError,
+        retry_after: Option<Duration>,
+    },
+    Fail(StripeError),
+}
+
+impl StripeClient {
+    pub fn new(http: reqwest::Client, base: Url, secret_key: SecretString, retry: RetryPolicy) -> Self {
+        Self {
+            http,
+            base,
+            secret_key,
+            retry,
+        }
+    }
+
+    /// The HTTP client every function builds once at start: rustls, bounded connect time.
+    pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("stripe-billing-lambda/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, StripeError> {
+        let mut url = self.url(path);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        self.send(Method::GET, url, None, None).await
+    }
+
+    /// POSTs `params` form-encoded. Without a caller-chosen `idempotency_key`, a fresh one is
+    /// generated, so retries of this call can never create a second object.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, StripeError> {
+        let key = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        self.send(Method::POST, self.url(path), Some(form::encode(params)), Some(key))
+            .await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, StripeError> {
+        let key = idempotency_key.map(str::to_owned);
+        self.send(Method::DELETE, self.url(path), None, key).await
+    }
+
+    pub async fn create_customer(&self, params: &Value, idempotency_key: &str) -> Result<Customer, StripeError> {
+        self.post("/v1/customers", params, Some(idempotency_key)).await
+    }
+
+    pub async fn retrieve_customer(&self, id: &str) -> Result<Customer, StripeError> {
+        self.get(&format!("/v1/customers/{}", path_id(id)?), &[]).await
+    }
+
+    pub async fn create_checkout_session(
+        &self,
+        params: &Value,
+        idempotency_key: &str,
+    ) -> Result<CheckoutSession, StripeError> {
+        self.post("/v1/checkout/sessions", params, Some(idempotency_key)).await
+    }
+
+    pub async fn create_portal_session(
+        &self,
+        customer: &str,
+        return_url: &str,
+    ) -> Result<BillingPortalSession, StripeError> {
+        let params = json!({ "customer": customer, "return_url": return_url });
+        self.post("/v1/billing_portal/sessions", &params, None).await
+    }
+
+    pub async fn retrieve_subscription(&self, id: &str) -> Result<Subscription, StripeError> {
+        self.get(&format!("/v1/subscriptions/{}", path_id(id)?), &[]).await
+    }
+
+    pub async fn update_subscription(
+        &self,
+        id: &str,
+        params: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Subscription, StripeError> {
+        self.post(&format!("/v1/subscriptions/{}", path_id(id)?), params, idempotency_key)
+            .await
+    }
+
+    pub async fn list_subscriptions(&self, customer: &str) -> Result<List<Subscription>, StripeError> {
+        self.get(
+            "/v1/subscriptions",
+            &[("customer", customer), ("status", "all"), ("limit", "100")],
+        )
+        .await
+    }
+
+    pub async fn retrieve_invoice(&self, id: &str) -> Result<Invoice, StripeError> {
+        self.get(&format!("/v1/invoices/{}", path_id(id)?), &[]).await
+    }
+
+    pub async fn retrieve_event(&self, id: &str) -> Result<Event, StripeError> {
+        self.get(&format!("/v1/events/{}", path_id(id)?), &[]).await
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(path);
+        url
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> Result<T, StripeError> {
+        let deadline = Instant::now() + self.retry.deadline;
+        let mut retries = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(StripeError::DeadlineExceeded(self.retry.deadline));
+            }
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(self.secret_key.expose_secret())
+                .header("Stripe-Version", API_VERSION)
+                .timeout(remaining);
+            if let Some(key) = &idempotency_key {
+                request = request.header("Idempotency-Key", key);
+            }
+            if let Some(body) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body.clone());
+            }
+            let (error, retry_after) = match self.attempt(request).await {
+                Attempt::Done(value) => return Ok(value),
+                Attempt::Fail(error) => return Err(error),
+                Attempt::Retry { error, retry_after } => (error, retry_after),
+            };
+            if retries >= self.retry.max_retries {
+                return Err(error);
+            }
+            let wait = self.backoff(retries).max(retry_after.unwrap_or_default());
+            if Instant::now() + wait >= deadline {
+                return Err(error);
+            }
+            tracing::warn!(retry = retries + 1, wait_ms = wait.as_millis() as u64, error = %error, "retrying Stripe request");
+            tokio::time::sleep(wait).await;
+            retries += 1;
+        }
+    }
+
+    async fn attempt<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Attempt<T> {
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) if error.is_timeout() => {
+                return Attempt::Retry {
+                    error: StripeError::DeadlineExceeded(self.retry.deadline),
+                    retry_after: None,
+                };
+            }
+            Err(error) => {
+                return Attempt::Retry {
+                    error: StripeError::Transport(error),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let headers = response.headers();
+        let should_retry = headers
+            .get("stripe-should-retry")
+            .and_then(|value| value.to_str().ok())
+            .map(|value| value.eq_ignore_ascii_case("true"));
+        let retry_after = headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| parse_retry_after(value.to_str().ok()?));
+        let request_id = headers
+            .get("request-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                return Attempt::Retry {
+                    error: StripeError::Transport(error),
+                    retry_after: None,
+                };
+            }
+        };
+        if status.is_success() {
+            return match serde_json::from_slice(&bytes) {
+                Ok(value) => Attempt::Done(value),
+                Err(error) => Attempt::Fail(StripeError::Decode(error)),
+            };
+        }
+        let error = StripeError::Api(api_error(status, &bytes, request_id));
+        let retryable = should_retry.unwrap_or(
+            status == StatusCode::CONFLICT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),
+        );
+        if retryable {
+            Attempt::Retry { error, retry_after }
+        } else {
+            Attempt::Fail(error)
+        }
+    }
+
+    /// Exponential backoff with jitter in [50%, 100%] of the step, so that many clients
+    /// throttled together do not come back together.
+    fn backoff(&self, retries: u32) -> Duration {
+        let step = self
+            .retry
+            .initial_backoff
+            .saturating_mul(1 << retries.min(16))
+            .min(self.retry.max_backoff);
+        step.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8], request_id: Option<String>) -> ApiError {
+    let object = serde_json::from_slice::<ErrorBody>(body).ok().map(|body| body.error);
+    let (error_type, code, decline_code, param, message) = match object {
+        Some(o) => (
+            o.error_type.unwrap_or_else(|| "api_error".into()),
+            o.code,
+            o.decline_code,
+            o.param,
+            o.message,
+        ),
+        None => ("api_error".into(), None, None, None, None),
+    };
+    ApiError {
+        status: status.as_u16(),
+        error_type,
+        code,
+        decline_code,
+        param,
+        message,
+        request_id,
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+/// Ids go into URL paths; anything but Stripe's id alphabet is refused rather than escaped.
+fn path_id(id: &str) -> Result<&str, StripeError> {
+    let valid = !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(id)
+    } else {
+        Err(StripeError::InvalidId(id.chars().take(64).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_dates() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn path_ids_are_restricted() {
+        assert!(path_id("sub_1Pgc6rB7WZ01zgkWNy0Cn5nw").is_ok());
+        for bad in ["", "../v1/charges", "sub_1?expand=x", "sub 1", "in_1/pay"] {
+            assert!(path_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_keep_type_code_and_message() {
+        let body = br#"{"error":{"type":"card_error","code":"card_declined","decline_code":"insufficient_funds","message":"Your card was declined."}}"#;
+        let error = api_error(StatusCode::PAYMENT_REQUIRED, body, Some("req_1".into()));
+        assert_eq!(error.error_type, "card_error");
+        assert_eq!(error.code.as_deref(), Some("card_declined"));
+        assert_eq!(error.decline_code.as_deref(), Some("insufficient_funds"));
+        assert_eq!(error.request_id.as_deref(), Some("req_1"));
+        assert_eq!(
+            api_error(StatusCode::BAD_GATEWAY, b"<html>", None).error_type,
+            "api_error"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let client = StripeClient::new(
+            reqwest::Client::new(),
+            Url::parse(DEFAULT_API_BASE).unwrap(),
+            SecretString::from("sk_test_x".to_string()),
+            RetryPolicy::default(),
+        );
+        for retries in 0..20 {
+            let wait = client.backoff(retries);
+            assert!(
+                wait <= Duration::from_secs(5) && wait >= Duration::from_millis(250),
+                "{wait:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Typed models of the Stripe objects the system reads. Unknown fields are ignored and optional
+//! ones are `Option`, so API additions never break parsing; status enums fall back to `Unknown`.
+//! Personal data (emails, names, addresses) is deliberately not modelled: nothing here needs it.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::ObjectId;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub livemode: bool,
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckoutSession {
+    pub id: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub client_reference_id: Option<String>,
+    #[serde(default)]
+    pub customer: Option<ObjectId>,
+    #[serde(default)]
+    pub subscription: Option<ObjectId>,
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BillingPortalSession {
+    pub id: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Incomplete,
+    IncompleteExpired,
+    Trialing,
+    Active,
+    PastDue,
+    Canceled,
+    Unpaid,
+    Paused,
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub customer: ObjectId,
+    pub status: SubscriptionStatus,
+    #[serde(default)]
+    pub cancel_at_period_end: bool,
+    #[serde(default)]
+    pub cancel_at: Option<i64>,
+    #[serde(default)]
+    pub canceled_at: Option<i64>,
+    #[serde(default)]
+    pub ended_at: Option<i64>,
+    /// Where API versions before 2025-03-31 put it; newer ones moved it onto the items.
+    #[serde(default)]
+    pub current_period_end: Option<i64>,
+    #[serde(default)]
+    pub trial_end: Option<i64>,
+    #[serde(default)]
+    pub created: i64,
+    #[serde(default)]
+    pub livemode: bool,
+    pub items: List<SubscriptionItem>,
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+}
+
+impl Subscription {
+    /// The period end, from the subscription (older API versions) or its items (newer ones).
+    pub fn period_end(&self) -> Option<i64> {
+        self.current_period_end
+            .or_else(|| self.items.data.iter().filter_map(|item| item.current_period_end).max())
+    }
+
+    pub fn primary_item(&self) -> Option<&SubscriptionItem> {
+        self.items.data.first()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionItem {
+    pub id: String,
+    pub price: Price,
+    #[serde(default)]
+    pub quantity: Option<u64>,
+    #[serde(default)]
+    pub current_period_end: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Price {
+    pub id: String,
+    #[serde(default)]
+    pub active: bool,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub unit_amount: Option<i64>,
+    #[serde(default)]
+    pub product: Option<ObjectId>,
+    #[serde(default)]
+    pub lookup_key: Option<String>,
+    #[serde(default)]
+    pub recurring: Option<Recurring>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Recurring {
+    pub interval: String,
+    #[serde(default)]
+    pub interval_count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Draft,
+    Open,
+    Paid,
+    Uncollectible,
+    Void,
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Invoice {
+    pub id: String,
+    #[serde(default)]
+    pub customer: Option<ObjectId>,
+    #[serde(default)]
+    pub status: Option<InvoiceStatus>,
+    /// Where API versions before 2025-03-31 put it; newer ones use `parent.subscription_details`.
+    #[serde(default)]
+    pub subscription: Option<ObjectId>,
+    #[serde(default)]
+    pub parent: Option<InvoiceParent>,
+    #[serde(default)]
+    pub amount_due: i64,
+    #[serde(default)]
+    pub amount_paid: i64,
+    #[serde(default)]
+    pub amount_remaining: i64,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub attempt_count: u32,
+    #[serde(default)]
+    pub next_payment_attempt: Option<i64>,
+    #[serde(default)]
+    pub hosted_invoice_url: Option<String>,
+    #[serde(default)]
+    pub created: i64,
+    #[serde(default)]
+    pub livemode: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoiceParent {
+    #[serde(default)]
+    pub subscription_details: Option<InvoiceSubscriptionDetails>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoiceSubscriptionDetails {
+    #[serde(default)]
+    pub subscription: Option<ObjectId>,
+}
+
+impl Invoice {
+    pub fn subscription_id(&self) -> Option<&str> {
+        self.subscription
+            .as_ref()
+            .or_else(|| {
+                self.parent
+                    .as_ref()?
+                    .subscription_details
+                    .as_ref()?
+                    .subscription
+                    .as_ref()
+            })
+            .map(ObjectId::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_statuses_do_not_break_parsing() {
+        let status: SubscriptionStatus = serde_json::from_str(r#""some_future_status""#).unwrap();
+        assert_eq!(status, SubscriptionStatus::Unknown);
+        let status: InvoiceStatus = serde_json::from_str(r#""teleported""#).unwrap();
+        assert_eq!(status, InvoiceStatus::Unknown);
+    }
+
+    #[test]
+    fn period_end_prefers_the_subscription_then_the_items() {
+        let json = r#"{"id":"sub_1","customer":"cus_1","status":"active","items":{"data":[
+            {"id":"si_1","price":{"id":"price_1"},"current_period_end":200},
+            {"id":"si_2","price":{"id":"price_2"},"current_period_end":300}]}}"#;
+        let mut sub: Subscription = serde_json::from_str(json).unwrap();
+        assert_eq!(sub.period_end(), Some(300));
+        sub.current_period_end = Some(100);
+        assert_eq!(sub.period_end(), Some(100));
+    }
+}

@@ -1,0 +1,177 @@
+//! The webhook receiver: verify Stripe's signature over the raw bytes, route by event type,
+//! enqueue the body unchanged, answer. No Stripe or DynamoDB call happens here, so Stripe gets
+//! its 2xx within milliseconds and all real work is retried from the queue, not by Stripe.
+
+pub mod apigw;
+
+use std::borrow::Cow;
+
+use base64::Engine;
+
+use crate::queue::{EventQueue, OutboundMessage};
+use crate::routing;
+use crate::stripe::EventEnvelope;
+use crate::stripe::signature::{SignatureError, SignatureVerifier};
+
+/// SQS's message limit is 256 KiB for body and attributes together; 1 KiB is kept for the
+/// attributes, so any body accepted here is one SQS accepts.
+pub const MAX_BODY_BYTES: usize = 256 * 1024 - 1024;
+
+/// An HTTP delivery reduced to what the receiver looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub method: &'a str,
+    pub signature: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// The answer: a status and a small, fixed JSON body that reveals nothing about secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: &'static str,
+}
+
+impl Reply {
+    pub const RECEIVED: Reply = Reply {
+        status: 200,
+        body: r#"{"received":true}"#,
+    };
+    pub const IGNORED: Reply = Reply {
+        status: 200,
+        body: r#"{"received":true,"ignored":true}"#,
+    };
+    pub const METHOD_NOT_ALLOWED: Reply = Reply {
+        status: 405,
+        body: r#"{"error":"method_not_allowed"}"#,
+    };
+    pub const TOO_LARGE: Reply = Reply {
+        status: 413,
+        body: r#"{"error":"payload_too_large"}"#,
+    };
+    pub const INVALID_ENCODING: Reply = Reply {
+        status: 400,
+        body: r#"{"error":"invalid_body_encoding"}"#,
+    };
+    pub const INVALID_SIGNATURE: Reply = Reply {
+        status: 400,
+        body: r#"{"error":"invalid_signature"}"#,
+    };
+    pub const INVALID_PAYLOAD: Reply = Reply {
+        status: 400,
+        body: r#"{"error":"invalid_payload"}"#,
+    };
+    pub const NOT_CONFIGURED: Reply = Reply {
+        status: 500,
+        body: r#"{"error":"not_configured"}"#,
+    };
+    pub const ENQUEUE_FAILED: Reply = Reply {
+        status: 500,
+        body: r#"{"error":"temporarily_unavailable"}"#,
+    };
+}
+
+/// Decodes an API Gateway body: text as is, `isBase64Encoded` bodies decoded (an invalid one
+/// is the caller's error, never a panic).
+pub fn decode_body(body: Option<&str>, is_base64: bool) -> Result<Cow<'_, [u8]>, Reply> {
+    let body = body.unwrap_or_default();
+    if !is_base64 {
+        return Ok(Cow::Borrowed(body.as_bytes()));
+    }
+    // Checked before decoding so an oversized body costs no allocation.
+    if body.len() / 4 * 3 > MAX_BODY_BYTES + 3 {
+        return Err(Reply::TOO_LARGE);
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map(Cow::Owned)
+        .map_err(|_| Reply::INVALID_ENCODING)
+}
+
+pub struct WebhookReceiver<Q> {
+    verifier: SignatureVerifier,
+    queue: Q,
+}
+
+impl<Q: EventQueue> WebhookReceiver<Q> {
+    pub fn new(verifier: SignatureVerifier, queue: Q) -> Self {
+        Self { verifier, queue }
+    }
+
+    pub fn queue(&self) -> &Q {
+        &self.queue
+    }
+
+    #[tracing::instrument(name = "webhook", skip_all)]
+    pub async fn receive(&self, delivery: Delivery<'_>, now_unix: i64) -> Reply {
+        if !delivery.method.eq_ignore_ascii_case("POST") {
+            return Reply::METHOD_NOT_ALLOWED;
+        }
+        if delivery.body.len() > MAX_BODY_BYTES {
+            tracing::warn!(bytes = delivery.body.len(), "webhook body over the limit");
+            return Reply::TOO_LARGE;
+        }
+        match self.verifier.verify(delivery.signature, delivery.body, now_unix) {
+            Ok(()) => {}
+            Err(SignatureError::NotConfigured) => {
+                tracing::error!(
+                    "no webhook signing secret configured: refusing every delivery (set STRIPE_WEBHOOK_SECRET)"
+                );
+                return Reply::NOT_CONFIGURED;
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "webhook signature rejected");
+                return Reply::INVALID_SIGNATURE;
+            }
+        }
+        let Ok(body) = std::str::from_utf8(delivery.body) else {
+            return Reply::INVALID_PAYLOAD;
+        };
+        let envelope = match EventEnvelope::parse(delivery.body) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                tracing::warn!(
+                    line = error.line(),
+                    column = error.column(),
+                    "signed payload is not a Stripe event"
+                );
+                return Reply::INVALID_PAYLOAD;
+            }
+        };
+        let event_id = envelope.id.as_ref();
+        let event_type = envelope.event_type.as_ref();
+        let Some(queue) = routing::route(event_type) else {
+            tracing::info!(
+                event_id,
+                event_type,
+                ignored = 1,
+                "event type not handled; acknowledged"
+            );
+            return Reply::IGNORED;
+        };
+        let message = OutboundMessage {
+            body,
+            group_id: envelope.ordering_key(),
+            dedup_id: event_id,
+            event_id,
+            event_type,
+            livemode: envelope.livemode,
+        };
+        match self.queue.send(queue, &message).await {
+            Ok(()) => {
+                tracing::info!(
+                    event_id,
+                    event_type,
+                    queue = queue.as_str(),
+                    enqueued = 1,
+                    "event enqueued"
+                );
+                Reply::RECEIVED
+            }
+            Err(error) => {
+                tracing::error!(event_id, event_type, %error, "could not enqueue; Stripe will retry");
+                Reply::ENQUEUE_FAILED
+            }
+        }
+    }
+}
