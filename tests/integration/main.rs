@@ -1,1 +1,7 @@
-fn main() {}
+//! Integration tests: one binary (so moto starts once), one module per capability.
+
+mod queue;
+mod secrets;
+mod store;
+mod stripe_client;
+mod webhook;

@@ -1,0 +1,196 @@
+//! The one store contract. `MemoryStore` runs it in every test run; `DynamoStore` runs it
+//! against moto. Each check uses fresh ids, so checks can share one store.
+
+use std::sync::Arc;
+
+use shared::store::*;
+use shared::stripe::SubscriptionStatus;
+
+use crate::unique;
+
+pub async fn run<S: BillingStore + 'static>(store: Arc<S>) {
+    customer_links_are_one_per_user(&*store).await;
+    concurrent_first_links_converge(store.clone()).await;
+    stale_subscription_writes_are_refused(&*store).await;
+    subscriptions_are_listed_per_customer(&*store).await;
+    entitlements_round_trip(&*store).await;
+    ledger_leases_complete_and_release(&*store).await;
+    expired_leases_can_be_taken_over(&*store).await;
+    concurrent_claims_have_one_winner(store.clone()).await;
+    dunning_records_round_trip(&*store).await;
+    cursors_compare_and_set(&*store).await;
+}
+
+pub fn subscription(customer: &str, id: &str, watermark: i64, status: SubscriptionStatus) -> SubscriptionRecord {
+    SubscriptionRecord {
+        subscription_id: id.to_owned(),
+        customer_id: customer.to_owned(),
+        status,
+        price_id: Some("price_pro".into()),
+        plan: Some("pro".into()),
+        quantity: Some(1),
+        cancel_at_period_end: false,
+        current_period_end: Some(1_900_000_000),
+        trial_end: None,
+        ended_at: None,
+        watermark,
+    }
+}
+
+async fn customer_links_are_one_per_user<S: BillingStore>(store: &S) {
+    let user = UserId::parse(&unique("user-")).unwrap();
+    let (first, second) = (unique("cus_"), unique("cus_"));
+    assert_eq!(store.customer_of_user(&user).await.unwrap(), None);
+    assert_eq!(store.link_customer(&user, &first).await.unwrap(), LinkOutcome::Linked);
+    assert_eq!(store.link_customer(&user, &second).await.unwrap(), LinkOutcome::AlreadyLinked(first.clone()));
+    assert_eq!(store.customer_of_user(&user).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.user_of_customer(&first).await.unwrap(), Some(user));
+    assert_eq!(store.user_of_customer(&second).await.unwrap(), None);
+}
+
+async fn concurrent_first_links_converge<S: BillingStore + 'static>(store: Arc<S>) {
+    let user = UserId::parse(&unique("user-")).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (store, user) = (store.clone(), user.clone());
+        tasks.spawn(async move { store.link_customer(&user, &unique("cus_")).await.unwrap() });
+    }
+    let outcomes = tasks.join_all().await;
+    assert_eq!(outcomes.iter().filter(|o| **o == LinkOutcome::Linked).count(), 1, "{outcomes:?}");
+    let winner = store.customer_of_user(&user).await.unwrap().unwrap();
+    for outcome in outcomes {
+        if let LinkOutcome::AlreadyLinked(existing) = outcome {
+            assert_eq!(existing, winner);
+        }
+    }
+}
+
+async fn stale_subscription_writes_are_refused<S: BillingStore>(store: &S) {
+    let (customer, id) = (unique("cus_"), unique("sub_"));
+    let v10 = subscription(&customer, &id, 10, SubscriptionStatus::Active);
+    let v5 = subscription(&customer, &id, 5, SubscriptionStatus::Canceled);
+    let v10_tie = subscription(&customer, &id, 10, SubscriptionStatus::PastDue);
+    assert_eq!(store.put_subscription(&v10, WriteRule::IfNewer).await.unwrap(), WriteOutcome::Written);
+    assert_eq!(store.put_subscription(&v5, WriteRule::IfNewer).await.unwrap(), WriteOutcome::Stale);
+    assert_eq!(store.put_subscription(&v5, WriteRule::IfNotOlder).await.unwrap(), WriteOutcome::Stale);
+    assert_eq!(store.put_subscription(&v10_tie, WriteRule::IfNewer).await.unwrap(), WriteOutcome::Stale);
+    assert_eq!(store.get_subscription(&customer, &id).await.unwrap(), Some(v10));
+    assert_eq!(store.put_subscription(&v10_tie, WriteRule::IfNotOlder).await.unwrap(), WriteOutcome::Written);
+    assert_eq!(store.get_subscription(&customer, &id).await.unwrap(), Some(v10_tie));
+}
+
+async fn subscriptions_are_listed_per_customer<S: BillingStore>(store: &S) {
+    let (customer, other) = (unique("cus_"), unique("cus_"));
+    for id in ["sub_b", "sub_a"] {
+        store.put_subscription(&subscription(&customer, id, 1, SubscriptionStatus::Active), WriteRule::IfNewer).await.unwrap();
+    }
+    store.put_subscription(&subscription(&other, "sub_c", 1, SubscriptionStatus::Active), WriteRule::IfNewer).await.unwrap();
+    let ids: Vec<String> =
+        store.subscriptions_of_customer(&customer).await.unwrap().into_iter().map(|s| s.subscription_id).collect();
+    assert_eq!(ids, ["sub_a", "sub_b"]);
+    assert!(store.subscriptions_of_customer(&unique("cus_")).await.unwrap().is_empty());
+}
+
+async fn entitlements_round_trip<S: BillingStore>(store: &S) {
+    let user = UserId::parse(&unique("user-")).unwrap();
+    assert_eq!(store.get_entitlement(&user).await.unwrap(), None);
+    let mut entitlement = Entitlement {
+        user_id: user.clone(),
+        customer_id: Some(unique("cus_")),
+        subscription_id: Some(unique("sub_")),
+        plan: Some("pro".into()),
+        status: Some(SubscriptionStatus::Trialing),
+        access: Access::Active,
+        access_until: Some(1_900_000_000),
+        features: vec!["reports".into(), "api".into()],
+        cancel_at_period_end: true,
+        current_period_end: Some(1_900_000_000),
+    };
+    store.put_entitlement(&entitlement).await.unwrap();
+    assert_eq!(store.get_entitlement(&user).await.unwrap().as_ref(), Some(&entitlement));
+    entitlement.access = Access::None;
+    entitlement.features.clear();
+    entitlement.access_until = None;
+    store.put_entitlement(&entitlement).await.unwrap();
+    assert_eq!(store.get_entitlement(&user).await.unwrap(), Some(entitlement));
+}
+
+async fn ledger_leases_complete_and_release<S: BillingStore>(store: &S) {
+    let event = unique("evt_");
+    assert_eq!(store.event_state(&event).await.unwrap(), None);
+    let LedgerClaim::Acquired { token } = store.claim_event(&event, 100, 160).await.unwrap() else {
+        panic!("first claim must win")
+    };
+    assert_eq!(store.claim_event(&event, 110, 170).await.unwrap(), LedgerClaim::Busy { lease_until: 160 });
+    assert_eq!(store.event_state(&event).await.unwrap(), Some(LedgerState::InProgress { lease_until: 160 }));
+    assert!(matches!(store.release_event(&event, "not-the-token").await, Err(StoreError::LeaseLost(_))));
+    store.release_event(&event, &token).await.unwrap();
+    assert_eq!(store.event_state(&event).await.unwrap(), None);
+
+    let LedgerClaim::Acquired { token } = store.claim_event(&event, 120, 180).await.unwrap() else {
+        panic!("a released event can be claimed again")
+    };
+    assert!(matches!(store.complete_event(&event, "not-the-token", 999).await, Err(StoreError::LeaseLost(_))));
+    store.complete_event(&event, &token, 10_000).await.unwrap();
+    assert_eq!(store.event_state(&event).await.unwrap(), Some(LedgerState::Completed));
+    assert_eq!(store.claim_event(&event, 10_000, 10_060).await.unwrap(), LedgerClaim::Completed);
+}
+
+async fn expired_leases_can_be_taken_over<S: BillingStore>(store: &S) {
+    let event = unique("evt_");
+    let LedgerClaim::Acquired { token: stale } = store.claim_event(&event, 100, 130).await.unwrap() else {
+        panic!("first claim must win")
+    };
+    let LedgerClaim::Acquired { token: fresh } = store.claim_event(&event, 131, 190).await.unwrap() else {
+        panic!("an expired lease must be taken over")
+    };
+    assert!(matches!(store.complete_event(&event, &stale, 999).await, Err(StoreError::LeaseLost(_))));
+    store.complete_event(&event, &fresh, 999).await.unwrap();
+}
+
+async fn concurrent_claims_have_one_winner<S: BillingStore + 'static>(store: Arc<S>) {
+    let event = unique("evt_");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (store, event) = (store.clone(), event.clone());
+        tasks.spawn(async move { store.claim_event(&event, 100, 200).await.unwrap() });
+    }
+    let claims = tasks.join_all().await;
+    let winners = claims.iter().filter(|c| matches!(c, LedgerClaim::Acquired { .. })).count();
+    assert_eq!(winners, 1, "{claims:?}");
+    assert!(claims.iter().all(|c| matches!(c, LedgerClaim::Acquired { .. } | LedgerClaim::Busy { lease_until: 200 })));
+}
+
+async fn dunning_records_round_trip<S: BillingStore>(store: &S) {
+    let customer = unique("cus_");
+    let mut record = DunningRecord {
+        invoice_id: "in_1".into(),
+        customer_id: customer.clone(),
+        subscription_id: Some("sub_1".into()),
+        stage: DunningStage::Retrying,
+        attempt_count: 1,
+        next_payment_attempt: Some(1_900_000_000),
+        failure_code: Some("card_declined".into()),
+        decline_code: Some("insufficient_funds".into()),
+        hosted_invoice_url: Some("https://invoice.stripe.com/i/x".into()),
+        grace_until: Some(1_900_500_000),
+        watermark: 7,
+    };
+    store.put_dunning(&record).await.unwrap();
+    record.stage = DunningStage::Closed;
+    store.put_dunning(&record).await.unwrap();
+    assert_eq!(store.get_dunning(&customer, "in_1").await.unwrap().as_ref(), Some(&record));
+    assert_eq!(store.dunning_of_customer(&customer).await.unwrap(), vec![record]);
+    assert_eq!(store.get_dunning(&customer, "in_2").await.unwrap(), None);
+}
+
+async fn cursors_compare_and_set<S: BillingStore>(store: &S) {
+    let name = unique("cursor-");
+    assert_eq!(store.get_cursor(&name).await.unwrap(), None);
+    assert!(!store.set_cursor(&name, Some(1), 5).await.unwrap());
+    assert!(store.set_cursor(&name, None, 5).await.unwrap());
+    assert!(!store.set_cursor(&name, None, 6).await.unwrap());
+    assert!(!store.set_cursor(&name, Some(4), 6).await.unwrap());
+    assert!(store.set_cursor(&name, Some(5), 9).await.unwrap());
+    assert_eq!(store.get_cursor(&name).await.unwrap(), Some(9));
+}
