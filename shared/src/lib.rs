@@ -3,11 +3,15 @@
 //! Ports ([`store::BillingStore`], [`queue::EventQueue`], the Stripe client) sit beside their
 //! adapters; each adapter has an in-memory twin that passes the same conformance suite.
 
+pub mod bootstrap;
 pub mod config;
+pub mod entitlement;
+pub mod processing;
 pub mod queue;
 pub mod routing;
 pub mod store;
 pub mod stripe;
+pub mod sync;
 pub mod telemetry;
 pub mod webhook;
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use billing_tests::fixtures;
 use billing_tests::stripe_standin::StripeStandIn;
-use serde_json::json;
 use secrecy::SecretString;
+use serde_json::json;
 use shared::stripe::{API_VERSION, RetryPolicy, StripeClient, StripeError};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -18,7 +18,13 @@ fn stripe_error(kind: &str, code: &str) -> serde_json::Value {
 fn idempotency_keys(requests: &[wiremock::Request]) -> Vec<String> {
     requests
         .iter()
-        .map(|r| r.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned())
+        .map(|r| {
+            r.headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -28,7 +34,9 @@ async fn a_429_then_200_is_one_logical_call_with_one_idempotency_key() {
     Mock::given(method("POST"))
         .and(path("/v1/customers"))
         .respond_with(
-            ResponseTemplate::new(429).insert_header("Retry-After", "0").set_body_json(stripe_error("invalid_request_error", "rate_limit")),
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "0")
+                .set_body_json(stripe_error("invalid_request_error", "rate_limit")),
         )
         .up_to_n_times(1)
         .with_priority(1)
@@ -40,7 +48,11 @@ async fn a_429_then_200_is_one_logical_call_with_one_idempotency_key() {
         .mount(&stripe.server)
         .await;
 
-    let customer = stripe.client().create_customer(&json!({"metadata": {"user_id": "u1"}}), "customer-u1").await.unwrap();
+    let customer = stripe
+        .client()
+        .create_customer(&json!({"metadata": {"user_id": "u1"}}), "customer-u1")
+        .await
+        .unwrap();
 
     assert_eq!(customer.id, "cus_retry");
     let requests = stripe.requests().await;
@@ -63,11 +75,17 @@ async fn posts_without_a_caller_key_still_carry_one_and_keep_it_across_retries()
         .mount(&stripe.server)
         .await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::subscription("sub_1", "cus_1", "price_1", "active")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixtures::subscription("sub_1", "cus_1", "price_1", "active")),
+        )
         .mount(&stripe.server)
         .await;
 
-    let sub = stripe.client().update_subscription("sub_1", &json!({"cancel_at_period_end": true}), None).await.unwrap();
+    let sub = stripe
+        .client()
+        .update_subscription("sub_1", &json!({"cancel_at_period_end": true}), None)
+        .await
+        .unwrap();
 
     assert_eq!(sub.id, "sub_1");
     let keys = idempotency_keys(&stripe.requests().await);
@@ -145,10 +163,23 @@ async fn a_slow_stripe_ends_at_the_deadline() {
 
 #[tokio::test]
 async fn connection_failures_are_retried_then_reported() {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let base = url::Url::parse(&format!("http://127.0.0.1:{closed_port}")).unwrap();
-    let retry = RetryPolicy { initial_backoff: Duration::from_millis(5), max_backoff: Duration::from_millis(10), ..RetryPolicy::default() };
-    let client = StripeClient::new(StripeClient::http_client().unwrap(), base, SecretString::from("sk_test_x".to_string()), retry);
+    let retry = RetryPolicy {
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(10),
+        ..RetryPolicy::default()
+    };
+    let client = StripeClient::new(
+        StripeClient::http_client().unwrap(),
+        base,
+        SecretString::from("sk_test_x".to_string()),
+        retry,
+    );
 
     let error = client.retrieve_subscription("sub_1").await.unwrap_err();
 
@@ -163,18 +194,50 @@ async fn every_request_the_client_sends_is_one_stripe_accepts() {
         ("GET", "/v1/customers/cus_1", fixtures::customer("cus_1")),
         ("POST", "/v1/checkout/sessions", fixtures::checkout_session("cs_1")),
         ("POST", "/v1/billing_portal/sessions", fixtures::portal_session("cus_1")),
-        ("GET", "/v1/subscriptions/sub_1", fixtures::subscription("sub_1", "cus_1", "price_1", "active")),
-        ("POST", "/v1/subscriptions/sub_1", fixtures::subscription("sub_1", "cus_1", "price_2", "active")),
-        ("GET", "/v1/subscriptions", json!({"object": "list", "data": [fixtures::subscription("sub_1", "cus_1", "price_1", "active")], "has_more": false})),
-        ("GET", "/v1/invoices/in_1", fixtures::invoice("in_1", "cus_1", "sub_1", "open")),
-        ("GET", "/v1/events/evt_1", fixtures::event("evt_1", "invoice.paid", 1, fixtures::invoice("in_1", "cus_1", "sub_1", "paid"))),
+        (
+            "GET",
+            "/v1/subscriptions/sub_1",
+            fixtures::subscription("sub_1", "cus_1", "price_1", "active"),
+        ),
+        (
+            "POST",
+            "/v1/subscriptions/sub_1",
+            fixtures::subscription("sub_1", "cus_1", "price_2", "active"),
+        ),
+        (
+            "GET",
+            "/v1/subscriptions",
+            json!({"object": "list", "data": [fixtures::subscription("sub_1", "cus_1", "price_1", "active")], "has_more": false}),
+        ),
+        (
+            "GET",
+            "/v1/invoices/in_1",
+            fixtures::invoice("in_1", "cus_1", "sub_1", "open"),
+        ),
+        (
+            "GET",
+            "/v1/events/evt_1",
+            fixtures::event(
+                "evt_1",
+                "invoice.paid",
+                1,
+                fixtures::invoice("in_1", "cus_1", "sub_1", "paid"),
+            ),
+        ),
     ];
     for (verb, route, body) in routes {
-        Mock::given(method(verb)).and(path(route)).respond_with(ResponseTemplate::new(200).set_body_json(body)).mount(&stripe.server).await;
+        Mock::given(method(verb))
+            .and(path(route))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(&stripe.server)
+            .await;
     }
     let client = stripe.client();
 
-    client.create_customer(&json!({"metadata": {"user_id": "u1"}}), "k1").await.unwrap();
+    client
+        .create_customer(&json!({"metadata": {"user_id": "u1"}}), "k1")
+        .await
+        .unwrap();
     client.retrieve_customer("cus_1").await.unwrap();
     let checkout = json!({
         "mode": "subscription",
@@ -188,7 +251,10 @@ async fn every_request_the_client_sends_is_one_stripe_accepts() {
         "subscription_data": {"trial_period_days": 14, "metadata": {"user_id": "u1", "plan": "pro"}},
     });
     client.create_checkout_session(&checkout, "k2").await.unwrap();
-    client.create_portal_session("cus_1", "https://app.example.com/billing").await.unwrap();
+    client
+        .create_portal_session("cus_1", "https://app.example.com/billing")
+        .await
+        .unwrap();
     let sub = client.retrieve_subscription("sub_1").await.unwrap();
     assert_eq!(sub.primary_item().map(|i| i.price.id.as_str()), Some("price_1"));
     let change = json!({"items": [{"id": "si_1", "price": "price_2"}], "proration_behavior": "create_prorations"});

@@ -20,6 +20,8 @@ const NOW: i64 = 1_763_900_000;
 const SECRET: &str = "whsec_primary_test";
 const SECRET_2: &str = "whsec_rotated_test";
 
+type HeaderFor = fn(&str) -> String;
+
 /// `stripe.WebhookSignature.generate_signature_header` from the official Python SDK.
 fn official_header(payload: &str, secret: &str, timestamp: i64) -> String {
     let script = "import sys, stripe; print(stripe.WebhookSignature.generate_signature_header(sys.stdin.read(), sys.argv[1], timestamp=int(sys.argv[2])))";
@@ -31,7 +33,10 @@ fn official_header(payload: &str, secret: &str, timestamp: i64) -> String {
         .expect("python3 with the stripe package (pip install -r tests/requirements.txt)");
     child.stdin.take().unwrap().write_all(payload.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "stripe-python failed: is it installed? pip install -r tests/requirements.txt");
+    assert!(
+        output.status.success(),
+        "stripe-python failed: is it installed? pip install -r tests/requirements.txt"
+    );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
@@ -66,7 +71,12 @@ fn apigw_event(method: &str, headers: Value, body: &str, base64: bool) -> ApiGat
 }
 
 fn signed(body: &str, header: &str) -> ApiGatewayV2httpRequest {
-    apigw_event("POST", json!({"content-type": "application/json", "stripe-signature": header}), body, false)
+    apigw_event(
+        "POST",
+        json!({"content-type": "application/json", "stripe-signature": header}),
+        body,
+        false,
+    )
 }
 
 async fn receiver(secrets: &[&str]) -> (WebhookReceiver<SqsQueue>, SqsQueue) {
@@ -91,16 +101,25 @@ fn signatures_from_the_official_sdk_verify_and_tampering_is_caught() {
     for secret in [SECRET, SECRET_2, "whsec_with+special/chars=="] {
         for payload in &payloads {
             let header = official_header(payload, secret, NOW);
-            assert_eq!(verifier(&[secret]).verify(Some(&header), payload.as_bytes(), NOW), Ok(()));
+            assert_eq!(
+                verifier(&[secret]).verify(Some(&header), payload.as_bytes(), NOW),
+                Ok(())
+            );
             assert_eq!(header, sign(secret, NOW, payload.as_bytes()), "same header as the SDK");
 
             let mut one_byte = payload.as_bytes().to_vec();
             let last = one_byte.len() - 2;
             one_byte[last] ^= 0x01;
-            assert_eq!(verifier(&[secret]).verify(Some(&header), &one_byte, NOW), Err(SignatureError::NoMatch));
+            assert_eq!(
+                verifier(&[secret]).verify(Some(&header), &one_byte, NOW),
+                Err(SignatureError::NoMatch)
+            );
 
             let reserialised = serde_json::to_string_pretty(&serde_json::from_str::<Value>(payload).unwrap()).unwrap();
-            assert_eq!(verifier(&[secret]).verify(Some(&header), reserialised.as_bytes(), NOW), Err(SignatureError::NoMatch));
+            assert_eq!(
+                verifier(&[secret]).verify(Some(&header), reserialised.as_bytes(), NOW),
+                Err(SignatureError::NoMatch)
+            );
         }
     }
 }
@@ -133,7 +152,12 @@ async fn redelivered_events_are_enqueued_once() {
     let body = invoice_event("invoice.paid", "cus_dup");
     for offset in 0..3 {
         let header = official_header(&body, SECRET, NOW + offset);
-        assert_eq!(apigw::handle(&receiver, &signed(&body, &header), NOW + offset).await.status_code, 200);
+        assert_eq!(
+            apigw::handle(&receiver, &signed(&body, &header), NOW + offset)
+                .await
+                .status_code,
+            200
+        );
     }
     assert_eq!(drain(&queue, QueueName::Events).await.len(), 1);
 }
@@ -143,10 +167,12 @@ async fn edge_cases_that_must_be_accepted_are() {
     let (receiver, queue) = receiver(&[SECRET, SECRET_2]).await;
     let bad_v1 = format!("v1={}", "ab".repeat(32));
     let v1_of = |header: String| header.split_once(',').unwrap().1.to_owned();
-    let cases: Vec<(&str, fn(&str) -> String)> = vec![
+    let cases: [(&str, HeaderFor); 3] = [
         ("299 s old", |body| official_header(body, SECRET, NOW - 299)),
         ("299 s ahead", |body| official_header(body, SECRET, NOW + 299)),
-        ("signed with the second secret", |body| official_header(body, SECRET_2, NOW)),
+        ("signed with the second secret", |body| {
+            official_header(body, SECRET_2, NOW)
+        }),
     ];
     let mut requests: Vec<(String, ApiGatewayV2httpRequest)> = Vec::new();
     for (name, make_header) in cases {
@@ -157,12 +183,18 @@ async fn edge_cases_that_must_be_accepted_are() {
     let header = format!("{},{bad_v1},{bad_v1}", official_header(&body, SECRET, NOW));
     requests.push(("good v1 first of several".into(), signed(&body, &header)));
     let body = invoice_event("invoice.paid", &unique("cus_"));
-    let header = format!("t={NOW},{bad_v1},{bad_v1},{}", v1_of(official_header(&body, SECRET_2, NOW)));
+    let header = format!(
+        "t={NOW},{bad_v1},{bad_v1},{}",
+        v1_of(official_header(&body, SECRET_2, NOW))
+    );
     requests.push(("good v1 last of several".into(), signed(&body, &header)));
     let body = invoice_event("invoice.paid", &unique("cus_"));
     let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
     let header = official_header(&body, SECRET, NOW);
-    requests.push(("base64-encoded body".into(), apigw_event("POST", json!({"stripe-signature": header}), &encoded, true)));
+    requests.push((
+        "base64-encoded body".into(),
+        apigw_event("POST", json!({"stripe-signature": header}), &encoded, true),
+    ));
 
     for (name, request) in &requests {
         assert_eq!(apigw::handle(&receiver, request, NOW).await.status_code, 200, "{name}");
@@ -182,15 +214,51 @@ async fn rejected_deliveries_enqueue_nothing() {
         ("empty header", signed(&body, ""), 400),
         ("v0 only", signed(&body, &good.replace("v1=", "v0=")), 400),
         ("no timestamp", signed(&body, &v1_only), 400),
-        ("non-numeric t", signed(&body, &good.replace(&format!("t={NOW}"), "t=soon")), 400),
-        ("overflowing t", signed(&body, &good.replace(&format!("t={NOW}"), "t=99999999999999999999")), 400),
-        ("stale by 301 s", signed(&body, &official_header(&body, SECRET, NOW - 301)), 400),
-        ("future by 301 s", signed(&body, &official_header(&body, SECRET, NOW + 301)), 400),
-        ("wrong secret", signed(&body, &official_header(&body, "whsec_attacker", NOW)), 400),
-        ("tampered body", signed(&body.replacen("cus_reject", "cus_rejecT", 1), &good), 400),
-        ("bad base64", apigw_event("POST", json!({"stripe-signature": good}), "%%%not base64%%%", true), 400),
-        ("oversized body", signed(&oversized, &official_header(&oversized, SECRET, NOW)), 413),
-        ("GET", apigw_event("GET", json!({"stripe-signature": good}), &body, false), 405),
+        (
+            "non-numeric t",
+            signed(&body, &good.replace(&format!("t={NOW}"), "t=soon")),
+            400,
+        ),
+        (
+            "overflowing t",
+            signed(&body, &good.replace(&format!("t={NOW}"), "t=99999999999999999999")),
+            400,
+        ),
+        (
+            "stale by 301 s",
+            signed(&body, &official_header(&body, SECRET, NOW - 301)),
+            400,
+        ),
+        (
+            "future by 301 s",
+            signed(&body, &official_header(&body, SECRET, NOW + 301)),
+            400,
+        ),
+        (
+            "wrong secret",
+            signed(&body, &official_header(&body, "whsec_attacker", NOW)),
+            400,
+        ),
+        (
+            "tampered body",
+            signed(&body.replacen("cus_reject", "cus_rejecT", 1), &good),
+            400,
+        ),
+        (
+            "bad base64",
+            apigw_event("POST", json!({"stripe-signature": good}), "%%%not base64%%%", true),
+            400,
+        ),
+        (
+            "oversized body",
+            signed(&oversized, &official_header(&oversized, SECRET, NOW)),
+            413,
+        ),
+        (
+            "GET",
+            apigw_event("GET", json!({"stripe-signature": good}), &body, false),
+            405,
+        ),
     ];
     for (name, request, status) in cases {
         let response = apigw::handle(&receiver, &request, NOW).await;
@@ -200,7 +268,10 @@ async fn rejected_deliveries_enqueue_nothing() {
             other => panic!("{name}: unexpected body {other:?}"),
         };
         assert!(answer.starts_with("{\"error\":"), "{name}: {answer}");
-        assert!(!answer.contains("whsec") && !answer.contains(&good[..10]), "{name} leaks: {answer}");
+        assert!(
+            !answer.contains("whsec") && !answer.contains(&good[..10]),
+            "{name} leaks: {answer}"
+        );
     }
     assert_queues_empty(&queue).await;
 }
@@ -208,7 +279,13 @@ async fn rejected_deliveries_enqueue_nothing() {
 #[tokio::test]
 async fn unhandled_event_types_are_acknowledged_and_dropped() {
     let (receiver, queue) = receiver(&[SECRET]).await;
-    let body = serde_json::to_string(&fixtures::event("evt_plan", "plan.created", NOW, fixtures::price("price_1"))).unwrap();
+    let body = serde_json::to_string(&fixtures::event(
+        "evt_plan",
+        "plan.created",
+        NOW,
+        fixtures::price("price_1"),
+    ))
+    .unwrap();
     let response = apigw::handle(&receiver, &signed(&body, &official_header(&body, SECRET, NOW)), NOW).await;
     assert_eq!(response.status_code, 200);
     assert_queues_empty(&queue).await;
@@ -218,8 +295,15 @@ async fn unhandled_event_types_are_acknowledged_and_dropped() {
 async fn without_a_secret_every_delivery_is_refused_with_500() {
     let (receiver, queue) = receiver(&[]).await;
     let body = invoice_event("invoice.paid", "cus_noconf");
-    for header in [official_header(&body, SECRET, NOW), official_header(&body, "", NOW), String::new()] {
-        assert_eq!(apigw::handle(&receiver, &signed(&body, &header), NOW).await.status_code, 500);
+    for header in [
+        official_header(&body, SECRET, NOW),
+        official_header(&body, "", NOW),
+        String::new(),
+    ] {
+        assert_eq!(
+            apigw::handle(&receiver, &signed(&body, &header), NOW).await.status_code,
+            500
+        );
     }
     assert_queues_empty(&queue).await;
 }
@@ -228,7 +312,10 @@ async fn without_a_secret_every_delivery_is_refused_with_500() {
 async fn a_queue_failure_answers_500_so_stripe_retries() {
     let client = aws_sdk_sqs::Client::new(&aws::sdk_config().await);
     let missing = format!("{}/123456789012/{}.fifo", aws::endpoint().await, unique("missing-"));
-    let settings = QueueSettings { events_url: missing.clone(), payment_failed_url: missing };
+    let settings = QueueSettings {
+        events_url: missing.clone(),
+        payment_failed_url: missing,
+    };
     let receiver = WebhookReceiver::new(verifier(&[SECRET]), SqsQueue::new(client, settings));
     let body = invoice_event("invoice.paid", "cus_down");
     let response = apigw::handle(&receiver, &signed(&body, &official_header(&body, SECRET, NOW)), NOW).await;

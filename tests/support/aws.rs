@@ -27,12 +27,18 @@ pub async fn endpoint() -> &'static str {
 }
 
 async fn start_moto() -> String {
-    let found = Command::new("sh").args(["-c", "command -v moto_server"]).output().map(|o| o.status.success());
+    let found = Command::new("sh")
+        .args(["-c", "command -v moto_server"])
+        .output()
+        .map(|o| o.status.success());
     assert!(
         matches!(found, Ok(true)),
         "moto_server is not installed: run `pip install -r tests/requirements.txt` (or set AWS_ENDPOINT_URL)"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
     let log = std::env::temp_dir().join(format!("moto-{port}.log"));
     let script = format!(
         "moto_server -H 127.0.0.1 -p {port} >{log} 2>&1 & moto=$!; \
@@ -40,17 +46,24 @@ async fn start_moto() -> String {
         log = log.display(),
         parent = std::process::id(),
     );
-    Command::new("sh")
+    let mut watchdog = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start moto_server");
+    // Reaps the watchdog if moto dies early; otherwise it outlives the tests on purpose.
+    std::thread::spawn(move || watchdog.wait());
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     for _ in 0..200 {
-        if http.get(format!("{url}/moto-api/")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(format!("{url}/moto-api/"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return url;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -72,7 +85,9 @@ pub async fn sdk_config() -> SdkConfig {
 pub async fn fresh_store() -> DynamoStore {
     let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
     let table = crate::unique("billing-");
-    DynamoStore::create_table(&client, &table).await.expect("create table on moto");
+    DynamoStore::create_table(&client, &table)
+        .await
+        .expect("create table on moto");
     DynamoStore::new(client, table)
 }
 
@@ -92,6 +107,9 @@ pub async fn fresh_queues() -> (aws_sdk_sqs::Client, QueueSettings, SqsQueue) {
             .expect("create queue on moto");
         urls.push(output.queue_url.expect("queue url"));
     }
-    let settings = QueueSettings { events_url: urls[0].clone(), payment_failed_url: urls[1].clone() };
+    let settings = QueueSettings {
+        events_url: urls[0].clone(),
+        payment_failed_url: urls[1].clone(),
+    };
     (client.clone(), settings.clone(), SqsQueue::new(client, settings))
 }

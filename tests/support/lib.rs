@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod fixtures;
+pub mod lifecycle;
 pub mod queue_conformance;
 pub mod spec;
 pub mod store_conformance;

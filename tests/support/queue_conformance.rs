@@ -27,13 +27,23 @@ pub async fn drain<Q: EventQueue>(queue: &Q, name: QueueName) -> Vec<ReceivedMes
 }
 
 fn message<'a>(body: &'a str, group: &'a str, id: &'a str) -> OutboundMessage<'a> {
-    OutboundMessage { body, group_id: group, dedup_id: id, event_id: id, event_type: "invoice.paid", livemode: false }
+    OutboundMessage {
+        body,
+        group_id: group,
+        dedup_id: id,
+        event_id: id,
+        event_type: "invoice.paid",
+        livemode: false,
+    }
 }
 
 async fn delivers_bodies_and_attributes_unchanged<Q: EventQueue>(queue: &Q) {
     let id = unique("evt_");
     let body = r#"{"id":"x", "spaces" : [1, 2],"unicode":"é✓"}"#;
-    queue.send(QueueName::PaymentFailed, &message(body, "cus_1", &id)).await.unwrap();
+    queue
+        .send(QueueName::PaymentFailed, &message(body, "cus_1", &id))
+        .await
+        .unwrap();
     let received = drain(queue, QueueName::PaymentFailed).await;
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].body, body);
@@ -46,7 +56,10 @@ async fn delivers_bodies_and_attributes_unchanged<Q: EventQueue>(queue: &Q) {
 async fn deduplicates_by_id<Q: EventQueue>(queue: &Q) {
     let id = unique("evt_");
     for _ in 0..3 {
-        queue.send(QueueName::Events, &message("{}", "cus_2", &id)).await.unwrap();
+        queue
+            .send(QueueName::Events, &message("{}", "cus_2", &id))
+            .await
+            .unwrap();
     }
     assert_eq!(drain(queue, QueueName::Events).await.len(), 1);
 }
@@ -72,7 +85,10 @@ async fn keeps_order_within_a_group<Q: EventQueue>(queue: &Q) {
     all.extend(drain(queue, QueueName::Events).await);
     let mut by_group: HashMap<String, Vec<String>> = HashMap::new();
     for message in all {
-        by_group.entry(message.group_id.unwrap_or_default()).or_default().push(message.body);
+        by_group
+            .entry(message.group_id.unwrap_or_default())
+            .or_default()
+            .push(message.body);
     }
     assert_eq!(by_group["cus_a"], [ids[0].clone(), ids[2].clone(), ids[4].clone()]);
     assert_eq!(by_group["cus_b"], [ids[1].clone(), ids[3].clone(), ids[5].clone()]);

@@ -37,7 +37,10 @@ impl Spec {
         let query_params = decode(query.unwrap_or_default().as_bytes());
         let parameters = operation["parameters"].as_array().cloned().unwrap_or_default();
         for (name, node) in &query_params {
-            match parameters.iter().find(|p| p["in"] == "query" && p["name"] == name.as_str()) {
+            match parameters
+                .iter()
+                .find(|p| p["in"] == "query" && p["name"] == name.as_str())
+            {
                 Some(parameter) => check(&parameter["schema"], node, name, &mut errors),
                 None => errors.push(format!("unknown query parameter {name}")),
             }
@@ -55,7 +58,10 @@ fn path_matches(template: &str, path: &str) -> bool {
     let template: Vec<&str> = template.split('/').collect();
     let path: Vec<&str> = path.split('/').collect();
     template.len() == path.len()
-        && template.iter().zip(&path).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+        && template
+            .iter()
+            .zip(&path)
+            .all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
 }
 
 /// `a[b][0]=v` → {"a": {"b": {"0": "v"}}}.
@@ -75,7 +81,9 @@ fn decode(form: &[u8]) -> BTreeMap<String, Node> {
 }
 
 fn insert(map: &mut BTreeMap<String, Node>, parts: &[String], value: String) {
-    let Some((first, rest)) = parts.split_first() else { return };
+    let Some((first, rest)) = parts.split_first() else {
+        return;
+    };
     if rest.is_empty() {
         map.insert(first.clone(), Node::Leaf(value));
         return;
@@ -106,7 +114,11 @@ fn check(schema: &Value, node: &Node, at: &str, errors: &mut Vec<String>) {
         ("object", Node::Map(map)) => {
             let properties = schema.get("properties").and_then(Value::as_object);
             for (key, child) in map {
-                let path = if at.is_empty() { key.clone() } else { format!("{at}[{key}]") };
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}[{key}]")
+                };
                 match (properties.and_then(|p| p.get(key)), schema.get("additionalProperties")) {
                     (Some(child_schema), _) => check(child_schema, child, &path, errors),
                     (None, Some(Value::Object(extra))) => check(&Value::Object(extra.clone()), child, &path, errors),
@@ -172,15 +184,36 @@ mod tests {
         let ok = b"mode=subscription&line_items[0][price]=price_1&line_items[0][quantity]=2&success_url=https://a/s&subscription_data[metadata][user_id]=u1&subscription_data[trial_period_days]=14";
         assert_eq!(spec.validate("POST", "/v1/checkout/sessions", None, ok), Ok(()));
         let unknown = b"mode=subscription&price=price_1";
-        assert!(spec.validate("POST", "/v1/checkout/sessions", None, unknown).unwrap_err()[0].contains("unknown parameter price"));
+        assert!(
+            spec.validate("POST", "/v1/checkout/sessions", None, unknown)
+                .unwrap_err()[0]
+                .contains("unknown parameter price")
+        );
         let nested_unknown = b"mode=subscription&subscription_data[colour]=red";
-        assert!(spec.validate("POST", "/v1/checkout/sessions", None, nested_unknown).is_err());
+        assert!(
+            spec.validate("POST", "/v1/checkout/sessions", None, nested_unknown)
+                .is_err()
+        );
         let wrong_type = b"mode=subscription&line_items[0][quantity]=two";
-        assert!(spec.validate("POST", "/v1/checkout/sessions", None, wrong_type).is_err());
+        assert!(
+            spec.validate("POST", "/v1/checkout/sessions", None, wrong_type)
+                .is_err()
+        );
         let bad_enum = b"mode=rental";
         assert!(spec.validate("POST", "/v1/checkout/sessions", None, bad_enum).is_err());
-        assert!(spec.validate("GET", "/v1/subscriptions", Some("customer=cus_1&status=all&limit=100"), b"").is_ok());
-        assert!(spec.validate("GET", "/v1/subscriptions", Some("colour=red"), b"").is_err());
+        assert!(
+            spec.validate(
+                "GET",
+                "/v1/subscriptions",
+                Some("customer=cus_1&status=all&limit=100"),
+                b""
+            )
+            .is_ok()
+        );
+        assert!(
+            spec.validate("GET", "/v1/subscriptions", Some("colour=red"), b"")
+                .is_err()
+        );
         assert!(spec.validate("POST", "/v1/charges", None, b"").is_err());
     }
 }

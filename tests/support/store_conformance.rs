@@ -42,7 +42,10 @@ async fn customer_links_are_one_per_user<S: BillingStore>(store: &S) {
     let (first, second) = (unique("cus_"), unique("cus_"));
     assert_eq!(store.customer_of_user(&user).await.unwrap(), None);
     assert_eq!(store.link_customer(&user, &first).await.unwrap(), LinkOutcome::Linked);
-    assert_eq!(store.link_customer(&user, &second).await.unwrap(), LinkOutcome::AlreadyLinked(first.clone()));
+    assert_eq!(
+        store.link_customer(&user, &second).await.unwrap(),
+        LinkOutcome::AlreadyLinked(first.clone())
+    );
     assert_eq!(store.customer_of_user(&user).await.unwrap(), Some(first.clone()));
     assert_eq!(store.user_of_customer(&first).await.unwrap(), Some(user));
     assert_eq!(store.user_of_customer(&second).await.unwrap(), None);
@@ -56,7 +59,11 @@ async fn concurrent_first_links_converge<S: BillingStore + 'static>(store: Arc<S
         tasks.spawn(async move { store.link_customer(&user, &unique("cus_")).await.unwrap() });
     }
     let outcomes = tasks.join_all().await;
-    assert_eq!(outcomes.iter().filter(|o| **o == LinkOutcome::Linked).count(), 1, "{outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == LinkOutcome::Linked).count(),
+        1,
+        "{outcomes:?}"
+    );
     let winner = store.customer_of_user(&user).await.unwrap().unwrap();
     for outcome in outcomes {
         if let LinkOutcome::AlreadyLinked(existing) = outcome {
@@ -70,25 +77,63 @@ async fn stale_subscription_writes_are_refused<S: BillingStore>(store: &S) {
     let v10 = subscription(&customer, &id, 10, SubscriptionStatus::Active);
     let v5 = subscription(&customer, &id, 5, SubscriptionStatus::Canceled);
     let v10_tie = subscription(&customer, &id, 10, SubscriptionStatus::PastDue);
-    assert_eq!(store.put_subscription(&v10, WriteRule::IfNewer).await.unwrap(), WriteOutcome::Written);
-    assert_eq!(store.put_subscription(&v5, WriteRule::IfNewer).await.unwrap(), WriteOutcome::Stale);
-    assert_eq!(store.put_subscription(&v5, WriteRule::IfNotOlder).await.unwrap(), WriteOutcome::Stale);
-    assert_eq!(store.put_subscription(&v10_tie, WriteRule::IfNewer).await.unwrap(), WriteOutcome::Stale);
+    assert_eq!(
+        store.put_subscription(&v10, WriteRule::IfNewer).await.unwrap(),
+        WriteOutcome::Written
+    );
+    assert_eq!(
+        store.put_subscription(&v5, WriteRule::IfNewer).await.unwrap(),
+        WriteOutcome::Stale
+    );
+    assert_eq!(
+        store.put_subscription(&v5, WriteRule::IfNotOlder).await.unwrap(),
+        WriteOutcome::Stale
+    );
+    assert_eq!(
+        store.put_subscription(&v10_tie, WriteRule::IfNewer).await.unwrap(),
+        WriteOutcome::Stale
+    );
     assert_eq!(store.get_subscription(&customer, &id).await.unwrap(), Some(v10));
-    assert_eq!(store.put_subscription(&v10_tie, WriteRule::IfNotOlder).await.unwrap(), WriteOutcome::Written);
+    assert_eq!(
+        store.put_subscription(&v10_tie, WriteRule::IfNotOlder).await.unwrap(),
+        WriteOutcome::Written
+    );
     assert_eq!(store.get_subscription(&customer, &id).await.unwrap(), Some(v10_tie));
 }
 
 async fn subscriptions_are_listed_per_customer<S: BillingStore>(store: &S) {
     let (customer, other) = (unique("cus_"), unique("cus_"));
     for id in ["sub_b", "sub_a"] {
-        store.put_subscription(&subscription(&customer, id, 1, SubscriptionStatus::Active), WriteRule::IfNewer).await.unwrap();
+        store
+            .put_subscription(
+                &subscription(&customer, id, 1, SubscriptionStatus::Active),
+                WriteRule::IfNewer,
+            )
+            .await
+            .unwrap();
     }
-    store.put_subscription(&subscription(&other, "sub_c", 1, SubscriptionStatus::Active), WriteRule::IfNewer).await.unwrap();
-    let ids: Vec<String> =
-        store.subscriptions_of_customer(&customer).await.unwrap().into_iter().map(|s| s.subscription_id).collect();
+    store
+        .put_subscription(
+            &subscription(&other, "sub_c", 1, SubscriptionStatus::Active),
+            WriteRule::IfNewer,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<String> = store
+        .subscriptions_of_customer(&customer)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.subscription_id)
+        .collect();
     assert_eq!(ids, ["sub_a", "sub_b"]);
-    assert!(store.subscriptions_of_customer(&unique("cus_")).await.unwrap().is_empty());
+    assert!(
+        store
+            .subscriptions_of_customer(&unique("cus_"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn entitlements_round_trip<S: BillingStore>(store: &S) {
@@ -121,19 +166,34 @@ async fn ledger_leases_complete_and_release<S: BillingStore>(store: &S) {
     let LedgerClaim::Acquired { token } = store.claim_event(&event, 100, 160).await.unwrap() else {
         panic!("first claim must win")
     };
-    assert_eq!(store.claim_event(&event, 110, 170).await.unwrap(), LedgerClaim::Busy { lease_until: 160 });
-    assert_eq!(store.event_state(&event).await.unwrap(), Some(LedgerState::InProgress { lease_until: 160 }));
-    assert!(matches!(store.release_event(&event, "not-the-token").await, Err(StoreError::LeaseLost(_))));
+    assert_eq!(
+        store.claim_event(&event, 110, 170).await.unwrap(),
+        LedgerClaim::Busy { lease_until: 160 }
+    );
+    assert_eq!(
+        store.event_state(&event).await.unwrap(),
+        Some(LedgerState::InProgress { lease_until: 160 })
+    );
+    assert!(matches!(
+        store.release_event(&event, "not-the-token").await,
+        Err(StoreError::LeaseLost(_))
+    ));
     store.release_event(&event, &token).await.unwrap();
     assert_eq!(store.event_state(&event).await.unwrap(), None);
 
     let LedgerClaim::Acquired { token } = store.claim_event(&event, 120, 180).await.unwrap() else {
         panic!("a released event can be claimed again")
     };
-    assert!(matches!(store.complete_event(&event, "not-the-token", 999).await, Err(StoreError::LeaseLost(_))));
+    assert!(matches!(
+        store.complete_event(&event, "not-the-token", 999).await,
+        Err(StoreError::LeaseLost(_))
+    ));
     store.complete_event(&event, &token, 10_000).await.unwrap();
     assert_eq!(store.event_state(&event).await.unwrap(), Some(LedgerState::Completed));
-    assert_eq!(store.claim_event(&event, 10_000, 10_060).await.unwrap(), LedgerClaim::Completed);
+    assert_eq!(
+        store.claim_event(&event, 10_000, 10_060).await.unwrap(),
+        LedgerClaim::Completed
+    );
 }
 
 async fn expired_leases_can_be_taken_over<S: BillingStore>(store: &S) {
@@ -144,7 +204,10 @@ async fn expired_leases_can_be_taken_over<S: BillingStore>(store: &S) {
     let LedgerClaim::Acquired { token: fresh } = store.claim_event(&event, 131, 190).await.unwrap() else {
         panic!("an expired lease must be taken over")
     };
-    assert!(matches!(store.complete_event(&event, &stale, 999).await, Err(StoreError::LeaseLost(_))));
+    assert!(matches!(
+        store.complete_event(&event, &stale, 999).await,
+        Err(StoreError::LeaseLost(_))
+    ));
     store.complete_event(&event, &fresh, 999).await.unwrap();
 }
 
@@ -156,9 +219,16 @@ async fn concurrent_claims_have_one_winner<S: BillingStore + 'static>(store: Arc
         tasks.spawn(async move { store.claim_event(&event, 100, 200).await.unwrap() });
     }
     let claims = tasks.join_all().await;
-    let winners = claims.iter().filter(|c| matches!(c, LedgerClaim::Acquired { .. })).count();
+    let winners = claims
+        .iter()
+        .filter(|c| matches!(c, LedgerClaim::Acquired { .. }))
+        .count();
     assert_eq!(winners, 1, "{claims:?}");
-    assert!(claims.iter().all(|c| matches!(c, LedgerClaim::Acquired { .. } | LedgerClaim::Busy { lease_until: 200 })));
+    assert!(
+        claims
+            .iter()
+            .all(|c| matches!(c, LedgerClaim::Acquired { .. } | LedgerClaim::Busy { lease_until: 200 }))
+    );
 }
 
 async fn dunning_records_round_trip<S: BillingStore>(store: &S) {
@@ -179,7 +249,10 @@ async fn dunning_records_round_trip<S: BillingStore>(store: &S) {
     store.put_dunning(&record).await.unwrap();
     record.stage = DunningStage::Closed;
     store.put_dunning(&record).await.unwrap();
-    assert_eq!(store.get_dunning(&customer, "in_1").await.unwrap().as_ref(), Some(&record));
+    assert_eq!(
+        store.get_dunning(&customer, "in_1").await.unwrap().as_ref(),
+        Some(&record)
+    );
     assert_eq!(store.dunning_of_customer(&customer).await.unwrap(), vec![record]);
     assert_eq!(store.get_dunning(&customer, "in_2").await.unwrap(), None);
 }

@@ -15,7 +15,9 @@ pub struct StripeStandIn {
 
 impl StripeStandIn {
     pub async fn start() -> Self {
-        Self { server: MockServer::start().await }
+        Self {
+            server: MockServer::start().await,
+        }
     }
 
     /// A client with the production code path and short waits, so retries are quick.
@@ -44,8 +46,19 @@ impl StripeStandIn {
         let requests = self.requests().await;
         assert!(!requests.is_empty(), "no request reached the stand-in");
         for request in requests {
-            let result = spec.validate(request.method.as_str(), request.url.path(), request.url.query(), &request.body);
-            assert_eq!(result, Ok(()), "{} {} would be rejected by Stripe", request.method, request.url);
+            let result = spec.validate(
+                request.method.as_str(),
+                request.url.path(),
+                request.url.query(),
+                &request.body,
+            );
+            assert_eq!(
+                result,
+                Ok(()),
+                "{} {} would be rejected by Stripe",
+                request.method,
+                request.url
+            );
         }
     }
 }

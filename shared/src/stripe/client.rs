@@ -57,7 +57,7 @@ pub struct ApiError {
 #[derive(Debug, thiserror::Error)]
 pub enum StripeError {
     #[error("Stripe answered {} ({}, code {:?}, request {:?})", .0.status, .0.error_type, .0.code, .0.request_id)]
-    Api(ApiError),
+    Api(Box<ApiError>),
     #[error("could not reach Stripe")]
     Transport(#[source] reqwest::Error),
     #[error("Stripe did not answer within the {0:?} deadline")]
@@ -71,7 +71,7 @@ pub enum StripeError {
 impl StripeError {
     pub fn api(&self) -> Option<&ApiError> {
         match self {
-            StripeError::Api(error) => Some(error),
+            StripeError::Api(error) => Some(error.as_ref()),
             _ => None,
         }
     }
@@ -326,7 +326,7 @@ impl StripeClient {
                 Err(error) => Attempt::Fail(StripeError::Decode(error)),
             };
         }
-        let error = StripeError::Api(api_error(status, &bytes, request_id));
+        let error = StripeError::Api(Box::new(api_error(status, &bytes, request_id)));
         let retryable = should_retry.unwrap_or(
             status == StatusCode::CONFLICT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),
         );

@@ -1,0 +1,57 @@
+//! Start-up helpers the function `main`s share: each builds its clients once, here, and hands
+//! them to a handler. Nothing here touches the network except the Secrets Manager read.
+
+use crate::config::{ConfigError, Env, StoreSettings, StripeSettings, load_secrets_overlay};
+use crate::entitlement::DEFAULT_GRACE_DAYS;
+use crate::store::DynamoStore;
+use crate::stripe::StripeClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("could not build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// The environment with the Stripe secrets from Secrets Manager laid over it, when
+/// `STRIPE_SECRETS_ARN` is set.
+pub async fn environment(sdk: &aws_config::SdkConfig) -> Result<Env, ConfigError> {
+    let env = Env::from_process();
+    let overlay = load_secrets_overlay(&env, &aws_sdk_secretsmanager::Client::new(sdk)).await?;
+    Ok(env.with_overlay(overlay))
+}
+
+pub fn stripe_client(env: &Env) -> Result<StripeClient, StartError> {
+    let settings = StripeSettings::from_env(env)?;
+    Ok(StripeClient::new(
+        StripeClient::http_client()?,
+        settings.api_base,
+        settings.secret_key,
+        settings.retry,
+    ))
+}
+
+pub fn dynamo_store(sdk: &aws_config::SdkConfig, env: &Env) -> Result<DynamoStore, ConfigError> {
+    Ok(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        StoreSettings::from_env(env)?.table,
+    ))
+}
+
+/// `DUNNING_GRACE_DAYS`: access after a failed payment when the dunning record sets no deadline.
+pub fn grace_days(env: &Env) -> Result<u32, ConfigError> {
+    let days = env
+        .parse_u64("DUNNING_GRACE_DAYS")?
+        .unwrap_or(u64::from(DEFAULT_GRACE_DAYS));
+    u32::try_from(days).map_err(|_| ConfigError::Invalid {
+        var: "DUNNING_GRACE_DAYS",
+        reason: "too large".into(),
+    })
+}
+
+/// The lease on an event lasts as long as the invocation can run, plus a margin for clock
+/// differences; after that a redelivery may take the event over.
+pub fn lease_until(deadline_epoch_ms: u64) -> i64 {
+    i64::try_from(deadline_epoch_ms / 1000).unwrap_or(i64::MAX - 5) + 5
+}

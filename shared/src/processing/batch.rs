@@ -1,0 +1,72 @@
+//! SQS batches with partial failures. The trigger must enable `ReportBatchItemFailures`;
+//! then only the message ids returned here are retried, the rest are deleted.
+//!
+//! With FIFO queues, once a message of a group fails, the later messages of that group in the
+//! batch are reported failed too without being tried, so one customer's events are never
+//! applied out of order; other customers' messages are unaffected.
+
+use std::collections::HashSet;
+use std::future::Future;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+
+use super::{Outcome, ProcessError};
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchCounts {
+    pub applied: usize,
+    pub duplicates: usize,
+    pub ignored: usize,
+    pub failed: usize,
+    pub held_back: usize,
+}
+
+/// Raised when a failed message cannot be named (no message id): failing the whole
+/// invocation makes SQS retry the whole batch, which the ledger makes harmless.
+#[derive(Debug, thiserror::Error)]
+#[error("a failed SQS message has no message id; retrying the whole batch")]
+pub struct UnnamedFailure;
+
+pub async fn run<F, Fut>(event: SqsEvent, mut handle: F) -> Result<(SqsBatchResponse, BatchCounts), UnnamedFailure>
+where
+    F: FnMut(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<Outcome, ProcessError>>,
+{
+    let mut counts = BatchCounts::default();
+    let mut failed_groups: HashSet<String> = HashSet::new();
+    let mut failures = Vec::new();
+    for message in event.records {
+        let message_id = message.message_id.clone().filter(|id| !id.is_empty());
+        let group = message.attributes.get("MessageGroupId").cloned();
+        let held_back = group.as_ref().is_some_and(|g| failed_groups.contains(g));
+        let result = if held_back { None } else { Some(handle(message).await) };
+        match result {
+            Some(Ok(Outcome::Applied)) => counts.applied += 1,
+            Some(Ok(Outcome::Duplicate)) => counts.duplicates += 1,
+            Some(Ok(Outcome::Ignored)) => counts.ignored += 1,
+            Some(Err(error)) => {
+                counts.failed += 1;
+                tracing::warn!(message_id = message_id.as_deref().unwrap_or(""), error = %error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "message failed; it will be retried");
+                failures.push(message_id.ok_or(UnnamedFailure)?);
+                if let Some(group) = group {
+                    failed_groups.insert(group);
+                }
+            }
+            None => {
+                counts.held_back += 1;
+                failures.push(message_id.ok_or(UnnamedFailure)?);
+            }
+        }
+    }
+    let batch_item_failures = failures
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = batch_item_failures;
+    Ok((response, counts))
+}

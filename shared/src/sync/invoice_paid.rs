@@ -1,0 +1,30 @@
+//! `invoice.paid` / `invoice.payment_succeeded`: money arrived. The subscription's status
+//! moves (e.g. `past_due` → `active`), so it is read from Stripe; a dunning episode for this
+//! invoice is closed, which restores access.
+
+use crate::processing::{Outcome, ProcessError};
+use crate::store::{BillingStore, DunningStage};
+use crate::stripe::{Event, Invoice};
+
+use super::{Syncer, object};
+
+pub(super) async fn apply<S: BillingStore>(syncer: &Syncer<S>, event: &Event) -> Result<Outcome, ProcessError> {
+    let invoice: Invoice = object(event)?;
+    let Some(customer) = &invoice.customer else {
+        return Ok(Outcome::Ignored);
+    };
+    let customer_id = customer.as_str();
+    if let Some(subscription_id) = invoice.subscription_id() {
+        syncer.refetch_subscription(subscription_id, event.created).await?;
+    }
+    if let Some(mut dunning) = syncer.store.get_dunning(customer_id, &invoice.id).await? {
+        if dunning.stage != DunningStage::Closed {
+            dunning.stage = DunningStage::Closed;
+            dunning.watermark = dunning.watermark.max(event.created);
+            syncer.store.put_dunning(&dunning).await?;
+            tracing::info!(event_id = %event.id, invoice_id = %invoice.id, "dunning closed: invoice paid");
+        }
+    }
+    syncer.refresh_entitlement(customer_id, None).await?;
+    Ok(Outcome::Applied)
+}

@@ -1,0 +1,25 @@
+//! `customer.subscription.created|updated|deleted|paused|resumed|trial_will_end`: the event
+//! carries the whole subscription. A strictly newer event overwrites; an older one is stale
+//! and dropped; a tie (same `created` second, so the order is unknowable) asks Stripe.
+
+use crate::processing::{Outcome, ProcessError};
+use crate::store::{BillingStore, WriteOutcome, WriteRule};
+use crate::stripe::{Event, Subscription};
+
+use super::{Syncer, object};
+
+pub(super) async fn apply<S: BillingStore>(syncer: &Syncer<S>, event: &Event) -> Result<Outcome, ProcessError> {
+    let subscription: Subscription = object(event)?;
+    let record = syncer.record_of(&subscription, event.created);
+    let customer_id = record.customer_id.clone();
+    if syncer.store.put_subscription(&record, WriteRule::IfNewer).await? == WriteOutcome::Stale {
+        let stored = syncer.store.get_subscription(&customer_id, &subscription.id).await?;
+        if stored.is_some_and(|stored| stored.watermark == event.created) {
+            syncer.refetch_subscription(&subscription.id, event.created).await?;
+        } else {
+            tracing::info!(event_id = %event.id, subscription_id = %subscription.id, "stale subscription event dropped");
+        }
+    }
+    syncer.refresh_entitlement(&customer_id, None).await?;
+    Ok(Outcome::Applied)
+}
