@@ -1,0 +1,45 @@
+//! The self-service billing API, one axum `Router` served by Lambda (through `lambda_http`)
+//! and locally alike. The caller is the JWT `sub` that API Gateway's authorizer verified.
+
+mod auth;
+mod body;
+mod error;
+mod redirect;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use shared::store::BillingStore;
+use shared::sync::Syncer;
+use url::Url;
+
+pub use auth::IdentitySource;
+pub use error::ApiError;
+pub use redirect::SafePath;
+
+/// Larger bodies are refused before they are parsed: every request here is a few fields.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub struct AppState<S> {
+    pub syncer: Syncer<S>,
+    pub app_base_url: Url,
+    pub identity: IdentitySource,
+}
+
+pub fn router<S: BillingStore + 'static>(state: AppState<S>) -> Router {
+    Router::new()
+        .route("/checkout/sessions", post(routes::checkout::create::<S>))
+        .route("/portal/sessions", post(routes::portal::create::<S>))
+        .route("/subscription/change", post(routes::subscription::change::<S>))
+        .route("/subscription/cancel", post(routes::subscription::cancel::<S>))
+        .route("/subscription/resume", post(routes::subscription::resume::<S>))
+        .route("/billing/me", get(routes::billing::me::<S>))
+        .route("/billing/sync", post(routes::billing::sync::<S>))
+        .fallback(|| async { ApiError::NotFound("route_not_found") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Arc::new(state))
+}

@@ -1,0 +1,34 @@
+//! `GET /billing/me` (the stored entitlement, no Stripe call) and `POST /billing/sync`
+//! (re-read from Stripe through the event processor's sync code, for the user who is back
+//! from Checkout before the webhook).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use shared::entitlement::EntitlementView;
+use shared::store::BillingStore;
+
+use crate::auth::CurrentUser;
+use crate::{ApiError, AppState};
+
+pub async fn me<S: BillingStore>(
+    State(state): State<Arc<AppState<S>>>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<EntitlementView>, ApiError> {
+    super::view(&state, &user).await
+}
+
+pub async fn sync<S: BillingStore>(
+    State(state): State<Arc<AppState<S>>>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<EntitlementView>, ApiError> {
+    let customer = state
+        .syncer
+        .store
+        .customer_of_user(&user)
+        .await?
+        .ok_or(ApiError::NotFound("no_customer"))?;
+    state.syncer.sync_customer(&user, &customer, shared::unix_now()).await?;
+    super::view(&state, &user).await
+}

@@ -1,0 +1,190 @@
+//! `POST /checkout/sessions`: a Stripe Checkout session for a plan from the catalog.
+//!
+//! The Stripe customer is created first, with an idempotency key derived from the user id, and
+//! linked with a conditional write, so concurrent first checkouts end with one customer.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shared::store::{BillingStore, LinkOutcome, UserId};
+
+use crate::auth::CurrentUser;
+use crate::body::JsonBody;
+use crate::redirect::SafePath;
+use crate::{ApiError, AppState};
+
+const DEFAULT_SUCCESS_PATH: &str = "/billing/success";
+const DEFAULT_CANCEL_PATH: &str = "/billing";
+const MAX_QUANTITY: u32 = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    plan: String,
+    #[serde(default)]
+    quantity: Option<u32>,
+    #[serde(default)]
+    promotion_code: Option<String>,
+    #[serde(default)]
+    success_path: Option<String>,
+    #[serde(default)]
+    cancel_path: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckoutResponse {
+    id: String,
+    url: Option<String>,
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest {
+        code,
+        message: message.into(),
+    }
+}
+
+fn redirect(state_base: &url::Url, raw: Option<&str>, default: &str, field: &str) -> Result<String, ApiError> {
+    let path = SafePath::parse(raw.unwrap_or(default))
+        .map_err(|reason| bad("invalid_redirect_path", format!("{field}: {reason}")))?;
+    let url = path
+        .on(state_base)
+        .map_err(|reason| bad("invalid_redirect_path", format!("{field}: {reason}")))?;
+    Ok(url.into())
+}
+
+/// A client-chosen `Idempotency-Key`, scoped to the user so keys of two users never collide.
+fn client_key(headers: &HeaderMap, user: &UserId) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()));
+    let key = key.ok_or_else(|| {
+        bad(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-128 visible ASCII characters",
+        )
+    })?;
+    Ok(Some(format!("checkout-{user}-{key}")))
+}
+
+#[tracing::instrument(name = "create_checkout_session", skip_all, fields(user = %user))]
+pub async fn create<S: BillingStore>(
+    State(state): State<Arc<AppState<S>>>,
+    CurrentUser(user): CurrentUser,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<CheckoutRequest>,
+) -> Result<(StatusCode, Json<CheckoutResponse>), ApiError> {
+    let plans = &state.syncer.plans;
+    let plan = plans.get(&request.plan).ok_or_else(|| {
+        bad(
+            "unknown_plan",
+            format!("plan must be one of: {}", plans.keys().collect::<Vec<_>>().join(", ")),
+        )
+    })?;
+    let quantity = request.quantity.unwrap_or(1);
+    if !(1..=MAX_QUANTITY).contains(&quantity) {
+        return Err(bad(
+            "invalid_quantity",
+            format!("quantity must be between 1 and {MAX_QUANTITY}"),
+        ));
+    }
+    if let Some(code) = &request.promotion_code {
+        if !plan.allow_promotion_codes {
+            return Err(bad(
+                "promotion_codes_not_allowed",
+                "this plan does not accept promotion codes",
+            ));
+        }
+        if !code.starts_with("promo_")
+            || code.len() > 255
+            || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(bad(
+                "invalid_promotion_code",
+                "promotion_code must be a Stripe promotion code id (promo_...)",
+            ));
+        }
+    }
+    let success_url = redirect(
+        &state.app_base_url,
+        request.success_path.as_deref(),
+        DEFAULT_SUCCESS_PATH,
+        "success_path",
+    )?;
+    let cancel_url = redirect(
+        &state.app_base_url,
+        request.cancel_path.as_deref(),
+        DEFAULT_CANCEL_PATH,
+        "cancel_path",
+    )?;
+    let idempotency_key = client_key(&headers, &user)?;
+
+    if super::live_subscription(&state, &user).await?.is_some() {
+        return Err(ApiError::Conflict {
+            code: "subscription_exists",
+            hint: "this user already has a subscription: use POST /subscription/change or POST /portal/sessions",
+        });
+    }
+    let customer = ensure_customer(&state, &user).await?;
+
+    let mut subscription_data = json!({ "metadata": { "user_id": user.as_str(), "plan": request.plan } });
+    if let Some(days) = plan.trial_days {
+        subscription_data["trial_period_days"] = json!(days);
+    }
+    let mut params = json!({
+        "mode": "subscription",
+        "customer": customer,
+        "client_reference_id": user.as_str(),
+        "line_items": [{ "price": plan.price_id, "quantity": quantity }],
+        // Stripe fills in {CHECKOUT_SESSION_ID}, so the app can call /billing/sync with it.
+        "success_url": format!("{success_url}{}session_id={{CHECKOUT_SESSION_ID}}", if success_url.contains('?') { "&" } else { "?" }),
+        "cancel_url": cancel_url,
+        "metadata": { "user_id": user.as_str(), "plan": request.plan },
+        "subscription_data": subscription_data,
+    });
+    match &request.promotion_code {
+        Some(code) => params["discounts"] = json!([{ "promotion_code": code }]),
+        None if plan.allow_promotion_codes => params["allow_promotion_codes"] = json!(true),
+        None => {}
+    }
+    let session = match &idempotency_key {
+        Some(key) => state.syncer.stripe.create_checkout_session(&params, key).await?,
+        None => state.syncer.stripe.post("/v1/checkout/sessions", &params, None).await?,
+    };
+    tracing::info!(session_id = %session.id, plan = %request.plan, "checkout session created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CheckoutResponse {
+            id: session.id,
+            url: session.url,
+        }),
+    ))
+}
+
+/// The user's Stripe customer, created and linked on first use.
+async fn ensure_customer<S: BillingStore>(state: &AppState<S>, user: &UserId) -> Result<String, ApiError> {
+    if let Some(customer) = state.syncer.store.customer_of_user(user).await? {
+        return Ok(customer);
+    }
+    let params = json!({ "metadata": { "user_id": user.as_str() } });
+    let created = state
+        .syncer
+        .stripe
+        .create_customer(&params, &format!("customer-{user}"))
+        .await?;
+    match state.syncer.store.link_customer(user, &created.id).await? {
+        LinkOutcome::Linked => {
+            tracing::info!(customer_id = %created.id, "customer created and linked");
+            Ok(created.id)
+        }
+        LinkOutcome::AlreadyLinked(existing) => Ok(existing),
+    }
+}

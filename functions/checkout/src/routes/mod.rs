@@ -1,0 +1,43 @@
+//! One module per resource. Shared here: finding the caller's live subscription and turning
+//! the stored entitlement into the view every route returns.
+
+pub mod billing;
+pub mod checkout;
+pub mod portal;
+pub mod subscription;
+
+use axum::Json;
+use shared::entitlement::{EntitlementView, governing};
+use shared::store::{BillingStore, SubscriptionRecord, UserId};
+use shared::stripe::SubscriptionStatus;
+
+use crate::{ApiError, AppState};
+
+/// Statuses in which a subscription still exists for billing purposes: a user in one of them
+/// must change or cancel it, not buy a second one.
+pub fn is_live(status: SubscriptionStatus) -> bool {
+    !matches!(
+        status,
+        SubscriptionStatus::Canceled | SubscriptionStatus::IncompleteExpired | SubscriptionStatus::Unknown
+    )
+}
+
+pub async fn live_subscription<S: BillingStore>(
+    state: &AppState<S>,
+    user: &UserId,
+) -> Result<Option<SubscriptionRecord>, ApiError> {
+    let Some(customer) = state.syncer.store.customer_of_user(user).await? else {
+        return Ok(None);
+    };
+    let subscriptions = state.syncer.store.subscriptions_of_customer(&customer).await?;
+    let live: Vec<SubscriptionRecord> = subscriptions.into_iter().filter(|s| is_live(s.status)).collect();
+    Ok(governing(&live).cloned())
+}
+
+pub async fn view<S: BillingStore>(state: &AppState<S>, user: &UserId) -> Result<Json<EntitlementView>, ApiError> {
+    let entitlement = state.syncer.store.get_entitlement(user).await?;
+    let now = shared::unix_now();
+    Ok(Json(
+        entitlement.map_or_else(EntitlementView::none, |e| EntitlementView::at(&e, now)),
+    ))
+}
