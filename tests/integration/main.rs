@@ -1,5 +1,6 @@
 //! Integration tests: one binary (so moto starts once), one module per capability.
 
+mod checkout;
 mod events;
 mod queue;
 mod secrets;

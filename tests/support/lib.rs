@@ -2,6 +2,7 @@
 //! stand-in over HTTP built from Stripe's official fixtures, the official-spec request
 //! validator, and the conformance suites every adapter pair must pass.
 
+pub mod api;
 pub mod aws;
 pub mod fixtures;
 pub mod lifecycle;

@@ -72,3 +72,73 @@ pub trait BillingStore: Send + Sync {
     /// Moves a cursor from `expected` (None: unset) to `value`; false if someone moved it first.
     fn set_cursor(&self, name: &str, expected: Option<i64>, value: i64) -> impl Future<Output = Res<bool>> + Send;
 }
+
+/// One store shared by several handlers (the local dev server, tests) behind an `Arc`.
+impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
+    fn link_customer(&self, user: &UserId, customer_id: &str) -> impl Future<Output = Res<LinkOutcome>> + Send {
+        (**self).link_customer(user, customer_id)
+    }
+    fn customer_of_user(&self, user: &UserId) -> impl Future<Output = Res<Option<String>>> + Send {
+        (**self).customer_of_user(user)
+    }
+    fn user_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Option<UserId>>> + Send {
+        (**self).user_of_customer(customer_id)
+    }
+    fn put_subscription(
+        &self,
+        record: &SubscriptionRecord,
+        rule: WriteRule,
+    ) -> impl Future<Output = Res<WriteOutcome>> + Send {
+        (**self).put_subscription(record, rule)
+    }
+    fn get_subscription(
+        &self,
+        customer_id: &str,
+        subscription_id: &str,
+    ) -> impl Future<Output = Res<Option<SubscriptionRecord>>> + Send {
+        (**self).get_subscription(customer_id, subscription_id)
+    }
+    fn subscriptions_of_customer(
+        &self,
+        customer_id: &str,
+    ) -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send {
+        (**self).subscriptions_of_customer(customer_id)
+    }
+    fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<()>> + Send {
+        (**self).put_entitlement(entitlement)
+    }
+    fn get_entitlement(&self, user: &UserId) -> impl Future<Output = Res<Option<Entitlement>>> + Send {
+        (**self).get_entitlement(user)
+    }
+    fn claim_event(&self, event_id: &str, now: i64, lease_until: i64) -> impl Future<Output = Res<LedgerClaim>> + Send {
+        (**self).claim_event(event_id, now, lease_until)
+    }
+    fn complete_event(&self, event_id: &str, token: &str, expires_at: i64) -> impl Future<Output = Res<()>> + Send {
+        (**self).complete_event(event_id, token, expires_at)
+    }
+    fn release_event(&self, event_id: &str, token: &str) -> impl Future<Output = Res<()>> + Send {
+        (**self).release_event(event_id, token)
+    }
+    fn event_state(&self, event_id: &str) -> impl Future<Output = Res<Option<LedgerState>>> + Send {
+        (**self).event_state(event_id)
+    }
+    fn put_dunning(&self, record: &DunningRecord) -> impl Future<Output = Res<()>> + Send {
+        (**self).put_dunning(record)
+    }
+    fn get_dunning(
+        &self,
+        customer_id: &str,
+        invoice_id: &str,
+    ) -> impl Future<Output = Res<Option<DunningRecord>>> + Send {
+        (**self).get_dunning(customer_id, invoice_id)
+    }
+    fn dunning_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Vec<DunningRecord>>> + Send {
+        (**self).dunning_of_customer(customer_id)
+    }
+    fn get_cursor(&self, name: &str) -> impl Future<Output = Res<Option<i64>>> + Send {
+        (**self).get_cursor(name)
+    }
+    fn set_cursor(&self, name: &str, expected: Option<i64>, value: i64) -> impl Future<Output = Res<bool>> + Send {
+        (**self).set_cursor(name, expected, value)
+    }
+}

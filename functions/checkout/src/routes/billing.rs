@@ -10,6 +10,7 @@ use shared::entitlement::EntitlementView;
 use shared::store::BillingStore;
 
 use crate::auth::CurrentUser;
+use crate::body::{JsonBody, NoFields};
 use crate::{ApiError, AppState};
 
 pub async fn me<S: BillingStore>(
@@ -22,6 +23,7 @@ pub async fn me<S: BillingStore>(
 pub async fn sync<S: BillingStore>(
     State(state): State<Arc<AppState<S>>>,
     CurrentUser(user): CurrentUser,
+    JsonBody(NoFields {}): JsonBody<NoFields>,
 ) -> Result<Json<EntitlementView>, ApiError> {
     let customer = state
         .syncer

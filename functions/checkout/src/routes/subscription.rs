@@ -13,7 +13,7 @@ use shared::store::{BillingStore, SubscriptionRecord, UserId, WriteRule};
 use shared::stripe::Subscription;
 
 use crate::auth::CurrentUser;
-use crate::body::JsonBody;
+use crate::body::{JsonBody, NoFields};
 use crate::{ApiError, AppState};
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +126,7 @@ pub async fn cancel<S: BillingStore>(
 pub async fn resume<S: BillingStore>(
     State(state): State<Arc<AppState<S>>>,
     CurrentUser(user): CurrentUser,
+    JsonBody(NoFields {}): JsonBody<NoFields>,
 ) -> Result<Json<EntitlementView>, ApiError> {
     let record = current(&state, &user).await?;
     if !record.cancel_at_period_end {

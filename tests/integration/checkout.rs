@@ -1,0 +1,582 @@
+//! The billing API through API Gateway events, against the Stripe stand-in and moto.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use billing_tests::api::{APP_BASE_URL, TestApi, spawn_api};
+use billing_tests::lifecycle::subscription_state;
+use billing_tests::stripe_standin::StripeStandIn;
+use billing_tests::{aws, fixtures, unique};
+use serde_json::json;
+use shared::store::{BillingStore, MemoryStore, SubscriptionRecord, UserId, WriteRule};
+use shared::stripe::SubscriptionStatus;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, Request, ResponseTemplate};
+
+fn form(request: &Request) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(&request.body).into_owned().collect()
+}
+
+fn field<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn posts_to<'a>(requests: &'a [Request], route: &str) -> Vec<&'a Request> {
+    requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path() == route)
+        .collect()
+}
+
+/// Like Stripe: one object per idempotency key, a fresh one for each new key.
+async fn stripe_with_idempotent_creates() -> StripeStandIn {
+    let stripe = StripeStandIn::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(|request: &Request| {
+            let key = request
+                .headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none");
+            ResponseTemplate::new(200).set_body_json(fixtures::customer(&format!("cus_{:x}", fxhash(key))))
+        })
+        .mount(&stripe.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(|request: &Request| {
+            let key = request
+                .headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none");
+            let mut session = fixtures::checkout_session(&format!("cs_test_{:x}", fxhash(key)));
+            session["url"] = json!("https://checkout.stripe.com/c/pay/cs_test");
+            ResponseTemplate::new(200).set_body_json(session)
+        })
+        .mount(&stripe.server)
+        .await;
+    stripe
+}
+
+fn fxhash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf29ce484222325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3)
+    })
+}
+
+async fn seed_subscription<S: BillingStore>(
+    api: &TestApi<S>,
+    user: &str,
+    price: &str,
+    cancel_at_period_end: bool,
+) -> (String, String) {
+    let (customer, subscription) = (unique("cus_"), unique("sub_"));
+    api.store
+        .link_customer(&UserId::parse(user).unwrap(), &customer)
+        .await
+        .unwrap();
+    let record = SubscriptionRecord {
+        subscription_id: subscription.clone(),
+        customer_id: customer.clone(),
+        status: SubscriptionStatus::Active,
+        price_id: Some(price.into()),
+        plan: None,
+        quantity: Some(1),
+        cancel_at_period_end,
+        current_period_end: Some(billing_tests::lifecycle::PERIOD_END),
+        trial_end: None,
+        ended_at: None,
+        watermark: 1,
+    };
+    api.store.put_subscription(&record, WriteRule::IfNewer).await.unwrap();
+    (customer, subscription)
+}
+
+#[tokio::test]
+async fn checkout_creates_the_customer_then_a_session_from_the_catalog() {
+    let stripe = stripe_with_idempotent_creates().await;
+    let api = spawn_api(Arc::new(aws::fresh_store().await), &stripe);
+    let user = unique("user-");
+
+    let answer = api
+        .call(
+            "POST",
+            "/checkout/sessions",
+            Some(&user),
+            r#"{"plan":"pro","quantity":2,"success_path":"/welcome?x=1"}"#,
+        )
+        .await;
+
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert!(answer.body["id"].as_str().unwrap().starts_with("cs_test_"));
+    assert_eq!(answer.body["url"], "https://checkout.stripe.com/c/pay/cs_test");
+    let requests = stripe.requests().await;
+    let customer_post = posts_to(&requests, "/v1/customers");
+    assert_eq!(customer_post.len(), 1);
+    assert_eq!(
+        customer_post[0].headers.get("idempotency-key").unwrap(),
+        &format!("customer-{user}")
+    );
+    let customer = api
+        .store
+        .customer_of_user(&UserId::parse(&user).unwrap())
+        .await
+        .unwrap()
+        .expect("linked");
+    let session = form(posts_to(&requests, "/v1/checkout/sessions")[0]);
+    assert_eq!(field(&session, "customer"), Some(customer.as_str()));
+    assert_eq!(field(&session, "mode"), Some("subscription"));
+    assert_eq!(field(&session, "client_reference_id"), Some(user.as_str()));
+    assert_eq!(
+        field(&session, "line_items[0][price]"),
+        Some("price_pro"),
+        "price from the catalog, never the client"
+    );
+    assert_eq!(field(&session, "line_items[0][quantity]"), Some("2"));
+    assert_eq!(field(&session, "metadata[user_id]"), Some(user.as_str()));
+    assert_eq!(field(&session, "subscription_data[metadata][plan]"), Some("pro"));
+    assert_eq!(field(&session, "subscription_data[trial_period_days]"), Some("14"));
+    assert_eq!(field(&session, "allow_promotion_codes"), Some("true"));
+    assert_eq!(
+        field(&session, "success_url"),
+        Some(format!("{APP_BASE_URL}/welcome?x=1&session_id={{CHECKOUT_SESSION_ID}}").as_str())
+    );
+    assert_eq!(
+        field(&session, "cancel_url"),
+        Some(format!("{APP_BASE_URL}/billing").as_str())
+    );
+    stripe.assert_requests_valid().await;
+}
+
+#[tokio::test]
+async fn invalid_checkouts_are_refused_before_any_stripe_call() {
+    let stripe = stripe_with_idempotent_creates().await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+    let cases = [
+        (r#"{"plan":"enterprise"}"#, "unknown_plan"),
+        (r#"{"plan":"price_pro"}"#, "unknown_plan"),
+        (r#"{"plan":"pro","price":"price_cheap"}"#, "invalid_body"),
+        (r#"{"plan":"pro","quantity":0}"#, "invalid_quantity"),
+        (r#"{"plan":"pro","quantity":-1}"#, "invalid_body"),
+        (r#"{"plan":"pro","quantity":"2"}"#, "invalid_body"),
+        (
+            r#"{"plan":"basic","promotion_code":"promo_1"}"#,
+            "promotion_codes_not_allowed",
+        ),
+        (r#"{"plan":"pro","promotion_code":"SUMMER"}"#, "invalid_promotion_code"),
+        (
+            r#"{"plan":"pro","success_path":"https://evil.example"}"#,
+            "invalid_redirect_path",
+        ),
+        (
+            r#"{"plan":"pro","success_path":"//evil.example"}"#,
+            "invalid_redirect_path",
+        ),
+        (
+            r#"{"plan":"pro","cancel_path":"/\\evil.example"}"#,
+            "invalid_redirect_path",
+        ),
+        (
+            r#"{"plan":"pro","cancel_path":"/%2F%2Fevil.example"}"#,
+            "invalid_redirect_path",
+        ),
+        (r#"{"plan":"pro","success_path":"/\u0000x"}"#, "invalid_redirect_path"),
+        ("{not json", "invalid_body"),
+        ("[]", "invalid_body"),
+        ("", "invalid_body"),
+    ];
+    for (body, code) in cases {
+        let answer = api.call("POST", "/checkout/sessions", Some("user-1"), body).await;
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+    assert!(stripe.requests().await.is_empty(), "no Stripe call for invalid input");
+}
+
+#[tokio::test]
+async fn a_user_with_a_live_subscription_is_sent_to_change_or_portal() {
+    let stripe = stripe_with_idempotent_creates().await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+    seed_subscription(&api, "user-live", "price_basic", false).await;
+
+    let answer = api
+        .call("POST", "/checkout/sessions", Some("user-live"), r#"{"plan":"pro"}"#)
+        .await;
+
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (409, Some("subscription_exists"))
+    );
+    assert!(answer.body["hint"].as_str().unwrap().contains("/subscription/change"));
+    assert!(stripe.requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_double_submit_with_one_idempotency_key_returns_the_same_session() {
+    let stripe = stripe_with_idempotent_creates().await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+    let headers = json!({"idempotency-key": "click-42"});
+    let first = api
+        .call_with(
+            "POST",
+            "/checkout/sessions",
+            Some("user-dbl"),
+            headers.clone(),
+            r#"{"plan":"basic"}"#,
+        )
+        .await;
+    let second = api
+        .call_with(
+            "POST",
+            "/checkout/sessions",
+            Some("user-dbl"),
+            headers,
+            r#"{"plan":"basic"}"#,
+        )
+        .await;
+    let other = api
+        .call_with(
+            "POST",
+            "/checkout/sessions",
+            Some("user-dbl"),
+            json!({"idempotency-key": "click-43"}),
+            r#"{"plan":"basic"}"#,
+        )
+        .await;
+    assert_eq!(first.status, 201);
+    assert_eq!(first.body["id"], second.body["id"]);
+    assert_ne!(first.body["id"], other.body["id"]);
+}
+
+#[tokio::test]
+async fn concurrent_first_checkouts_by_one_user_create_one_customer() {
+    // A stand-in that ignores idempotency keys and creates a new customer per request: only
+    // the conditional link in DynamoDB can then keep the user on one customer.
+    let stripe = StripeStandIn::start().await;
+    let created = Arc::new(AtomicUsize::new(0));
+    let counter = created.clone();
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(move |_: &Request| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            ResponseTemplate::new(200).set_body_json(fixtures::customer(&format!("cus_race{n}")))
+        })
+        .mount(&stripe.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::checkout_session("cs_race")))
+        .mount(&stripe.server)
+        .await;
+    let api = Arc::new(spawn_api(Arc::new(aws::fresh_store().await), &stripe));
+    let user = unique("user-race-");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (api, user) = (api.clone(), user.clone());
+        tasks.spawn(async move {
+            api.call("POST", "/checkout/sessions", Some(&user), r#"{"plan":"pro"}"#)
+                .await
+                .status
+        });
+    }
+    assert!(tasks.join_all().await.iter().all(|status| *status == 201));
+
+    let linked = api
+        .store
+        .customer_of_user(&UserId::parse(&user).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let requests = stripe.requests().await;
+    let sessions = posts_to(&requests, "/v1/checkout/sessions");
+    assert_eq!(sessions.len(), 8);
+    for session in sessions {
+        assert_eq!(
+            field(&form(session), "customer"),
+            Some(linked.as_str()),
+            "every session uses the one linked customer"
+        );
+    }
+    assert!(
+        posts_to(&requests, "/v1/customers")
+            .iter()
+            .all(|r| r.headers.get("idempotency-key").unwrap() == &format!("customer-{user}"))
+    );
+}
+
+#[tokio::test]
+async fn portal_sessions_need_a_customer_and_return_to_the_app() {
+    let stripe = StripeStandIn::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::portal_session("cus_x")))
+        .mount(&stripe.server)
+        .await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+
+    let none = api.call("POST", "/portal/sessions", Some("user-portal"), "").await;
+    assert_eq!((none.status, none.body["error"].as_str()), (404, Some("no_customer")));
+
+    let (customer, _) = seed_subscription(&api, "user-portal", "price_pro", false).await;
+    let answer = api
+        .call(
+            "POST",
+            "/portal/sessions",
+            Some("user-portal"),
+            r#"{"return_path":"/settings/billing"}"#,
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body["url"].as_str().unwrap().starts_with("https://"));
+    let requests = stripe.requests().await;
+    let sent = form(posts_to(&requests, "/v1/billing_portal/sessions")[0]);
+    assert_eq!(field(&sent, "customer"), Some(customer.as_str()));
+    assert_eq!(
+        field(&sent, "return_url"),
+        Some(format!("{APP_BASE_URL}/settings/billing").as_str())
+    );
+    let evil = api
+        .call(
+            "POST",
+            "/portal/sessions",
+            Some("user-portal"),
+            r#"{"return_path":"//evil.example"}"#,
+        )
+        .await;
+    assert_eq!(evil.status, 400);
+    stripe.assert_requests_valid().await;
+}
+
+/// Serves one subscription; updates and cancellations answer with the changed object.
+async fn serve_subscription_changes(stripe: &StripeStandIn, subscription: &str, customer: &str, price: &str) {
+    let current = subscription_state(subscription, customer, price, "active", false);
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/subscriptions/{subscription}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(current.clone()))
+        .mount(&stripe.server)
+        .await;
+    let (sub_id, cus_id) = (subscription.to_owned(), customer.to_owned());
+    Mock::given(method("POST"))
+        .and(path(format!("/v1/subscriptions/{subscription}")))
+        .respond_with(move |request: &Request| {
+            let sent = form(request);
+            let price = field(&sent, "items[0][price]").unwrap_or("price_basic");
+            let cancelling = field(&sent, "cancel_at_period_end") == Some("true");
+            ResponseTemplate::new(200).set_body_json(subscription_state(&sub_id, &cus_id, price, "active", cancelling))
+        })
+        .mount(&stripe.server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(format!("/v1/subscriptions/{subscription}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(subscription_state(
+            subscription,
+            customer,
+            price,
+            "canceled",
+            false,
+        )))
+        .mount(&stripe.server)
+        .await;
+}
+
+#[tokio::test]
+async fn plan_changes_cancellations_and_resumes_return_the_new_view() {
+    let stripe = StripeStandIn::start().await;
+    let api = spawn_api(Arc::new(aws::fresh_store().await), &stripe);
+    let user = unique("user-self-");
+    let (customer, subscription) = seed_subscription(&api, &user, "price_basic", false).await;
+    serve_subscription_changes(&stripe, &subscription, &customer, "price_basic").await;
+
+    let same = api
+        .call("POST", "/subscription/change", Some(&user), r#"{"plan":"basic"}"#)
+        .await;
+    assert_eq!(
+        (same.status, same.body["error"].as_str()),
+        (409, Some("already_on_plan"))
+    );
+    let resume = api.call("POST", "/subscription/resume", Some(&user), "").await;
+    assert_eq!(
+        (resume.status, resume.body["error"].as_str()),
+        (409, Some("not_cancelling"))
+    );
+
+    let changed = api
+        .call("POST", "/subscription/change", Some(&user), r#"{"plan":"pro"}"#)
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    assert_eq!(
+        (changed.body["plan"].as_str(), changed.body["access"].as_str()),
+        (Some("pro"), Some("active"))
+    );
+    assert_eq!(changed.body["features"], json!(["reports", "api"]));
+    let requests = stripe.requests().await;
+    let update = form(posts_to(&requests, &format!("/v1/subscriptions/{subscription}"))[0]);
+    assert_eq!(field(&update, "proration_behavior"), Some("create_prorations"));
+    assert_eq!(field(&update, "items[0][price]"), Some("price_pro"));
+    assert!(field(&update, "items[0][id]").is_some_and(|id| id.starts_with("si_")));
+
+    let cancelling = api
+        .call("POST", "/subscription/cancel", Some(&user), r#"{"at_period_end":true}"#)
+        .await;
+    assert_eq!(cancelling.status, 200, "{}", cancelling.body);
+    assert_eq!(cancelling.body["cancel_at_period_end"], true);
+    assert_eq!(cancelling.body["access"], "active");
+    assert_eq!(cancelling.body["access_until"], billing_tests::lifecycle::PERIOD_END);
+    let again = api
+        .call("POST", "/subscription/cancel", Some(&user), r#"{"at_period_end":true}"#)
+        .await;
+    assert_eq!(again.status, 409);
+
+    let resumed = api.call("POST", "/subscription/resume", Some(&user), "").await;
+    assert_eq!(
+        (resumed.status, resumed.body["cancel_at_period_end"].as_bool()),
+        (200, Some(false)),
+        "{}",
+        resumed.body
+    );
+
+    let ended = api
+        .call(
+            "POST",
+            "/subscription/cancel",
+            Some(&user),
+            r#"{"at_period_end":false}"#,
+        )
+        .await;
+    assert_eq!(
+        (ended.status, ended.body["access"].as_str()),
+        (200, Some("none")),
+        "{}",
+        ended.body
+    );
+    let after = api
+        .call("POST", "/subscription/change", Some(&user), r#"{"plan":"pro"}"#)
+        .await;
+    assert_eq!(
+        (after.status, after.body["error"].as_str()),
+        (409, Some("no_subscription"))
+    );
+    stripe.assert_requests_valid().await;
+}
+
+#[tokio::test]
+async fn billing_me_reads_the_store_and_sync_reads_stripe() {
+    let stripe = StripeStandIn::start().await;
+    let api = spawn_api(Arc::new(aws::fresh_store().await), &stripe);
+    let user = unique("user-me-");
+
+    let empty = api.call("GET", "/billing/me", Some(&user), "").await;
+    assert_eq!(empty.status, 200);
+    assert_eq!(
+        empty.body,
+        json!({"plan": null, "status": null, "access": "none", "access_until": null, "features": [],
+        "cancel_at_period_end": false, "current_period_end": null})
+    );
+    assert_eq!(api.call("POST", "/billing/sync", Some(&user), "").await.status, 404);
+
+    let customer = unique("cus_");
+    api.store
+        .link_customer(&UserId::parse(&user).unwrap(), &customer)
+        .await
+        .unwrap();
+    let list = json!({"object": "list", "has_more": false, "data": [subscription_state(&unique("sub_"), &customer, "price_pro", "trialing", false)]});
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(list))
+        .mount(&stripe.server)
+        .await;
+
+    let synced = api.call("POST", "/billing/sync", Some(&user), "").await;
+    assert_eq!(synced.status, 200, "{}", synced.body);
+    assert_eq!(
+        (synced.body["status"].as_str(), synced.body["access"].as_str()),
+        (Some("trialing"), Some("active"))
+    );
+    let read = api.call("GET", "/billing/me", Some(&user), "").await;
+    assert_eq!(read.body, synced.body, "the read is served from DynamoDB alone");
+    assert_eq!(stripe.requests().await.len(), 1);
+    stripe.assert_requests_valid().await;
+}
+
+#[tokio::test]
+async fn stripe_failures_become_an_opaque_502() {
+    let stripe = StripeStandIn::start().await;
+    Mock::given(path_regex(".*"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(
+                json!({"error": {"type": "invalid_request_error", "message": "sk_test_secret leaked?"}}),
+            ),
+        )
+        .mount(&stripe.server)
+        .await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+    let answer = api
+        .call("POST", "/checkout/sessions", Some("user-502"), r#"{"plan":"pro"}"#)
+        .await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(answer.body, json!({"error": "payment_provider_unavailable"}));
+}
+
+#[tokio::test]
+async fn bad_input_on_every_route_is_a_4xx_json_error() {
+    let stripe = StripeStandIn::start().await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+    let routes = [
+        ("POST", "/checkout/sessions"),
+        ("POST", "/portal/sessions"),
+        ("POST", "/subscription/change"),
+        ("POST", "/subscription/cancel"),
+        ("POST", "/subscription/resume"),
+        ("GET", "/billing/me"),
+        ("POST", "/billing/sync"),
+    ];
+    let huge = format!("{{\"plan\":\"{}\"}}", "x".repeat(checkout::MAX_BODY_BYTES));
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    for (verb, route) in routes {
+        let unauthenticated = api.call(verb, route, None, "{}").await;
+        assert_eq!(unauthenticated.body, json!({"error": "unauthorized"}), "{route}");
+        assert_eq!(unauthenticated.status, 401, "{route}");
+        let wrong_method = api
+            .call(
+                if verb == "GET" { "DELETE" } else { "GET" },
+                route,
+                Some("user-bad"),
+                "",
+            )
+            .await;
+        assert_eq!(wrong_method.status, 405, "{route}");
+        if verb == "GET" {
+            continue; // a GET's body carries no meaning and is ignored, as HTTP says
+        }
+        for body in [
+            "{not json",
+            "{\"unknown_field\":1}",
+            "{\"plan\":[1,2]}",
+            deep.as_str(),
+            huge.as_str(),
+            "\"\\ud800\"",
+        ] {
+            let answer = api.call(verb, route, Some("user-bad"), body).await;
+            assert!(
+                (400..500).contains(&answer.status),
+                "{verb} {route} with {:.40} → {}",
+                body,
+                answer.status
+            );
+            assert!(answer.body["error"].is_string(), "{route}: {}", answer.body);
+        }
+    }
+    for bad_user in ["", "a#b", &"x".repeat(200)] {
+        assert_eq!(api.call("GET", "/billing/me", Some(bad_user), "").await.status, 401);
+    }
+    assert_eq!(
+        api.call("GET", "/nope/%2e%2e/etc", Some("user-bad"), "").await.status,
+        404
+    );
+}
