@@ -233,6 +233,8 @@ mod tests {
             hosted_invoice_url: None,
             grace_until: Some(1_200_000),
             watermark: 1,
+            emailed_attempt: 0,
+            published_attempt: 0,
         };
         let entitlement = compute(&user(), "cus_1", &past_due, &[dunning], &plans(), 7);
         assert_eq!(entitlement.access_until, Some(1_200_000));

@@ -5,7 +5,9 @@
 
 pub mod bootstrap;
 pub mod config;
+pub mod dunning;
 pub mod entitlement;
+pub mod notify;
 pub mod processing;
 pub mod queue;
 pub mod routing;

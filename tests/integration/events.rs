@@ -7,7 +7,7 @@ use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{aws, fixtures};
 use serde_json::{Value, json};
 use shared::config::PlanCatalog;
-use shared::processing::{Outcome, ProcessError};
+use shared::processing::{EventHandler, Outcome, ProcessError};
 use shared::store::{Access, BillingStore, LedgerState, MemoryStore, UserId};
 use shared::stripe::{Subscription, SubscriptionStatus};
 use shared::sync::Syncer;

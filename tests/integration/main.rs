@@ -1,6 +1,7 @@
 //! Integration tests: one binary (so moto starts once), one module per capability.
 
 mod checkout;
+mod dunning;
 mod events;
 mod queue;
 mod secrets;

@@ -245,6 +245,8 @@ async fn dunning_records_round_trip<S: BillingStore>(store: &S) {
         hosted_invoice_url: Some("https://invoice.stripe.com/i/x".into()),
         grace_until: Some(1_900_500_000),
         watermark: 7,
+        emailed_attempt: 1,
+        published_attempt: 0,
     };
     store.put_dunning(&record).await.unwrap();
     record.stage = DunningStage::Closed;

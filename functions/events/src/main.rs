@@ -5,6 +5,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::bootstrap;
 use shared::config::PlanCatalog;
+use shared::processing::EventHandler;
 use shared::sync::Syncer;
 
 #[tokio::main]

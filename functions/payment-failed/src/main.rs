@@ -1,1 +1,43 @@
-fn main() {}
+//! Lambda entry point of the failed-payment processor (SQS `payment-failed` FIFO queue):
+//! wiring only. The trigger must enable `ReportBatchItemFailures`.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{LambdaEvent, service_fn};
+use shared::bootstrap;
+use shared::config::PlanCatalog;
+use shared::dunning::{DunningPolicy, DunningProcessor};
+use shared::notify::AwsNotifier;
+use shared::processing::EventHandler;
+use shared::sync::Syncer;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::telemetry::init();
+    let sdk = shared::aws_sdk_config().await;
+    let env = bootstrap::environment(&sdk).await?;
+    let notifier = AwsNotifier::new(
+        aws_sdk_sesv2::Client::new(&sdk),
+        aws_sdk_sns::Client::new(&sdk),
+        env.require("BILLING_NOTIFY_FROM")?.to_owned(),
+        env.require("BILLING_EVENTS_TOPIC_ARN")?.to_owned(),
+    );
+    let processor = DunningProcessor {
+        syncer: Syncer {
+            store: bootstrap::dynamo_store(&sdk, &env)?,
+            stripe: bootstrap::stripe_client(&env)?,
+            plans: PlanCatalog::from_env(&env)?,
+            grace_days: bootstrap::grace_days(&env)?,
+        },
+        notifier,
+        policy: DunningPolicy::from_env(&env)?,
+    };
+    let processor = &processor;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let lease_until = bootstrap::lease_until(event.context.deadline);
+        let response: SqsBatchResponse = processor
+            .handle_batch(event.payload, shared::unix_now(), lease_until)
+            .await?;
+        Ok::<_, lambda_runtime::Error>(response)
+    }))
+    .await
+}

@@ -4,8 +4,13 @@
 pub mod batch;
 pub mod ledger;
 
-use crate::store::StoreError;
-use crate::stripe::StripeError;
+use std::future::Future;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+
+use crate::store::{BillingStore, StoreError};
+use crate::stripe::{Event, StripeError};
+use batch::UnnamedFailure;
 
 /// Why one message was not processed; every variant leaves the message to be retried.
 #[derive(Debug, thiserror::Error)]
@@ -30,4 +35,59 @@ pub enum Outcome {
     Duplicate,
     /// Not a type this consumer handles: acknowledged, not failed.
     Ignored,
+}
+
+/// A queue consumer: which event types it applies and how. Parsing, the ledger and the
+/// partial-batch rules are the same for every consumer, so they live in the provided methods.
+pub trait EventHandler: Sync {
+    type Store: BillingStore;
+
+    fn store(&self) -> &Self::Store;
+
+    fn handles(&self, event_type: &str) -> bool;
+
+    fn apply(&self, event: &Event) -> impl Future<Output = Result<Outcome, ProcessError>> + Send;
+
+    /// Parses, deduplicates through the ledger and applies one queued event.
+    fn handle_message(
+        &self,
+        body: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> impl Future<Output = Result<Outcome, ProcessError>> + Send {
+        async move {
+            let event: Event =
+                serde_json::from_str(body).map_err(|error| ProcessError::InvalidMessage(error.to_string()))?;
+            if !self.handles(&event.event_type) {
+                return Ok(Outcome::Ignored);
+            }
+            let outcome = ledger::once(self.store(), &event.id, now, lease_until, || self.apply(&event)).await?;
+            tracing::info!(event_id = %event.id, event_type = %event.event_type, outcome = ?outcome, "event processed");
+            Ok(outcome)
+        }
+    }
+
+    fn handle_batch(
+        &self,
+        event: SqsEvent,
+        now: i64,
+        lease_until: i64,
+    ) -> impl Future<Output = Result<SqsBatchResponse, UnnamedFailure>> + Send {
+        async move {
+            let (response, counts) = batch::run(event, |message| async move {
+                self.handle_message(message.body.as_deref().unwrap_or_default(), now, lease_until)
+                    .await
+            })
+            .await?;
+            tracing::info!(
+                applied = counts.applied,
+                duplicates = counts.duplicates,
+                ignored = counts.ignored,
+                failed = counts.failed,
+                held_back = counts.held_back,
+                "batch done"
+            );
+            Ok(response)
+        }
+    }
 }

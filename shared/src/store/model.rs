@@ -139,6 +139,12 @@ pub struct DunningRecord {
     pub hosted_invoice_url: Option<String>,
     pub grace_until: Option<i64>,
     pub watermark: i64,
+    /// The last attempt the customer was emailed about, and the last one published as an app
+    /// event: a retry after a partial failure sends only what is still missing.
+    #[serde(default)]
+    pub emailed_attempt: u32,
+    #[serde(default)]
+    pub published_attempt: u32,
 }
 
 #[cfg(test)]

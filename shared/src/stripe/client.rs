@@ -226,6 +226,13 @@ impl StripeClient {
         self.get(&format!("/v1/invoices/{}", path_id(id)?), &[]).await
     }
 
+    /// The invoice with its payment attempts expanded, for the decline code of the last one.
+    pub async fn retrieve_invoice_with_payments(&self, id: &str) -> Result<Invoice, StripeError> {
+        let path = format!("/v1/invoices/{}", path_id(id)?);
+        self.get(&path, &[("expand[]", "payments.data.payment.payment_intent")])
+            .await
+    }
+
     pub async fn retrieve_event(&self, id: &str) -> Result<Event, StripeError> {
         self.get(&format!("/v1/events/{}", path_id(id)?), &[]).await
     }

@@ -1,6 +1,7 @@
 //! Typed models of the Stripe objects the system reads. Unknown fields are ignored and optional
 //! ones are `Option`, so API additions never break parsing; status enums fall back to `Unknown`.
-//! Personal data (emails, names, addresses) is deliberately not modelled: nothing here needs it.
+//! Personal data is modelled only where a feature needs it (an invoice's `customer_email`, to
+//! send the dunning email); it is never logged or stored.
 
 use std::collections::HashMap;
 
@@ -178,9 +179,48 @@ pub struct Invoice {
     #[serde(default)]
     pub hosted_invoice_url: Option<String>,
     #[serde(default)]
+    pub customer_email: Option<String>,
+    #[serde(default)]
     pub created: i64,
     #[serde(default)]
     pub livemode: bool,
+    /// Present when requested with `expand[]=payments.data.payment.payment_intent`.
+    #[serde(default)]
+    pub payments: Option<List<InvoicePayment>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoicePayment {
+    #[serde(default)]
+    pub payment: Option<InvoicePaymentTarget>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoicePaymentTarget {
+    #[serde(default)]
+    pub payment_intent: Option<Expandable<PaymentIntent>>,
+}
+
+/// A reference that may be expanded into the object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Expandable<T> {
+    Id(String),
+    Object(T),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentIntent {
+    #[serde(default)]
+    pub last_payment_error: Option<PaymentError>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentError {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub decline_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +236,16 @@ pub struct InvoiceSubscriptionDetails {
 }
 
 impl Invoice {
+    /// The newest payment error among the invoice's (expanded) payment attempts.
+    pub fn last_payment_error(&self) -> Option<&PaymentError> {
+        self.payments.as_ref()?.data.iter().rev().find_map(|payment| {
+            match payment.payment.as_ref()?.payment_intent.as_ref()? {
+                Expandable::Object(intent) => intent.last_payment_error.as_ref(),
+                Expandable::Id(_) => None,
+            }
+        })
+    }
+
     pub fn subscription_id(&self) -> Option<&str> {
         self.subscription
             .as_ref()

@@ -7,13 +7,11 @@ mod customer;
 mod invoice_paid;
 mod subscription;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use serde::de::DeserializeOwned;
 
 use crate::config::PlanCatalog;
 use crate::entitlement;
-use crate::processing::batch::{self, UnnamedFailure};
-use crate::processing::{Outcome, ProcessError, ledger};
+use crate::processing::{EventHandler, Outcome, ProcessError};
 use crate::store::{BillingStore, Entitlement, SubscriptionRecord, UserId, WriteOutcome, WriteRule};
 use crate::stripe::{Event, StripeClient, Subscription};
 
@@ -44,39 +42,15 @@ pub(crate) fn object<T: DeserializeOwned>(event: &Event) -> Result<T, ProcessErr
         .map_err(|error| ProcessError::InvalidMessage(format!("{} payload: {error}", event.event_type)))
 }
 
-impl<S: BillingStore> Syncer<S> {
-    /// Parses, deduplicates through the ledger and applies one queued event.
-    pub async fn handle_message(&self, body: &str, now: i64, lease_until: i64) -> Result<Outcome, ProcessError> {
-        let event: Event =
-            serde_json::from_str(body).map_err(|error| ProcessError::InvalidMessage(error.to_string()))?;
-        if !HANDLED.contains(&event.event_type.as_str()) {
-            return Ok(Outcome::Ignored);
-        }
-        let outcome = ledger::once(&self.store, &event.id, now, lease_until, || self.apply(&event)).await?;
-        tracing::info!(event_id = %event.id, event_type = %event.event_type, outcome = ?outcome, "event processed");
-        Ok(outcome)
+impl<S: BillingStore> EventHandler for Syncer<S> {
+    type Store = S;
+
+    fn store(&self) -> &S {
+        &self.store
     }
 
-    pub async fn handle_batch(
-        &self,
-        event: SqsEvent,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<SqsBatchResponse, UnnamedFailure> {
-        let (response, counts) = batch::run(event, |message| async move {
-            self.handle_message(message.body.as_deref().unwrap_or_default(), now, lease_until)
-                .await
-        })
-        .await?;
-        tracing::info!(
-            applied = counts.applied,
-            duplicates = counts.duplicates,
-            ignored = counts.ignored,
-            failed = counts.failed,
-            held_back = counts.held_back,
-            "batch done"
-        );
-        Ok(response)
+    fn handles(&self, event_type: &str) -> bool {
+        HANDLED.contains(&event_type)
     }
 
     async fn apply(&self, event: &Event) -> Result<Outcome, ProcessError> {
@@ -87,7 +61,9 @@ impl<S: BillingStore> Syncer<S> {
             _ => subscription::apply(self, event).await,
         }
     }
+}
 
+impl<S: BillingStore> Syncer<S> {
     pub fn record_of(&self, subscription: &Subscription, watermark: i64) -> SubscriptionRecord {
         let item = subscription.primary_item();
         let price_id = item.map(|item| item.price.id.clone());

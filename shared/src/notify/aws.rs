@@ -1,0 +1,68 @@
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+use aws_sdk_sns::types::MessageAttributeValue;
+
+use super::{DunningEmail, Notifier, NotifyError, PaymentFailedEvent};
+
+/// SES v2 for email, SNS for app events; clients built once at start.
+#[derive(Debug, Clone)]
+pub struct AwsNotifier {
+    ses: aws_sdk_sesv2::Client,
+    sns: aws_sdk_sns::Client,
+    from: String,
+    topic_arn: String,
+}
+
+impl AwsNotifier {
+    pub fn new(ses: aws_sdk_sesv2::Client, sns: aws_sdk_sns::Client, from: String, topic_arn: String) -> Self {
+        Self {
+            ses,
+            sns,
+            from,
+            topic_arn,
+        }
+    }
+}
+
+fn content(text: &str) -> Result<Content, NotifyError> {
+    Content::builder()
+        .data(text)
+        .charset("UTF-8")
+        .build()
+        .map_err(|error| NotifyError::Email(error.to_string()))
+}
+
+impl Notifier for AwsNotifier {
+    async fn send_email(&self, email: &DunningEmail) -> Result<(), NotifyError> {
+        let message = Message::builder()
+            .subject(content(&email.subject)?)
+            .body(Body::builder().text(content(&email.body)?).build())
+            .build();
+        self.ses
+            .send_email()
+            .from_email_address(&self.from)
+            .destination(Destination::builder().to_addresses(&email.to).build())
+            .content(EmailContent::builder().simple(message).build())
+            .send()
+            .await
+            .map_err(|error| NotifyError::Email(aws_sdk_sesv2::error::DisplayErrorContext(error).to_string()))?;
+        Ok(())
+    }
+
+    async fn publish(&self, event: &PaymentFailedEvent) -> Result<(), NotifyError> {
+        let body = serde_json::to_string(event).map_err(|error| NotifyError::Publish(error.to_string()))?;
+        let kind = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(event.event_type)
+            .build()
+            .map_err(|error| NotifyError::Publish(error.to_string()))?;
+        self.sns
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .message(body)
+            .message_attributes("type", kind)
+            .send()
+            .await
+            .map_err(|error| NotifyError::Publish(aws_sdk_sns::error::DisplayErrorContext(error).to_string()))?;
+        Ok(())
+    }
+}
