@@ -10,6 +10,7 @@ pub mod entitlement;
 pub mod notify;
 pub mod processing;
 pub mod queue;
+pub mod reconcile;
 pub mod routing;
 pub mod store;
 pub mod stripe;

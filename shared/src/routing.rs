@@ -2,7 +2,8 @@
 //! webhook routes with it, the reconciler filters with it, and the README's list of event types
 //! to enable in the Stripe dashboard is printed from it.
 
-use crate::queue::QueueName;
+use crate::queue::{OutboundMessage, QueueName};
+use crate::stripe::EventEnvelope;
 
 /// Event types the system handles, with their queue. Anything else is acknowledged and dropped.
 pub const ROUTES: &[(&str, QueueName)] = &[
@@ -26,6 +27,21 @@ pub fn route(event_type: &str) -> Option<QueueName> {
         .iter()
         .find(|(known, _)| *known == event_type)
         .map(|(_, queue)| *queue)
+}
+
+/// The queue and message for an event, or `None` for types the system does not handle. The
+/// webhook and the reconciler both enqueue through this, so their messages deduplicate.
+pub fn message_for<'a>(envelope: &'a EventEnvelope<'a>, body: &'a str) -> Option<(QueueName, OutboundMessage<'a>)> {
+    let queue = route(&envelope.event_type)?;
+    let message = OutboundMessage {
+        body,
+        group_id: envelope.ordering_key(),
+        dedup_id: &envelope.id,
+        event_id: &envelope.id,
+        event_type: &envelope.event_type,
+        livemode: envelope.livemode,
+    };
+    Some((queue, message))
 }
 
 pub fn handled_event_types() -> impl Iterator<Item = &'static str> {

@@ -4,6 +4,7 @@ mod checkout;
 mod dunning;
 mod events;
 mod queue;
+mod reconcile;
 mod secrets;
 mod store;
 mod stripe_client;

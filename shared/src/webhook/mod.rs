@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use base64::Engine;
 
-use crate::queue::{EventQueue, OutboundMessage};
+use crate::queue::EventQueue;
 use crate::routing;
 use crate::stripe::EventEnvelope;
 use crate::stripe::signature::{SignatureError, SignatureVerifier};
@@ -138,9 +138,8 @@ impl<Q: EventQueue> WebhookReceiver<Q> {
                 return Reply::INVALID_PAYLOAD;
             }
         };
-        let event_id = envelope.id.as_ref();
-        let event_type = envelope.event_type.as_ref();
-        let Some(queue) = routing::route(event_type) else {
+        let (event_id, event_type) = (envelope.id.as_ref(), envelope.event_type.as_ref());
+        let Some((queue, message)) = routing::message_for(&envelope, body) else {
             tracing::info!(
                 event_id,
                 event_type,
@@ -148,14 +147,6 @@ impl<Q: EventQueue> WebhookReceiver<Q> {
                 "event type not handled; acknowledged"
             );
             return Reply::IGNORED;
-        };
-        let message = OutboundMessage {
-            body,
-            group_id: envelope.ordering_key(),
-            dedup_id: event_id,
-            event_id,
-            event_type,
-            livemode: envelope.livemode,
         };
         match self.queue.send(queue, &message).await {
             Ok(()) => {

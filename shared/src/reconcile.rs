@@ -1,0 +1,150 @@
+//! Reconciliation: Stripe stops delivering sometimes (endpoint disabled, deploys dropping
+//! requests, an outage longer than Stripe's retries). On a schedule, list Stripe's events
+//! since a stored cursor and enqueue every handled one the ledger has not completed, through
+//! the webhook's own routing — FIFO deduplication and the ledger make overlaps harmless.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::queue::{EventQueue, QueueError};
+use crate::routing;
+use crate::store::{BillingStore, LedgerState, StoreError};
+use crate::stripe::objects::List;
+use crate::stripe::{EventEnvelope, StripeClient, StripeError};
+
+pub const CURSOR: &str = "stripe-events";
+/// Stripe keeps events for 30 days; older ones cannot be listed.
+pub const EVENT_RETENTION_SECS: i64 = 30 * 24 * 3600;
+/// Events are re-listed this far behind the cursor: `created` has one-second resolution and
+/// an event can become listable slightly after a later one.
+pub const OVERLAP_SECS: i64 = 600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("listing events from Stripe failed")]
+    Stripe(#[from] StripeError),
+    #[error("the store failed")]
+    Store(#[from] StoreError),
+    #[error("enqueueing a missed event failed; the cursor was not moved")]
+    Queue(#[from] QueueError),
+    #[error("Stripe listed an event this system cannot read: {0}")]
+    Malformed(String),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    pub window_start: i64,
+    pub seen: usize,
+    pub already_done: usize,
+    pub enqueued: usize,
+    /// Age of the oldest event that had been missed (0 when none was).
+    pub lag_seconds: i64,
+    pub cursor: Option<i64>,
+}
+
+pub struct Reconciler<S, Q> {
+    pub store: S,
+    pub queue: Q,
+    pub stripe: StripeClient,
+}
+
+impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
+    /// One pass. `since` overrides the cursor (backfill); the cursor then moves only forward.
+    pub async fn run(&self, now: i64, since: Option<i64>) -> Result<ReconcileReport, ReconcileError> {
+        let cursor = self.store.get_cursor(CURSOR).await?;
+        let oldest = now - EVENT_RETENTION_SECS + 60;
+        let wanted = since.or(cursor.map(|c| c - OVERLAP_SECS));
+        let window_start = match wanted {
+            Some(start) if start >= oldest => start,
+            Some(_) => {
+                tracing::warn!(
+                    oldest_available = oldest,
+                    "cursor is older than Stripe's 30 days of events; starting from the oldest available"
+                );
+                oldest
+            }
+            None => {
+                tracing::info!("first reconcile run: starting from the oldest event Stripe keeps (30 days)");
+                oldest
+            }
+        };
+        let mut report = ReconcileReport {
+            window_start,
+            cursor,
+            ..ReconcileReport::default()
+        };
+        let mut newest = cursor.unwrap_or(window_start);
+        let mut oldest_missed: Option<i64> = None;
+        let mut starting_after: Option<String> = None;
+        loop {
+            let page = self.page(window_start, starting_after.as_deref()).await?;
+            for event in &page.data {
+                let body =
+                    serde_json::to_string(event).map_err(|error| ReconcileError::Malformed(error.to_string()))?;
+                let envelope = EventEnvelope::parse(body.as_bytes())
+                    .map_err(|error| ReconcileError::Malformed(error.to_string()))?;
+                report.seen += 1;
+                newest = newest.max(envelope.created);
+                let Some((queue, message)) = routing::message_for(&envelope, &body) else {
+                    continue;
+                };
+                if self.store.event_state(message.event_id).await? == Some(LedgerState::Completed) {
+                    report.already_done += 1;
+                    continue;
+                }
+                self.queue.send(queue, &message).await?;
+                report.enqueued += 1;
+                oldest_missed = Some(oldest_missed.map_or(envelope.created, |o: i64| o.min(envelope.created)));
+            }
+            match (
+                page.has_more,
+                page.data.last().and_then(|e| e.get("id")).and_then(Value::as_str),
+            ) {
+                (true, Some(last)) => starting_after = Some(last.to_owned()),
+                _ => break,
+            }
+        }
+        report.lag_seconds = oldest_missed.map_or(0, |created| now - created);
+        // Only after everything was enqueued: a crash before this line re-lists the window,
+        // and the ledger and FIFO deduplication absorb the repeats.
+        if newest > cursor.unwrap_or(i64::MIN) {
+            if self.store.set_cursor(CURSOR, cursor, newest).await? {
+                report.cursor = Some(newest);
+            } else {
+                tracing::warn!("another reconcile run moved the cursor first; keeping its value");
+            }
+        }
+        Ok(report)
+    }
+
+    async fn page(&self, created_gte: i64, starting_after: Option<&str>) -> Result<List<Value>, StripeError> {
+        let created = created_gte.to_string();
+        let mut query: Vec<(&str, &str)> = vec![("limit", "100"), ("created[gte]", &created)];
+        query.extend(routing::handled_event_types().map(|event_type| ("types[]", event_type)));
+        if let Some(after) = starting_after {
+            query.push(("starting_after", after));
+        }
+        self.stripe.get("/v1/events", &query).await
+    }
+}
+
+/// The report as a CloudWatch Embedded Metric Format line: `MissedEvents` and
+/// `EventLagSeconds` become metrics (and alarms) without any API call.
+pub fn emf_line(report: &ReconcileReport, now_ms: i64) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "StripeBilling",
+                "Dimensions": [["Service"]],
+                "Metrics": [{"Name": "MissedEvents", "Unit": "Count"}, {"Name": "EventLagSeconds", "Unit": "Seconds"}]
+            }]
+        },
+        "Service": "reconcile",
+        "MissedEvents": report.enqueued,
+        "EventLagSeconds": report.lag_seconds,
+        "seen": report.seen,
+        "already_done": report.already_done,
+    })
+    .to_string()
+}
