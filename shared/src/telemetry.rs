@@ -5,7 +5,13 @@
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default("info");
+}
+
+/// Like [`init`], with another level when `RUST_LOG` is not set (the demo keeps its output
+/// to its own steps).
+pub fn init_with_default(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     // `try_init` fails only if a subscriber is already set (tests, embedding): keep that one.
     let _ = if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {

@@ -7,7 +7,6 @@ pub mod aws;
 pub mod fixtures;
 pub mod lifecycle;
 pub mod queue_conformance;
-pub mod spec;
 pub mod store_conformance;
 pub mod stripe_standin;
 

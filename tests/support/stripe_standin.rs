@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use shared::stripe::{RetryPolicy, StripeClient};
 use wiremock::MockServer;
 
-use crate::spec::Spec;
+use stripe_simulator::spec::Spec;
 
 pub struct StripeStandIn {
     pub server: MockServer,

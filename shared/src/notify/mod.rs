@@ -52,3 +52,13 @@ pub trait Notifier: Send + Sync {
     fn send_email(&self, email: &DunningEmail) -> impl Future<Output = Result<(), NotifyError>> + Send;
     fn publish(&self, event: &PaymentFailedEvent) -> impl Future<Output = Result<(), NotifyError>> + Send;
 }
+
+impl<N: Notifier> Notifier for std::sync::Arc<N> {
+    fn send_email(&self, email: &DunningEmail) -> impl Future<Output = Result<(), NotifyError>> + Send {
+        (**self).send_email(email)
+    }
+
+    fn publish(&self, event: &PaymentFailedEvent) -> impl Future<Output = Result<(), NotifyError>> + Send {
+        (**self).publish(event)
+    }
+}

@@ -33,6 +33,16 @@ impl MemoryQueue {
         self.with_lane(queue, |lane| lane.ready.len() + lane.in_flight.len())
     }
 
+    /// Makes an in-flight message visible again at the head of its group, as SQS does when
+    /// its visibility timeout runs out after a failed attempt.
+    pub fn release(&self, queue: QueueName, receipt_handle: &str) {
+        self.with_lane(queue, |lane| {
+            if let Some(message) = lane.in_flight.remove(receipt_handle) {
+                lane.ready.push_front(message);
+            }
+        });
+    }
+
     fn with_lane<T>(&self, queue: QueueName, f: impl FnOnce(&mut Lane) -> T) -> T {
         // A poisoned lock means a panic mid-update in a test; the data is still consistent
         // enough for a queue of independent messages, so keep serving.

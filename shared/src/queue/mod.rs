@@ -75,3 +75,26 @@ pub trait EventQueue: Send + Sync {
 
     fn delete(&self, queue: QueueName, receipt_handle: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
+
+/// One queue shared by the webhook and the consumers of a local run.
+impl<Q: EventQueue> EventQueue for std::sync::Arc<Q> {
+    fn send(
+        &self,
+        queue: QueueName,
+        message: &OutboundMessage<'_>,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send {
+        (**self).send(queue, message)
+    }
+
+    fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<ReceivedMessage>, QueueError>> + Send {
+        (**self).receive(queue, max)
+    }
+
+    fn delete(&self, queue: QueueName, receipt_handle: &str) -> impl Future<Output = Result<(), QueueError>> + Send {
+        (**self).delete(queue, receipt_handle)
+    }
+}

@@ -128,7 +128,7 @@ impl<S: BillingStore> Syncer<S> {
     }
 
     /// Re-reads all of a customer's subscriptions from Stripe (`POST /billing/sync`, drift
-    /// repair): what Stripe says at `now` wins over anything older.
+    /// repair): what Stripe says now wins over anything stored before the read.
     pub async fn sync_customer(
         &self,
         user: &UserId,

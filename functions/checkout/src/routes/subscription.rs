@@ -37,13 +37,18 @@ async fn current<S: BillingStore>(state: &AppState<S>, user: &UserId) -> Result<
     super::live_subscription(state, user).await?.ok_or(NO_SUBSCRIPTION)
 }
 
-/// Stores what Stripe answered (it is the newest state there is) and recomputes access.
+/// Stores what Stripe answered to our own write — the newest state there is, so it must win
+/// over anything stored before it even if Stripe's clock runs ahead of ours — and recomputes
+/// access.
 async fn store<S: BillingStore>(
     state: &AppState<S>,
     user: &UserId,
+    before: &SubscriptionRecord,
     subscription: &Subscription,
 ) -> Result<Json<EntitlementView>, ApiError> {
-    let record = state.syncer.record_of(subscription, shared::unix_now());
+    let record = state
+        .syncer
+        .record_of(subscription, shared::unix_now().max(before.watermark));
     state
         .syncer
         .store
@@ -95,7 +100,7 @@ pub async fn change<S: BillingStore>(
         .update_subscription(&record.subscription_id, &params, Some(&key))
         .await?;
     tracing::info!(subscription_id = %updated.id, plan = %request.plan, "plan changed");
-    store(&state, &user, &updated).await
+    store(&state, &user, &record, &updated).await
 }
 
 pub async fn cancel<S: BillingStore>(
@@ -120,7 +125,7 @@ pub async fn cancel<S: BillingStore>(
         stripe.delete(&path, None).await?
     };
     tracing::info!(subscription_id = %updated.id, at_period_end = request.at_period_end, "subscription cancelled");
-    store(&state, &user, &updated).await
+    store(&state, &user, &record, &updated).await
 }
 
 pub async fn resume<S: BillingStore>(
@@ -142,5 +147,5 @@ pub async fn resume<S: BillingStore>(
         .update_subscription(&record.subscription_id, &params, None)
         .await?;
     tracing::info!(subscription_id = %updated.id, "pending cancellation undone");
-    store(&state, &user, &updated).await
+    store(&state, &user, &record, &updated).await
 }

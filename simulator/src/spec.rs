@@ -19,7 +19,8 @@ pub struct Spec {
 
 impl Spec {
     pub fn load() -> Self {
-        let spec: Value = serde_json::from_str(include_str!("../fixtures/stripe/spec-subset.json")).expect("spec JSON");
+        let spec: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/stripe/spec-subset.json")).expect("spec JSON");
         let paths = spec["paths"].as_object().cloned().expect("paths");
         Self { paths }
     }
@@ -52,6 +53,25 @@ impl Spec {
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
+}
+
+/// A form body as nested JSON, the way Stripe reads it: `a[0][b]=v` → `{"a":[{"b":"v"}]}`.
+pub fn decode_form(form: &[u8]) -> Value {
+    fn to_value(node: &Node) -> Value {
+        match node {
+            Node::Leaf(text) => Value::String(text.clone()),
+            Node::Map(map) if !map.is_empty() && map.keys().all(|k| k.parse::<usize>().is_ok()) => {
+                let mut items: Vec<(usize, Value)> = map
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.parse().ok()?, to_value(v))))
+                    .collect();
+                items.sort_by_key(|(index, _)| *index);
+                Value::Array(items.into_iter().map(|(_, v)| v).collect())
+            }
+            Node::Map(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect()),
+        }
+    }
+    to_value(&Node::Map(decode(form)))
 }
 
 fn path_matches(template: &str, path: &str) -> bool {

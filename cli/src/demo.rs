@@ -1,0 +1,223 @@
+//! `billing demo`: a subscription's whole life, through the public HTTP API (as a SaaS
+//! dashboard calls it) and the simulator's control endpoints (as a customer and a bank act),
+//! once with orderly delivery and once with duplicated, shuffled delivery.
+
+use serde_json::{Value, json};
+
+use crate::local::{LocalError, LocalSystem};
+
+struct Walk<'a> {
+    system: &'a LocalSystem,
+    http: reqwest::Client,
+    user: String,
+    simulator: String,
+    step: usize,
+}
+
+fn failed(message: impl Into<String>) -> LocalError {
+    LocalError::Step(message.into())
+}
+
+impl Walk<'_> {
+    async fn api(&self, method: reqwest::Method, path: &str, body: Value) -> Result<(u16, Value), LocalError> {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.system.api_url))
+            .header("X-Billing-User", &self.user)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.map_err(|e| failed(e.to_string()))?))
+    }
+
+    async fn bank(&self, action: &str) -> Result<Value, LocalError> {
+        let url = format!("{}/sim/{action}", self.simulator);
+        let answer: Value = self
+            .http
+            .post(url)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        self.system.drain().await?;
+        Ok(answer)
+    }
+
+    async fn me(&self) -> Result<Value, LocalError> {
+        Ok(self.api(reqwest::Method::GET, "/billing/me", Value::Null).await?.1)
+    }
+
+    fn check(&mut self, what: &str, view: &Value, expected: &[(&str, Value)]) -> Result<(), LocalError> {
+        self.step += 1;
+        for (field, want) in expected {
+            if view[*field] != *want {
+                return Err(failed(format!(
+                    "step {} ({what}): expected {field} = {want}, got {view}",
+                    self.step
+                )));
+            }
+        }
+        let shown: Vec<String> = expected
+            .iter()
+            .map(|(field, value)| format!("{field}={value}"))
+            .collect();
+        println!("  {:>2}. {what:<46} {}", self.step, shown.join(" "));
+        Ok(())
+    }
+}
+
+async fn walk(system: &LocalSystem, user: &str) -> Result<Value, LocalError> {
+    let simulator = system
+        .simulator
+        .as_ref()
+        .ok_or_else(|| failed("the demo runs against the simulator: unset STRIPE_SECRET_KEY"))?;
+    let mut w = Walk {
+        system,
+        http: reqwest::Client::new(),
+        user: user.to_owned(),
+        simulator: simulator.base_url.clone(),
+        step: 0,
+    };
+    use reqwest::Method;
+
+    let (status, view) = w.api(Method::GET, "/billing/me", Value::Null).await?;
+    w.check(
+        "user signs up: no subscription",
+        &json!({"status": status, "access": view["access"]}),
+        &[("status", json!(200)), ("access", json!("none"))],
+    )?;
+
+    let (status, session) = w
+        .api(Method::POST, "/checkout/sessions", json!({"plan": "basic"}))
+        .await?;
+    let session_id = session["id"]
+        .as_str()
+        .ok_or_else(|| failed(format!("checkout answered {status}: {session}")))?
+        .to_owned();
+    w.check(
+        "checkout session created",
+        &json!({"status": status}),
+        &[("status", json!(201))],
+    )?;
+
+    let completed = w.bank(&format!("checkout/{session_id}/complete")).await?;
+    let subscription = completed["result"]["subscription"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let view = w.me().await?;
+    w.check(
+        "checkout completed (webhook → queue → events)",
+        &view,
+        &[("access", json!("active")), ("plan", json!("basic"))],
+    )?;
+
+    let (_, view) = w
+        .api(Method::POST, "/subscription/change", json!({"plan": "pro"}))
+        .await?;
+    w.system.drain().await?;
+    w.check(
+        "upgraded to pro (create_prorations)",
+        &view,
+        &[
+            ("plan", json!("pro")),
+            ("features", json!(["reports", "api", "exports"])),
+        ],
+    )?;
+
+    let failure = w
+        .bank(&format!(
+            "subscriptions/{subscription}/fail_payment?decline_code=insufficient_funds"
+        ))
+        .await?;
+    let invoice = failure["result"]["invoice"].as_str().unwrap_or_default().to_owned();
+    let view = w.me().await?;
+    let emails = system
+        .notifier
+        .emails()
+        .iter()
+        .filter(|e| e.body.contains(&invoice))
+        .count();
+    w.check(
+        "renewal payment fails: grace, one email",
+        &json!({"access": view["access"], "status": view["status"], "emails": emails}),
+        &[
+            ("access", json!("grace")),
+            ("status", json!("past_due")),
+            ("emails", json!(1)),
+        ],
+    )?;
+
+    w.bank(&format!("invoices/{invoice}/pay")).await?;
+    let view = w.me().await?;
+    w.check(
+        "card fixed, invoice paid",
+        &view,
+        &[("access", json!("active")), ("status", json!("active"))],
+    )?;
+
+    let (_, view) = w
+        .api(Method::POST, "/subscription/cancel", json!({"at_period_end": true}))
+        .await?;
+    w.system.drain().await?;
+    w.check(
+        "cancel at period end: access until then",
+        &view,
+        &[("access", json!("active")), ("cancel_at_period_end", json!(true))],
+    )?;
+
+    w.bank(&format!("subscriptions/{subscription}/end_period")).await?;
+    let view = w.me().await?;
+    w.check(
+        "period ends",
+        &view,
+        &[("access", json!("none")), ("status", json!("canceled"))],
+    )?;
+    Ok(view)
+}
+
+pub async fn run() -> Result<(), LocalError> {
+    let system = LocalSystem::start(0).await?;
+    let simulator = system
+        .simulator
+        .clone()
+        .ok_or_else(|| failed("the demo runs against the simulator: unset STRIPE_SECRET_KEY"))?;
+    let base = simulator_delivery(&system);
+
+    println!("\nPass 1: each event delivered once, in order");
+    let orderly = walk(&system, "demo-user-orderly").await?;
+
+    println!("\nPass 2: events duplicated and shuffled, as Stripe may deliver them");
+    simulator.set_delivery(stripe_simulator::Delivery {
+        duplicates: true,
+        shuffle: true,
+        ..base
+    });
+    let chaotic = walk(&system, "demo-user-chaos").await?;
+
+    // Period ends are wall-clock seconds and may differ between passes; the rest must not.
+    let comparable = |mut view: Value| {
+        view["current_period_end"] = Value::Null;
+        view
+    };
+    if comparable(orderly.clone()) != comparable(chaotic.clone()) {
+        return Err(failed(format!(
+            "final states differ:\n  orderly {orderly}\n  chaotic {chaotic}"
+        )));
+    }
+    println!("\nBoth passes reached the same final state: {chaotic}");
+    Ok(())
+}
+
+fn simulator_delivery(system: &LocalSystem) -> stripe_simulator::Delivery {
+    stripe_simulator::Delivery {
+        webhook_url: Some(format!("{}/webhooks/stripe", system.api_url)),
+        webhook_secret: crate::local::LOCAL_WEBHOOK_SECRET.into(),
+        duplicates: false,
+        shuffle: false,
+    }
+}

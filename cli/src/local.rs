@@ -1,0 +1,241 @@
+//! The whole system in one process: the billing API router and the webhook receiver on one
+//! 127.0.0.1 server, the in-process queue, and the events and payment-failed processors —
+//! the same handler code as the Lambdas, with the in-memory adapters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use checkout::{AppState, IdentitySource};
+use secrecy::SecretString;
+use shared::config::{Env, PlanCatalog, StripeSettings};
+use shared::dunning::{DunningPolicy, DunningProcessor};
+use shared::notify::MemoryNotifier;
+use shared::processing::EventHandler;
+use shared::queue::{EventQueue, MemoryQueue, QueueName};
+use shared::store::MemoryStore;
+use shared::stripe::{RetryPolicy, SignatureVerifier, StripeClient};
+use shared::sync::Syncer;
+use shared::webhook::{Delivery, WebhookReceiver};
+use stripe_simulator::Simulator;
+
+/// The plans of local runs; `BILLING_PLANS` replaces them.
+pub const DEMO_PLANS: &str = r#"{"basic":{"price_id":"price_basic","features":["reports"]},
+ "pro":{"price_id":"price_pro","features":["reports","api","exports"],"allow_promotion_codes":true}}"#;
+pub const LOCAL_WEBHOOK_SECRET: &str = "whsec_local_simulator_secret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("could not start: {0}")]
+    Start(String),
+    #[error("demo step failed: {0}")]
+    Step(String),
+}
+
+type Store = Arc<MemoryStore>;
+
+pub struct LocalSystem {
+    pub api_url: String,
+    pub simulator: Option<Simulator>,
+    pub queue: Arc<MemoryQueue>,
+    pub notifier: Arc<MemoryNotifier>,
+    events: Syncer<Store>,
+    dunning: DunningProcessor<Store, Arc<MemoryNotifier>>,
+}
+
+fn start_error(error: impl std::fmt::Display) -> LocalError {
+    LocalError::Start(error.to_string())
+}
+
+impl LocalSystem {
+    /// Real Stripe when `STRIPE_SECRET_KEY` is set, the simulator otherwise.
+    pub async fn start(port: u16) -> Result<Self, LocalError> {
+        let env = Env::from_process();
+        let plans = match env.get("BILLING_PLANS") {
+            Some(_) => PlanCatalog::from_env(&env).map_err(start_error)?,
+            None => PlanCatalog::parse(DEMO_PLANS).map_err(LocalError::Start)?,
+        };
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .map_err(start_error)?;
+        let api_url = format!("http://{}", listener.local_addr().map_err(start_error)?);
+        let http = StripeClient::http_client().map_err(start_error)?;
+        let (stripe, simulator, webhook_secret) = if env.get("STRIPE_SECRET_KEY").is_some() {
+            let settings = StripeSettings::from_env(&env).map_err(start_error)?;
+            let secret = env.get("STRIPE_WEBHOOK_SECRET").unwrap_or_default().to_owned();
+            println!(
+                "Stripe: REAL Stripe API at {} (forward events with `stripe listen --forward-to {api_url}/webhooks/stripe`)",
+                settings.api_base
+            );
+            (
+                StripeClient::new(http, settings.api_base, settings.secret_key, settings.retry),
+                None,
+                secret,
+            )
+        } else {
+            let delivery = stripe_simulator::Delivery {
+                webhook_url: Some(format!("{api_url}/webhooks/stripe")),
+                webhook_secret: LOCAL_WEBHOOK_SECRET.into(),
+                ..Default::default()
+            };
+            let simulator = Simulator::start(0, delivery).await.map_err(start_error)?;
+            println!(
+                "Stripe: OFFLINE SIMULATOR at {} (no STRIPE_SECRET_KEY set; nothing leaves this machine)",
+                simulator.base_url
+            );
+            let base = url::Url::parse(&simulator.base_url).map_err(start_error)?;
+            let client = StripeClient::new(
+                http,
+                base,
+                SecretString::from("sk_test_simulator".to_owned()),
+                RetryPolicy::default(),
+            );
+            (client, Some(simulator), LOCAL_WEBHOOK_SECRET.to_owned())
+        };
+        println!("Storage: in-memory (everything is lost when this process stops)");
+        let store: Store = Arc::new(MemoryStore::new());
+        let queue = Arc::new(MemoryQueue::new());
+        let notifier = Arc::new(MemoryNotifier::new());
+        let syncer = |store: Store| Syncer {
+            store,
+            stripe: stripe.clone(),
+            plans: plans.clone(),
+            grace_days: 14,
+        };
+        let secrets: Vec<SecretString> = webhook_secret
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| SecretString::from(s.to_owned()))
+            .collect();
+        let tolerance = std::num::NonZeroU64::new(shared::stripe::signature::DEFAULT_TOLERANCE_SECS)
+            .unwrap_or(std::num::NonZeroU64::MIN);
+        let verifier = SignatureVerifier::new(&secrets, tolerance);
+        let receiver = Arc::new(WebhookReceiver::new(verifier, queue.clone()));
+        let api = checkout::router(AppState {
+            syncer: syncer(store.clone()),
+            app_base_url: url::Url::parse(&api_url).map_err(start_error)?,
+            identity: IdentitySource::DevHeader,
+        });
+        let app = Router::new()
+            .route("/webhooks/stripe", post(webhook).with_state(receiver))
+            .merge(api);
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "local server stopped");
+            }
+        });
+        let dunning = DunningProcessor {
+            syncer: syncer(store.clone()),
+            notifier: notifier.clone(),
+            policy: DunningPolicy::default(),
+        };
+        Ok(Self {
+            api_url,
+            simulator,
+            events: syncer(store.clone()),
+            dunning,
+            queue,
+            notifier,
+        })
+    }
+
+    /// Feeds queued messages to the processors, as the SQS triggers do, until both queues are
+    /// empty; failed messages return to the queue like an expired visibility timeout.
+    pub async fn drain(&self) -> Result<usize, LocalError> {
+        let mut processed = 0;
+        for _round in 0..50 {
+            let mut progressed = false;
+            for name in QueueName::ALL {
+                let messages = self
+                    .queue
+                    .receive(name, 10)
+                    .await
+                    .map_err(|e| LocalError::Step(e.to_string()))?;
+                if messages.is_empty() {
+                    continue;
+                }
+                let mut batch = SqsEvent::default();
+                for message in &messages {
+                    let mut record = SqsMessage::default();
+                    record.message_id = Some(message.message_id.clone());
+                    record.body = Some(message.body.clone());
+                    if let Some(group) = &message.group_id {
+                        record.attributes.insert("MessageGroupId".into(), group.clone());
+                    }
+                    batch.records.push(record);
+                }
+                let (now, lease_until) = (shared::unix_now(), shared::unix_now() + 60);
+                let response = match name {
+                    QueueName::Events => self.events.handle_batch(batch, now, lease_until).await,
+                    QueueName::PaymentFailed => self.dunning.handle_batch(batch, now, lease_until).await,
+                }
+                .map_err(|e| LocalError::Step(e.to_string()))?;
+                for message in messages {
+                    let failed = response
+                        .batch_item_failures
+                        .iter()
+                        .any(|f| f.item_identifier == message.message_id);
+                    if failed {
+                        self.queue.release(name, &message.receipt_handle);
+                    } else {
+                        self.queue
+                            .delete(name, &message.receipt_handle)
+                            .await
+                            .map_err(|e| LocalError::Step(e.to_string()))?;
+                        processed += 1;
+                        progressed = true;
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(processed)
+    }
+}
+
+async fn webhook(
+    State(receiver): State<Arc<WebhookReceiver<Arc<MemoryQueue>>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let delivery = Delivery {
+        method: "POST",
+        signature: headers.get("stripe-signature").and_then(|v| v.to_str().ok()),
+        body: &body,
+    };
+    let reply = receiver.receive(delivery, shared::unix_now()).await;
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [("content-type", "application/json")], reply.body).into_response()
+}
+
+/// `billing dev`: serve until Ctrl-C, processing queued events every 200 ms.
+pub async fn serve(port: u16) -> Result<(), LocalError> {
+    let system = LocalSystem::start(port).await?;
+    println!(
+        "Billing API and webhook on {} (user id from the X-Billing-User header: dev mode only)",
+        system.api_url
+    );
+    println!(
+        "Try: curl -s -H 'X-Billing-User: alice' -X POST {}/checkout/sessions -d '{{\"plan\":\"basic\"}}'",
+        system.api_url
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if let Err(error) = system.drain().await {
+                    tracing::warn!(%error, "processing queued events failed; will retry");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! An offline Stripe for local runs and the demo: a small stateful server speaking the part
+//! of Stripe's API this system uses, with Stripe's object shapes (from the official fixtures)
+//! and Stripe's request validation (the official spec: an unknown parameter is a 400).
+//!
+//! Control endpoints under `/sim/` drive what a customer or a bank would do — complete a
+//! checkout, fail or authenticate a payment, pay, end a period — and each emits the events
+//! real Stripe emits, signed with the webhook secret and POSTed to the webhook URL, optionally
+//! duplicated and shuffled like real at-least-once, unordered delivery.
+
+pub mod spec;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use spec::{Spec, decode_form};
+use state::Sim;
+
+/// How events reach the webhook.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    pub webhook_url: Option<String>,
+    pub webhook_secret: String,
+    /// Deliver some events twice, as Stripe's at-least-once delivery does.
+    pub duplicates: bool,
+    /// Deliver each action's events in random order, as Stripe does not guarantee order.
+    pub shuffle: bool,
+}
+
+struct Shared {
+    sim: Mutex<Sim>,
+    spec: Spec,
+    delivery: Mutex<Delivery>,
+    http: reqwest::Client,
+}
+
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+    pub base_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    #[error("could not bind the simulator on 127.0.0.1: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+impl Simulator {
+    /// Starts on 127.0.0.1 (port 0: any free port).
+    pub async fn start(port: u16, delivery: Delivery) -> Result<Self, SimulatorError> {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let shared = Arc::new(Shared {
+            sim: Mutex::new(Sim::new(base_url.clone())),
+            spec: Spec::load(),
+            delivery: Mutex::new(delivery),
+            http: reqwest::Client::new(),
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "Stripe simulator stopped");
+            }
+        });
+        Ok(Self { shared, base_url })
+    }
+
+    pub fn set_delivery(&self, delivery: Delivery) {
+        *lock(&self.shared.delivery) = delivery;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Stripe's error shape.
+pub fn stripe_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (status, axum::Json(json!({"error": {"type": kind, "message": message}}))).into_response()
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    if let Some(control) = path.strip_prefix("/sim/") {
+        let query = decode_form(uri.query().unwrap_or_default().as_bytes());
+        let outcome = lock(&shared.sim).control(control, &query);
+        return match outcome {
+            Ok((answer, events)) => {
+                let delivered = deliver(&shared, events).await;
+                axum::Json(json!({"result": answer, "delivered": delivered})).into_response()
+            }
+            Err(message) => stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", &message),
+        };
+    }
+    if let Err(problems) = shared.spec.validate(method.as_str(), &path, uri.query(), &body) {
+        return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", &problems.join("; "));
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let params = decode_form(&body);
+    let query = decode_form(uri.query().unwrap_or_default().as_bytes());
+    let outcome = lock(&shared.sim).api(method.as_str(), &path, &params, &query, key.as_deref());
+    match outcome {
+        Ok((object, events)) => {
+            deliver(&shared, events).await;
+            axum::Json(object).into_response()
+        }
+        Err((status, message)) => stripe_error(status, "invalid_request_error", &message),
+    }
+}
+
+/// Signs and POSTs events to the webhook; returns how many deliveries were accepted.
+async fn deliver(shared: &Shared, mut events: Vec<Value>) -> usize {
+    let delivery = lock(&shared.delivery).clone();
+    let Some(url) = delivery.webhook_url else { return 0 };
+    if delivery.duplicates {
+        let copies: Vec<Value> = events.iter().filter(|_| fastrand::bool()).cloned().collect();
+        events.extend(copies);
+    }
+    if delivery.shuffle {
+        fastrand::shuffle(&mut events);
+    }
+    let mut accepted = 0;
+    for event in events {
+        let body = event.to_string();
+        let header = shared::stripe::signature::sign(&delivery.webhook_secret, shared::unix_now(), body.as_bytes());
+        let sent = shared
+            .http
+            .post(&url)
+            .header("Stripe-Signature", header)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => accepted += 1,
+            Ok(response) => tracing::warn!(status = response.status().as_u16(), "webhook refused a simulated event"),
+            Err(error) => tracing::warn!(%error, "webhook unreachable"),
+        }
+    }
+    accepted
+}
