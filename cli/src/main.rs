@@ -5,6 +5,7 @@
 //!   shuffled webhook delivery; exits 0 only if every step saw the expected state.
 //! - `billing dev` serves the billing API and the webhook on 127.0.0.1 (default port 3000)
 //!   with the events and payment-failed processors running in-process.
+//! - `billing event-types` prints the event types to enable on the Stripe webhook endpoint.
 
 mod demo;
 mod local;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Walk the whole lifecycle against the offline Stripe simulator (no AWS, no Stripe, no network).
     Demo,
+    /// Print the event types to enable on the Stripe webhook endpoint (from the routing table).
+    EventTypes,
     /// Serve the API and webhook locally with in-process processors.
     Dev {
         /// Port on 127.0.0.1.
@@ -41,6 +44,10 @@ async fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Command::Demo => demo::run().await,
         Command::Dev { port } => local::serve(port).await,
+        Command::EventTypes => {
+            shared::routing::handled_event_types().for_each(|event_type| println!("{event_type}"));
+            Ok(())
+        }
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -120,7 +120,10 @@ fn entitlements(c: &mut Criterion) {
 }
 
 fn event_apply(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     // Never called: subscription events carry the whole object, so no Stripe read happens.
     let stripe = StripeClient::new(
         reqwest::Client::new(),
@@ -148,11 +151,15 @@ fn event_apply(c: &mut Criterion) {
                 counter += 1;
                 let mut message = SqsMessage::default();
                 message.message_id = Some(counter.to_string());
-                message.body = Some(
-                    template
-                        .replace("EVENT_ID", &format!("evt_{counter}"))
-                        .replace("cus_CUSTOMER", &format!("cus_{}", counter % 500)),
-                );
+                // Each event newer than the last, so none is a same-second tie (which asks Stripe).
+                let body = template
+                    .replace("EVENT_ID", &format!("evt_{counter}"))
+                    .replace("cus_CUSTOMER", &format!("cus_{}", counter % 500))
+                    .replace(
+                        &format!("\"created\":{NOW}"),
+                        &format!("\"created\":{}", NOW + counter as i64),
+                    );
+                message.body = Some(body);
                 batch.records.push(message);
             }
             let response = runtime

@@ -1,10 +1,11 @@
 //! Start-up helpers the function `main`s share: each builds its clients once, here, and hands
 //! them to a handler. Nothing here touches the network except the Secrets Manager read.
 
-use crate::config::{ConfigError, Env, StoreSettings, StripeSettings, load_secrets_overlay};
+use crate::config::{ConfigError, Env, PlanCatalog, StoreSettings, StripeSettings, load_secrets_overlay};
 use crate::entitlement::DEFAULT_GRACE_DAYS;
 use crate::store::DynamoStore;
 use crate::stripe::StripeClient;
+use crate::sync::Syncer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -54,4 +55,14 @@ pub fn grace_days(env: &Env) -> Result<u32, ConfigError> {
 /// differences; after that a redelivery may take the event over.
 pub fn lease_until(deadline_epoch_ms: u64) -> i64 {
     i64::try_from(deadline_epoch_ms / 1000).unwrap_or(i64::MAX - 5) + 5
+}
+
+/// The sync core the events and payment-failed processors and the API share, on DynamoDB.
+pub fn syncer(sdk: &aws_config::SdkConfig, env: &Env) -> Result<Syncer<DynamoStore>, StartError> {
+    Ok(Syncer {
+        store: dynamo_store(sdk, env)?,
+        stripe: stripe_client(env)?,
+        plans: PlanCatalog::from_env(env)?,
+        grace_days: grace_days(env)?,
+    })
 }

@@ -39,6 +39,15 @@ fn not_found(what: &str, id: &str) -> (StatusCode, String) {
     (StatusCode::NOT_FOUND, format!("No such {what}: '{id}'"))
 }
 
+/// An object by id, or Stripe's 404.
+fn found(objects: &BTreeMap<String, Value>, what: &str, id: &str) -> ApiResult {
+    objects
+        .get(id)
+        .cloned()
+        .map(|object| (object, Vec::new()))
+        .ok_or_else(|| not_found(what, id))
+}
+
 fn text(value: &Value) -> Option<String> {
     value.as_str().map(str::to_owned)
 }
@@ -89,12 +98,7 @@ impl Sim {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let result = match (method, segments.as_slice()) {
             ("POST", ["v1", "customers"]) => Ok((self.create_customer(params), Vec::new())),
-            ("GET", ["v1", "customers", id]) => self
-                .customers
-                .get(*id)
-                .cloned()
-                .map(|c| (c, Vec::new()))
-                .ok_or_else(|| not_found("customer", id)),
+            ("GET", ["v1", "customers", id]) => found(&self.customers, "customer", id),
             ("POST", ["v1", "checkout", "sessions"]) => self.create_session(params),
             ("POST", ["v1", "billing_portal", "sessions"]) => {
                 let mut session = fixture("billing_portal.session");
@@ -118,20 +122,10 @@ impl Sim {
                     Vec::new(),
                 ))
             }
-            ("GET", ["v1", "subscriptions", id]) => self
-                .subscriptions
-                .get(*id)
-                .cloned()
-                .map(|s| (s, Vec::new()))
-                .ok_or_else(|| not_found("subscription", id)),
+            ("GET", ["v1", "subscriptions", id]) => found(&self.subscriptions, "subscription", id),
             ("POST", ["v1", "subscriptions", id]) => self.update_subscription(id, params),
             ("DELETE", ["v1", "subscriptions", id]) => self.end_subscription(id),
-            ("GET", ["v1", "invoices", id]) => self
-                .invoices
-                .get(*id)
-                .cloned()
-                .map(|i| (i, Vec::new()))
-                .ok_or_else(|| not_found("invoice", id)),
+            ("GET", ["v1", "invoices", id]) => found(&self.invoices, "invoice", id),
             ("GET", ["v1", "events", id]) => self
                 .events
                 .iter()

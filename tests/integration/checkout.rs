@@ -166,6 +166,8 @@ async fn invalid_checkouts_are_refused_before_any_stripe_call() {
             "promotion_codes_not_allowed",
         ),
         (r#"{"plan":"pro","promotion_code":"SUMMER"}"#, "invalid_promotion_code"),
+        (r#"{"plan":"pro","promotion_code":"promo_"}"#, "invalid_promotion_code"),
+        (r#"["pro", 2]"#, "invalid_body"),
         (
             r#"{"plan":"pro","success_path":"https://evil.example"}"#,
             "invalid_redirect_path",
@@ -556,6 +558,8 @@ async fn bad_input_on_every_route_is_a_4xx_json_error() {
         }
         for body in [
             "{not json",
+            "[]",
+            "[true]",
             "{\"unknown_field\":1}",
             "{\"plan\":[1,2]}",
             deep.as_str(),
@@ -578,5 +582,45 @@ async fn bad_input_on_every_route_is_a_4xx_json_error() {
     assert_eq!(
         api.call("GET", "/nope/%2e%2e/etc", Some("user-bad"), "").await.status,
         404
+    );
+}
+
+#[tokio::test]
+async fn reusing_an_idempotency_key_for_another_request_is_a_409() {
+    let stripe = StripeStandIn::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::customer("cus_idem")))
+        .mount(&stripe.server)
+        .await;
+    Mock::given(method("POST")).and(path("/v1/checkout/sessions")).respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+        "type": "idempotency_error",
+        "message": "Keys for idempotent requests can only be used with the same parameters they were first used with."}})))
+        .mount(&stripe.server).await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+    let answer = api
+        .call_with(
+            "POST",
+            "/checkout/sessions",
+            Some("user-idem"),
+            json!({"idempotency-key": "k1"}),
+            r#"{"plan":"pro"}"#,
+        )
+        .await;
+    assert_eq!(
+        (answer.status, answer.body["error"].as_str()),
+        (409, Some("idempotency_key_reused"))
+    );
+    let requests = stripe.requests().await;
+    let key = posts_to(&requests, "/v1/checkout/sessions")[0]
+        .headers
+        .get("idempotency-key")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        key.starts_with("checkout-") && key.len() <= 255 && !key.contains("user-idem"),
+        "{key}"
     );
 }

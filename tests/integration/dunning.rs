@@ -49,6 +49,14 @@ fn syncer<S: BillingStore>(store: S, stripe: &StripeStandIn) -> Syncer<S> {
     }
 }
 
+fn recording<S: BillingStore>(store: S, stripe: &StripeStandIn) -> DunningProcessor<S, MemoryNotifier> {
+    DunningProcessor {
+        syncer: syncer(store, stripe),
+        notifier: MemoryNotifier::new(),
+        policy: DunningPolicy::default(),
+    }
+}
+
 fn invoice(case: &Case, status: &str, attempt: u32) -> Value {
     let mut invoice = fixtures::invoice(&case.invoice, &case.customer, &case.subscription, status);
     invoice["attempt_count"] = json!(attempt);
@@ -246,11 +254,7 @@ async fn sca_asks_the_customer_to_authenticate_on_the_hosted_page() {
     let stripe = StripeStandIn::start().await;
     let c = case();
     stripe_state(&stripe, &c, "open", "past_due", 5).await;
-    let processor = DunningProcessor {
-        syncer: syncer(MemoryStore::new(), &stripe),
-        notifier: MemoryNotifier::new(),
-        policy: DunningPolicy::default(),
-    };
+    let processor = recording(MemoryStore::new(), &stripe);
     linked(&processor.syncer.store, &c).await;
 
     processor
@@ -286,11 +290,7 @@ async fn failure_then_payment_restores_access_and_closes_dunning() {
     let c = case();
     stripe_state(&stripe, &c, "open", "past_due", 5).await;
     let store = Arc::new(aws::fresh_store().await);
-    let processor = DunningProcessor {
-        syncer: syncer(store.clone(), &stripe),
-        notifier: MemoryNotifier::new(),
-        policy: DunningPolicy::default(),
-    };
+    let processor = recording(store.clone(), &stripe);
     let events = syncer(store.clone(), &stripe);
     linked(&*store, &c).await;
 
@@ -323,11 +323,7 @@ async fn a_late_failure_after_payment_does_not_bring_grace_back() {
     let c = case();
     stripe_state(&stripe, &c, "paid", "active", 5).await;
     let store = Arc::new(MemoryStore::new());
-    let processor = DunningProcessor {
-        syncer: syncer(store.clone(), &stripe),
-        notifier: MemoryNotifier::new(),
-        policy: DunningPolicy::default(),
-    };
+    let processor = recording(store.clone(), &stripe);
     let events = syncer(store.clone(), &stripe);
     linked(&*store, &c).await;
 
@@ -357,11 +353,7 @@ async fn grace_ends_at_its_deadline_and_deletion_ends_access() {
     let c = case();
     stripe_state(&stripe, &c, "open", "past_due", 5).await;
     let store = Arc::new(MemoryStore::new());
-    let processor = DunningProcessor {
-        syncer: syncer(store.clone(), &stripe),
-        notifier: MemoryNotifier::new(),
-        policy: DunningPolicy::default(),
-    };
+    let processor = recording(store.clone(), &stripe);
     linked(&*store, &c).await;
     processor
         .handle_message(&event(&c, "evt_f3", "invoice.payment_failed", NOW, "open"), NOW, LEASE)
@@ -402,11 +394,7 @@ async fn a_stripe_failure_leaves_nothing_half_written_and_the_retry_completes() 
         .mount(&stripe.server)
         .await;
     stripe_state(&stripe, &c, "open", "past_due", 5).await;
-    let processor = DunningProcessor {
-        syncer: syncer(MemoryStore::new(), &stripe),
-        notifier: MemoryNotifier::new(),
-        policy: DunningPolicy::default(),
-    };
+    let processor = recording(MemoryStore::new(), &stripe);
     linked(&processor.syncer.store, &c).await;
     let failed = event(&c, "evt_f4", "invoice.payment_failed", NOW, "open");
 

@@ -20,6 +20,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         } else {
             bytes
         };
+        // serde reads a struct from an array too (`["pro", 2]`); only objects are accepted.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest {
+                code: "invalid_body",
+                message: "expected a JSON object".into(),
+            });
+        }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|error| ApiError::BadRequest {

@@ -50,6 +50,12 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method_not_allowed"})),
             ApiError::Conflict { code, hint } => (StatusCode::CONFLICT, json!({"error": code, "hint": hint})),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": "payload_too_large"})),
+            // Stripe refuses a reused Idempotency-Key with different parameters: the caller's
+            // mistake, so a 409 rather than a provider failure.
+            ApiError::Stripe(error) if error.api().is_some_and(|api| api.error_type == "idempotency_error") => (
+                StatusCode::CONFLICT,
+                json!({"error": "idempotency_key_reused", "hint": "this Idempotency-Key was used with a different request"}),
+            ),
             ApiError::Stripe(error) => {
                 let api = error.api();
                 tracing::error!(error = %error, stripe_request_id = api.and_then(|a| a.request_id.as_deref()),

@@ -4,11 +4,9 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::bootstrap;
-use shared::config::PlanCatalog;
 use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::notify::AwsNotifier;
 use shared::processing::EventHandler;
-use shared::sync::Syncer;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -22,12 +20,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         env.require("BILLING_EVENTS_TOPIC_ARN")?.to_owned(),
     );
     let processor = DunningProcessor {
-        syncer: Syncer {
-            store: bootstrap::dynamo_store(&sdk, &env)?,
-            stripe: bootstrap::stripe_client(&env)?,
-            plans: PlanCatalog::from_env(&env)?,
-            grace_days: bootstrap::grace_days(&env)?,
-        },
+        syncer: bootstrap::syncer(&sdk, &env)?,
         notifier,
         policy: DunningPolicy::from_env(&env)?,
     };

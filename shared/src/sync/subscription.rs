@@ -17,7 +17,9 @@ pub(super) async fn apply<S: BillingStore>(syncer: &Syncer<S>, event: &Event) ->
         if stored.is_some_and(|stored| stored.watermark == event.created) {
             syncer.refetch_subscription(&subscription.id, event.created).await?;
         } else {
+            // Nothing changed, so the entitlement computed from it has not either.
             tracing::info!(event_id = %event.id, subscription_id = %subscription.id, "stale subscription event dropped");
+            return Ok(Outcome::Applied);
         }
     }
     syncer.refresh_entitlement(&customer_id, None).await?;

@@ -25,12 +25,7 @@ pub async fn sync<S: BillingStore>(
     CurrentUser(user): CurrentUser,
     JsonBody(NoFields {}): JsonBody<NoFields>,
 ) -> Result<Json<EntitlementView>, ApiError> {
-    let customer = state
-        .syncer
-        .store
-        .customer_of_user(&user)
-        .await?
-        .ok_or(ApiError::NotFound("no_customer"))?;
+    let customer = super::customer(&state, &user).await?;
     state.syncer.sync_customer(&user, &customer, shared::unix_now()).await?;
     super::view(&state, &user).await
 }

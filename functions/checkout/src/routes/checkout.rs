@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use shared::store::{BillingStore, LinkOutcome, UserId};
 
 use crate::auth::CurrentUser;
@@ -72,7 +73,13 @@ fn client_key(headers: &HeaderMap, user: &UserId) -> Result<Option<String>, ApiE
             "Idempotency-Key must be 1-128 visible ASCII characters",
         )
     })?;
-    Ok(Some(format!("checkout-{user}-{key}")))
+    // Hashed: a user id and a key may each be 128 characters (Stripe allows 255 in all), and
+    // a digest over both, separated by a NUL, cannot make two (user, key) pairs collide.
+    let mut digest = Sha256::new();
+    digest.update(user.as_str().as_bytes());
+    digest.update([0]);
+    digest.update(key.as_bytes());
+    Ok(Some(format!("checkout-{}", hex::encode(digest.finalize()))))
 }
 
 #[tracing::instrument(name = "create_checkout_session", skip_all, fields(user = %user))]
@@ -104,6 +111,7 @@ pub async fn create<S: BillingStore>(
             ));
         }
         if !code.starts_with("promo_")
+            || code.len() <= "promo_".len()
             || code.len() > 255
             || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {

@@ -14,11 +14,12 @@ use shared::stripe::SubscriptionStatus;
 use crate::{ApiError, AppState};
 
 /// Statuses in which a subscription still exists for billing purposes: a user in one of them
-/// must change or cancel it, not buy a second one.
+/// must change or cancel it, not buy a second one. A status newer than this code counts as
+/// live: refusing a second subscription is the safe side.
 pub fn is_live(status: SubscriptionStatus) -> bool {
     !matches!(
         status,
-        SubscriptionStatus::Canceled | SubscriptionStatus::IncompleteExpired | SubscriptionStatus::Unknown
+        SubscriptionStatus::Canceled | SubscriptionStatus::IncompleteExpired
     )
 }
 
@@ -32,6 +33,16 @@ pub async fn live_subscription<S: BillingStore>(
     let subscriptions = state.syncer.store.subscriptions_of_customer(&customer).await?;
     let live: Vec<SubscriptionRecord> = subscriptions.into_iter().filter(|s| is_live(s.status)).collect();
     Ok(governing(&live).cloned())
+}
+
+/// The caller's Stripe customer; 404 before their first checkout.
+pub async fn customer<S: BillingStore>(state: &AppState<S>, user: &UserId) -> Result<String, ApiError> {
+    state
+        .syncer
+        .store
+        .customer_of_user(user)
+        .await?
+        .ok_or(ApiError::NotFound("no_customer"))
 }
 
 pub async fn view<S: BillingStore>(state: &AppState<S>, user: &UserId) -> Result<Json<EntitlementView>, ApiError> {

@@ -35,12 +35,7 @@ pub async fn create<S: BillingStore>(
     };
     let path = SafePath::parse(request.return_path.as_deref().unwrap_or("/billing")).map_err(invalid)?;
     let return_url = path.on(&state.app_base_url).map_err(invalid)?;
-    let customer = state
-        .syncer
-        .store
-        .customer_of_user(&user)
-        .await?
-        .ok_or(ApiError::NotFound("no_customer"))?;
+    let customer = super::customer(&state, &user).await?;
     let session = state
         .syncer
         .stripe

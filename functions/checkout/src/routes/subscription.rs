@@ -92,12 +92,10 @@ pub async fn change<S: BillingStore>(
         "proration_behavior": "create_prorations",
         "metadata": { "plan": request.plan },
     });
-    let key = format!(
-        "change-{}-{}-{}",
-        record.subscription_id, plan.price_id, record.watermark
-    );
+    // A fresh idempotency key per request (the client keeps it across its own retries): a key
+    // derived from the plans could make Stripe replay an older change's answer after A→B→A.
     let updated = stripe
-        .update_subscription(&record.subscription_id, &params, Some(&key))
+        .update_subscription(&record.subscription_id, &params, None)
         .await?;
     tracing::info!(subscription_id = %updated.id, plan = %request.plan, "plan changed");
     store(&state, &user, &record, &updated).await
