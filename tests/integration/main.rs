@@ -3,6 +3,7 @@
 mod checkout;
 mod dunning;
 mod events;
+mod privacy;
 mod queue;
 mod reconcile;
 mod secrets;

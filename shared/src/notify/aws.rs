@@ -1,3 +1,4 @@
+use aws_sdk_sesv2::error::ProvideErrorMetadata;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use aws_sdk_sns::types::MessageAttributeValue;
 
@@ -23,6 +24,15 @@ impl AwsNotifier {
     }
 }
 
+/// Only the error's code: SES messages can name the recipient's address, which must never
+/// reach the logs.
+fn error_code<E: ProvideErrorMetadata, R>(error: &aws_sdk_sesv2::error::SdkError<E, R>) -> String {
+    match error.as_service_error().and_then(ProvideErrorMetadata::code) {
+        Some(code) => code.to_owned(),
+        None => "the request did not reach the service".to_owned(),
+    }
+}
+
 fn content(text: &str) -> Result<Content, NotifyError> {
     Content::builder()
         .data(text)
@@ -44,7 +54,7 @@ impl Notifier for AwsNotifier {
             .content(EmailContent::builder().simple(message).build())
             .send()
             .await
-            .map_err(|error| NotifyError::Email(aws_sdk_sesv2::error::DisplayErrorContext(error).to_string()))?;
+            .map_err(|error| NotifyError::Email(error_code(&error)))?;
         Ok(())
     }
 
@@ -62,7 +72,7 @@ impl Notifier for AwsNotifier {
             .message_attributes("type", kind)
             .send()
             .await
-            .map_err(|error| NotifyError::Publish(aws_sdk_sns::error::DisplayErrorContext(error).to_string()))?;
+            .map_err(|error| NotifyError::Publish(error_code(&error)))?;
         Ok(())
     }
 }
