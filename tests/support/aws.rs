@@ -27,13 +27,13 @@ pub async fn endpoint() -> &'static str {
 }
 
 async fn start_moto() -> String {
-    let found = Command::new("sh")
-        .args(["-c", "command -v moto_server"])
+    let found = Command::new("python3")
+        .args(["-c", "import moto.server"])
         .output()
         .map(|o| o.status.success());
     assert!(
         matches!(found, Ok(true)),
-        "moto_server is not installed: run `pip install -r tests/requirements.txt` (or set AWS_ENDPOINT_URL)"
+        "moto is not installed: run `python3 -m pip install -r tests/requirements.txt` (or set AWS_ENDPOINT_URL)"
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -41,7 +41,7 @@ async fn start_moto() -> String {
         .unwrap();
     let log = std::env::temp_dir().join(format!("moto-{port}.log"));
     let script = format!(
-        "moto_server -H 127.0.0.1 -p {port} >{log} 2>&1 & moto=$!; \
+        "python3 -m moto.server -H 127.0.0.1 -p {port} >{log} 2>&1 & moto=$!; \
          while kill -0 {parent} 2>/dev/null && kill -0 $moto 2>/dev/null; do sleep 1; done; kill $moto 2>/dev/null",
         log = log.display(),
         parent = std::process::id(),
@@ -52,7 +52,7 @@ async fn start_moto() -> String {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start moto_server");
+        .expect("start moto server");
     // Reaps the watchdog if moto dies early; otherwise it outlives the tests on purpose.
     std::thread::spawn(move || watchdog.wait());
     let url = format!("http://127.0.0.1:{port}");
@@ -68,7 +68,7 @@ async fn start_moto() -> String {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("moto_server did not start on {url}; see {}", log.display());
+    panic!("moto server did not start on {url}; see {}", log.display());
 }
 
 /// SDK configuration for moto: fixed region and static credentials, so nothing probes
