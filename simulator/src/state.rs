@@ -271,11 +271,7 @@ impl Sim {
 
     fn update_subscription(&mut self, id: &str, params: &Value) -> ApiResult {
         let now = self.tick();
-        let mut sub = self
-            .subscriptions
-            .get(id)
-            .cloned()
-            .ok_or_else(|| not_found("subscription", id))?;
+        let mut sub = found(&self.subscriptions, "subscription", id)?.0;
         if sub["status"] == "canceled" {
             return Err((
                 StatusCode::BAD_REQUEST,
@@ -301,11 +297,7 @@ impl Sim {
 
     fn end_subscription(&mut self, id: &str) -> ApiResult {
         let now = self.tick();
-        let mut sub = self
-            .subscriptions
-            .get(id)
-            .cloned()
-            .ok_or_else(|| not_found("subscription", id))?;
+        let mut sub = found(&self.subscriptions, "subscription", id)?.0;
         sub["status"] = json!("canceled");
         sub["ended_at"] = json!(now);
         sub["canceled_at"] = json!(now);
