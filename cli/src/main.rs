@@ -1,5 +1,7 @@
-//! `billing`: the system on a laptop.
+//! `billing`: operations against a deployment, and the system on a laptop.
 //!
+//! - `billing backfill | drift | redrive | replay | inspect` act on a deployment (AWS, or
+//!   moto through `AWS_ENDPOINT_URL`) with the same configuration as the Lambdas.
 //! - `billing demo` starts everything in-process on free 127.0.0.1 ports and walks a whole
 //!   subscription lifecycle through the public HTTP API, then again with duplicated and
 //!   shuffled webhook delivery; exits 0 only if every step saw the expected state.
@@ -9,12 +11,23 @@
 
 mod demo;
 mod local;
+mod ops;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use shared::queue::QueueName;
+
+use ops::{Deployment, Output, Since, Subject};
 
 #[derive(Parser)]
-#[command(name = "billing", version, about = "Stripe billing backend: local run and demo")]
+#[command(
+    name = "billing",
+    version,
+    about = "Stripe billing backend: operations, local run and demo"
+)]
 struct Cli {
+    /// Print reports as JSON (operations commands).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,29 +44,120 @@ enum Command {
         #[arg(long, env = "PORT", default_value_t = 3000)]
         port: u16,
     },
+    /// Enqueue every Stripe event since a time that the ledger has not completed.
+    Backfill {
+        /// 2026-11-01, 2026-11-01T08:00:00Z, Unix seconds, or a span back from now: 90m, 36h, 7d.
+        #[arg(long, value_parser = Since::parse)]
+        since: Since,
+    },
+    /// Compare a random sample of stored subscriptions with Stripe and repair the drifted ones.
+    Drift {
+        #[arg(long, default_value_t = 100)]
+        sample: usize,
+    },
+    /// Move dead-lettered messages back to their source queue.
+    Redrive {
+        #[arg(long, value_enum)]
+        queue: QueueArg,
+        /// Only count what would move.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = ops::Method::Auto)]
+        method: ops::Method,
+    },
+    /// Fetch one event from Stripe and enqueue it.
+    Replay {
+        /// The Stripe event id (evt_...).
+        event_id: String,
+    },
+    /// Print what is stored for a user or a customer, and their access now.
+    Inspect {
+        #[command(subcommand)]
+        subject: InspectArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QueueArg {
+    Events,
+    PaymentFailed,
+}
+
+#[derive(Subcommand)]
+enum InspectArg {
+    /// By the app's user id (the JWT `sub`).
+    User { id: String },
+    /// By the Stripe customer id (cus_...).
+    Customer { id: String },
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Local settings for `dev` and the operations commands; real environment variables win.
+    let dotenv = dotenvy::dotenv();
     let cli = Cli::parse();
     shared::telemetry::init_with_default(if matches!(cli.command, Command::Demo) {
         "warn"
     } else {
         "info"
     });
+    if let Err(error) = dotenv.as_ref()
+        && !error.not_found()
+    {
+        eprintln!("warning: .env was not read: {error}");
+    }
+    let output = Output { json: cli.json };
     let outcome = match cli.command {
-        Command::Demo => demo::run().await,
-        Command::Dev { port } => local::serve(port).await,
+        Command::Demo => demo::run().await.map_err(Into::into),
+        Command::Dev { port } => local::serve(port).await.map_err(Into::into),
         Command::EventTypes => {
             shared::routing::handled_event_types().for_each(|event_type| println!("{event_type}"));
             Ok(())
         }
+        operation => operate(operation, output).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", chain(&*error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn operate(command: Command, output: Output) -> Result<(), Box<dyn std::error::Error>> {
+    let deployment = Deployment::load().await?;
+    match command {
+        Command::Backfill { since } => ops::backfill(&deployment, since, output).await?,
+        Command::Drift { sample } => ops::drift(&deployment, sample, output).await?,
+        Command::Redrive { queue, dry_run, method } => {
+            let queue = match queue {
+                QueueArg::Events => QueueName::Events,
+                QueueArg::PaymentFailed => QueueName::PaymentFailed,
+            };
+            ops::redrive(&deployment, queue, method, dry_run, output).await?
+        }
+        Command::Replay { event_id } => ops::replay(&deployment, &event_id, output).await?,
+        Command::Inspect { subject } => {
+            let subject = match subject {
+                InspectArg::User { id } => Subject::User(id),
+                InspectArg::Customer { id } => Subject::Customer(id),
+            };
+            ops::inspect(&deployment, subject, output).await?
+        }
+        Command::Demo | Command::Dev { .. } | Command::EventTypes => {}
+    }
+    Ok(())
+}
+
+/// An error with its causes: "the Stripe call failed: ... : connection refused".
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

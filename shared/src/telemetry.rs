@@ -1,6 +1,7 @@
 //! One place that sets up logging. In Lambda (where `AWS_LAMBDA_FUNCTION_NAME` is set) every
 //! line is JSON for CloudWatch Logs Insights; locally it is human-readable. What is logged is
-//! ids, types and counts — never request bodies, emails, names or secrets.
+//! ids, types and counts — never request bodies, emails, names or secrets. Locally the log
+//! goes to stderr, so a command's stdout holds only its report.
 
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +18,6 @@ pub fn init_with_default(level: &str) {
     let _ = if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
         builder.json().flatten_event(true).without_time().try_init()
     } else {
-        builder.try_init()
+        builder.with_writer(std::io::stderr).try_init()
     };
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use billing_tests::lifecycle::{Lifecycle, PLANS};
+use billing_tests::lifecycle::{Lifecycle, PLANS, subscription_state};
 use billing_tests::queue_conformance::drain;
 use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{aws, fixtures, unique};
@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use shared::config::{PlanCatalog, QueueSettings};
 use shared::processing::{EventHandler, Outcome};
 use shared::queue::{MemoryQueue, QueueName, SqsQueue};
-use shared::reconcile::{CURSOR, EVENT_RETENTION_SECS, Reconciler, emf_line};
-use shared::store::{BillingStore, LedgerClaim, MemoryStore};
+use shared::reconcile::{CURSOR, EVENT_RETENTION_SECS, Reconciler, drift, emf_line};
+use shared::store::{Access, BillingStore, LedgerClaim, MemoryStore, UserId, WriteRule};
+use shared::stripe::{Subscription, SubscriptionStatus};
 use shared::sync::Syncer;
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, ResponseTemplate};
@@ -104,7 +105,7 @@ async fn missed_events_are_enqueued_once_and_completed_ones_are_not() {
     assert_eq!(events, [missed_paid], "the overlap run's copy was deduplicated");
     assert_eq!(failures, [missed_failed]);
 
-    let metrics: Value = serde_json::from_str(&emf_line(&report, NOW * 1000)).unwrap();
+    let metrics: Value = serde_json::from_str(&emf_line(&report, None, NOW * 1000)).unwrap();
     assert_eq!(metrics["MissedEvents"], 2);
     assert_eq!(metrics["EventLagSeconds"], 300);
     assert_eq!(metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"], "StripeBilling");
@@ -194,4 +195,99 @@ async fn a_crash_before_the_cursor_write_causes_no_double_effect() {
     // Once applied, a third pass over the same window finds them all done.
     let third = reconciler.run(NOW, Some(window)).await.unwrap();
     assert_eq!((third.already_done, third.enqueued), (6, 0));
+}
+
+#[tokio::test]
+async fn the_drift_check_replaces_drifted_subscriptions_with_stripes_state() {
+    let stripe = StripeStandIn::start().await;
+    let (alice, drifted_customer, fine_customer) = (unique("user-"), unique("cus_"), unique("cus_"));
+    let (drifted, fine, gone) = (unique("sub_"), unique("sub_"), unique("sub_"));
+    let canceled_in_stripe = subscription_state(&drifted, &drifted_customer, "price_pro", "canceled", false);
+    let fine_in_stripe = subscription_state(&fine, &fine_customer, "price_basic", "active", false);
+    for (id, body) in [(&drifted, &canceled_in_stripe), (&fine, &fine_in_stripe)] {
+        Mock::given(method("GET"))
+            .and(path(format!("/v1/subscriptions/{id}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(&stripe.server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/subscriptions/{gone}")))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {
+            "type": "invalid_request_error", "code": "resource_missing", "message": "No such subscription"}})))
+        .mount(&stripe.server)
+        .await;
+    let syncer = Syncer {
+        store: aws::fresh_store().await,
+        stripe: stripe.client(),
+        plans: PlanCatalog::parse(PLANS).unwrap(),
+        grace_days: 14,
+    };
+    let user = UserId::parse(&alice).unwrap();
+    syncer.store.link_customer(&user, &drifted_customer).await.unwrap();
+    let as_stored = |value: &Value, status: &str, watermark: i64| {
+        let mut value = value.clone();
+        value["status"] = json!(status);
+        syncer.record_of(&serde_json::from_value::<Subscription>(value).unwrap(), watermark)
+    };
+    // The cancellation's event was lost: the store still says active, and so does access.
+    let mut gone_in_stripe = fine_in_stripe.clone();
+    gone_in_stripe["id"] = json!(gone);
+    for record in [
+        as_stored(&canceled_in_stripe, "active", NOW - 5000),
+        as_stored(&fine_in_stripe, "active", NOW - 5000),
+        as_stored(&gone_in_stripe, "active", NOW - 5000),
+    ] {
+        syncer
+            .store
+            .put_subscription(&record, WriteRule::IfNewer)
+            .await
+            .unwrap();
+    }
+    syncer.refresh_entitlement(&drifted_customer, None).await.unwrap();
+    assert_eq!(
+        syncer.store.get_entitlement(&user).await.unwrap().unwrap().access,
+        Access::Active
+    );
+
+    let report = drift::check(&syncer, 10, NOW).await.unwrap();
+
+    assert_eq!((report.checked, report.unreadable), (3, 1), "{report:?}");
+    assert_eq!(report.repaired, vec![drifted.clone()]);
+    let repaired = syncer
+        .store
+        .get_subscription(&drifted_customer, &drifted)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (repaired.status, repaired.watermark),
+        (SubscriptionStatus::Canceled, NOW)
+    );
+    assert_eq!(
+        syncer.store.get_entitlement(&user).await.unwrap().unwrap().access,
+        Access::None
+    );
+    let untouched = syncer
+        .store
+        .get_subscription(&fine_customer, &fine)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(untouched.watermark, NOW - 5000, "a matching record is not rewritten");
+
+    let again = drift::check(&syncer, 10, NOW + 60).await.unwrap();
+    assert!(again.repaired.is_empty(), "{again:?}");
+    let metrics: Value = serde_json::from_str(&emf_line(
+        &shared::reconcile::ReconcileReport::default(),
+        Some(&report),
+        NOW * 1000,
+    ))
+    .unwrap();
+    assert_eq!(metrics["DriftedSubscriptions"], 1);
+    assert_eq!(
+        metrics["_aws"]["CloudWatchMetrics"][0]["Metrics"][2]["Name"],
+        "DriftedSubscriptions"
+    );
+    stripe.assert_requests_valid().await;
 }

@@ -262,7 +262,7 @@ async fn every_request_the_client_sends_is_one_stripe_accepts() {
     assert_eq!(client.list_subscriptions("cus_1").await.unwrap().data.len(), 1);
     let invoice = client.retrieve_invoice("in_1").await.unwrap();
     assert_eq!(invoice.subscription_id(), Some("sub_1"));
-    assert_eq!(client.retrieve_event("evt_1").await.unwrap().event_type, "invoice.paid");
+    assert_eq!(client.retrieve_event("evt_1").await.unwrap()["type"], "invoice.paid");
 
     assert_eq!(stripe.requests().await.len(), 9);
     stripe.assert_requests_valid().await;

@@ -13,6 +13,7 @@ pub async fn run<S: BillingStore + 'static>(store: Arc<S>) {
     concurrent_first_links_converge(store.clone()).await;
     stale_subscription_writes_are_refused(&*store).await;
     subscriptions_are_listed_per_customer(&*store).await;
+    subscriptions_can_be_sampled(&*store).await;
     entitlements_round_trip(&*store).await;
     ledger_leases_complete_and_release(&*store).await;
     expired_leases_can_be_taken_over(&*store).await;
@@ -99,6 +100,50 @@ async fn stale_subscription_writes_are_refused<S: BillingStore>(store: &S) {
         WriteOutcome::Written
     );
     assert_eq!(store.get_subscription(&customer, &id).await.unwrap(), Some(v10_tie));
+}
+
+/// The sample is drawn from subscriptions only (never links, ledger or dunning items), holds
+/// no repeats, respects the limit and varies between draws.
+async fn subscriptions_can_be_sampled<S: BillingStore>(store: &S) {
+    let customer = unique("cus_");
+    for id in ["sub_x", "sub_y", "sub_z"] {
+        store
+            .put_subscription(
+                &subscription(&customer, id, 1, SubscriptionStatus::Active),
+                WriteRule::IfNewer,
+            )
+            .await
+            .unwrap();
+    }
+    // Other kinds of items beside them (earlier checks stored customer links too).
+    store.claim_event(&unique("evt_"), 1, 2).await.unwrap();
+    let key = |r: &SubscriptionRecord| (r.customer_id.clone(), r.subscription_id.clone());
+    let everything = store.sample_subscriptions(usize::MAX).await.unwrap();
+    let all: std::collections::HashSet<_> = everything.iter().map(key).collect();
+    assert_eq!(all.len(), everything.len(), "no record twice");
+    for id in ["sub_x", "sub_y", "sub_z"] {
+        assert!(
+            all.contains(&(customer.clone(), id.to_owned())),
+            "{id} missing from the full sample"
+        );
+    }
+    assert!(everything.iter().all(|r| r.subscription_id.starts_with("sub_")));
+
+    let two = store.sample_subscriptions(2).await.unwrap();
+    assert_eq!(two.len(), 2);
+    assert!(two.iter().all(|r| all.contains(&key(r))));
+    assert_ne!(key(&two[0]), key(&two[1]));
+    assert!(store.sample_subscriptions(0).await.unwrap().is_empty());
+
+    let mut drawn = std::collections::HashSet::new();
+    for _ in 0..40 {
+        drawn.extend(store.sample_subscriptions(1).await.unwrap().iter().map(key));
+    }
+    assert!(
+        drawn.len() > 1,
+        "40 draws of one from {} records all gave the same",
+        all.len()
+    );
 }
 
 async fn subscriptions_are_listed_per_customer<S: BillingStore>(store: &S) {

@@ -4,7 +4,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use shared::bootstrap;
 use shared::config::QueueSettings;
 use shared::queue::SqsQueue;
-use shared::reconcile::{Reconciler, emf_line};
+use shared::reconcile::{Reconciler, drift, emf_line};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -16,20 +16,32 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         queue: SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), QueueSettings::from_env(&env)?),
         stripe: bootstrap::stripe_client(&env)?,
     };
-    let reconciler = &reconciler;
+    // The drift check is optional: with no sample size the plan catalog is not needed either.
+    let drift_sample = usize::try_from(env.parse_u64("RECONCILE_DRIFT_SAMPLE")?.unwrap_or(0)).unwrap_or(usize::MAX);
+    let drift_syncer = match drift_sample {
+        0 => None,
+        _ => Some(bootstrap::syncer(&sdk, &env)?),
+    };
+    let (reconciler, drift_syncer) = (&reconciler, &drift_syncer);
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| async move {
         let now = shared::unix_now();
         let report = reconciler.run(now, None).await?;
+        let drift = match drift_syncer {
+            Some(syncer) => Some(drift::check(syncer, drift_sample, now).await?),
+            None => None,
+        };
         // EMF goes to stdout as its own line; CloudWatch turns it into metrics.
-        println!("{}", emf_line(&report, now * 1000));
+        println!("{}", emf_line(&report, drift.as_ref(), now * 1000));
         tracing::info!(
             seen = report.seen,
             already_done = report.already_done,
             enqueued = report.enqueued,
             lag_seconds = report.lag_seconds,
+            drift_checked = drift.as_ref().map_or(0, |d| d.checked),
+            drift_repaired = drift.as_ref().map_or(0, |d| d.repaired.len()),
             "reconcile pass done"
         );
-        Ok::<_, lambda_runtime::Error>(serde_json::to_value(&report)?)
+        Ok::<_, lambda_runtime::Error>(serde_json::json!({"reconcile": report, "drift": drift}))
     }))
     .await
 }

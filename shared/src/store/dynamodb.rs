@@ -90,6 +90,10 @@ impl DynamoStore {
         }
     }
 
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// Creates the table as the SAM template does; for tests and local runs against moto.
     pub async fn create_table(client: &Client, table: &str) -> Res<()> {
         let attribute = |name: &str| {
@@ -296,6 +300,32 @@ impl BillingStore for DynamoStore {
             .into_iter()
             .map(from_item)
             .collect()
+    }
+
+    async fn sample_subscriptions(&self, limit: usize) -> Res<Vec<SubscriptionRecord>> {
+        let mut sample = Reservoir::new(limit);
+        let mut start: Option<Item> = None;
+        loop {
+            // Eventually consistent and filtered server-side: the drift check repairs what it
+            // finds, so a record a second old is as good as a fresh one, at half the read cost.
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", s("SUB#"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in output.items.unwrap_or_default() {
+                sample.offer(from_item(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(sample.into_items()),
+            }
+        }
     }
 
     async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<()> {

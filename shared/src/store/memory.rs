@@ -103,6 +103,18 @@ impl BillingStore for MemoryStore {
         }))
     }
 
+    async fn sample_subscriptions(&self, limit: usize) -> Res<Vec<SubscriptionRecord>> {
+        Ok(self.with(|state| {
+            let mut sample = Reservoir::new(limit);
+            state
+                .subscriptions
+                .values()
+                .cloned()
+                .for_each(|record| sample.offer(record));
+            sample.into_items()
+        }))
+    }
+
     async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<()> {
         self.with(|state| {
             state

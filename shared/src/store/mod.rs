@@ -47,6 +47,9 @@ pub trait BillingStore: Send + Sync {
     ) -> impl Future<Output = Res<Option<SubscriptionRecord>>> + Send;
     fn subscriptions_of_customer(&self, customer_id: &str)
     -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send;
+    /// Up to `limit` stored subscriptions chosen uniformly at random, for the drift check.
+    /// A full pass over the subscriptions: meant for an occasional run, not a request path.
+    fn sample_subscriptions(&self, limit: usize) -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send;
 
     fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<()>> + Send;
     fn get_entitlement(&self, user: &UserId) -> impl Future<Output = Res<Option<Entitlement>>> + Send;
@@ -104,6 +107,9 @@ impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
     ) -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send {
         (**self).subscriptions_of_customer(customer_id)
     }
+    fn sample_subscriptions(&self, limit: usize) -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send {
+        (**self).sample_subscriptions(limit)
+    }
     fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<()>> + Send {
         (**self).put_entitlement(entitlement)
     }
@@ -140,5 +146,39 @@ impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
     }
     fn set_cursor(&self, name: &str, expected: Option<i64>, value: i64) -> impl Future<Output = Res<bool>> + Send {
         (**self).set_cursor(name, expected, value)
+    }
+}
+
+/// Reservoir sampling: a uniform sample of `limit` items from a stream of unknown length, in
+/// memory proportional to the sample, not the stream.
+pub(crate) struct Reservoir<T> {
+    limit: usize,
+    seen: usize,
+    items: Vec<T>,
+}
+
+impl<T> Reservoir<T> {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            seen: 0,
+            items: Vec::with_capacity(limit.min(1024)),
+        }
+    }
+
+    pub(crate) fn offer(&mut self, item: T) {
+        self.seen += 1;
+        if self.items.len() < self.limit {
+            self.items.push(item);
+        } else {
+            let slot = fastrand::usize(..self.seen);
+            if let Some(kept) = self.items.get_mut(slot) {
+                *kept = item;
+            }
+        }
+    }
+
+    pub(crate) fn into_items(self) -> Vec<T> {
+        self.items
     }
 }

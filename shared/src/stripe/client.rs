@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use url::Url;
 
-use super::event::Event;
 use super::form;
 use super::objects::{BillingPortalSession, CheckoutSession, Customer, Invoice, List, Subscription};
 
@@ -233,7 +232,8 @@ impl StripeClient {
             .await
     }
 
-    pub async fn retrieve_event(&self, id: &str) -> Result<Event, StripeError> {
+    /// One event as Stripe keeps it (30 days), raw: `billing replay` enqueues it as delivered.
+    pub async fn retrieve_event(&self, id: &str) -> Result<serde_json::Value, StripeError> {
         self.get(&format!("/v1/events/{}", path_id(id)?), &[]).await
     }
 

@@ -3,6 +3,8 @@
 //! since a stored cursor and enqueue every handled one the ledger has not completed, through
 //! the webhook's own routing — FIFO deduplication and the ledger make overlaps harmless.
 
+pub mod drift;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -11,6 +13,7 @@ use crate::routing;
 use crate::store::{BillingStore, LedgerState, StoreError};
 use crate::stripe::objects::List;
 use crate::stripe::{EventEnvelope, StripeClient, StripeError};
+use drift::DriftReport;
 
 pub const CURSOR: &str = "stripe-events";
 /// Stripe keeps events for 30 days; older ones cannot be listed.
@@ -128,16 +131,24 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
     }
 }
 
-/// The report as a CloudWatch Embedded Metric Format line: `MissedEvents` and
-/// `EventLagSeconds` become metrics (and alarms) without any API call.
-pub fn emf_line(report: &ReconcileReport, now_ms: i64) -> String {
-    serde_json::json!({
+/// The report as a CloudWatch Embedded Metric Format line: `MissedEvents`, `EventLagSeconds`
+/// and, when the drift check ran, `DriftedSubscriptions` become metrics (and alarms) without
+/// any API call.
+pub fn emf_line(report: &ReconcileReport, drift: Option<&DriftReport>, now_ms: i64) -> String {
+    let mut metrics = vec![
+        serde_json::json!({"Name": "MissedEvents", "Unit": "Count"}),
+        serde_json::json!({"Name": "EventLagSeconds", "Unit": "Seconds"}),
+    ];
+    if drift.is_some() {
+        metrics.push(serde_json::json!({"Name": "DriftedSubscriptions", "Unit": "Count"}));
+    }
+    let mut line = serde_json::json!({
         "_aws": {
             "Timestamp": now_ms,
             "CloudWatchMetrics": [{
                 "Namespace": "StripeBilling",
                 "Dimensions": [["Service"]],
-                "Metrics": [{"Name": "MissedEvents", "Unit": "Count"}, {"Name": "EventLagSeconds", "Unit": "Seconds"}]
+                "Metrics": metrics
             }]
         },
         "Service": "reconcile",
@@ -145,6 +156,10 @@ pub fn emf_line(report: &ReconcileReport, now_ms: i64) -> String {
         "EventLagSeconds": report.lag_seconds,
         "seen": report.seen,
         "already_done": report.already_done,
-    })
-    .to_string()
+    });
+    if let (Some(drift), Some(fields)) = (drift, line.as_object_mut()) {
+        fields.insert("DriftedSubscriptions".into(), drift.repaired.len().into());
+        fields.insert("drift_checked".into(), drift.checked.into());
+    }
+    line.to_string()
 }

@@ -1,0 +1,54 @@
+//! The drift check: events repair what they announce, but a bug, a manual edit in the
+//! dashboard with its event lost for good, or a restore from backup can leave a stored
+//! subscription different from Stripe's with no event left to fix it. This compares a random
+//! sample of stored subscriptions with what Stripe says now and stores Stripe's version of
+//! the ones that differ.
+
+use serde::Serialize;
+
+use crate::processing::ProcessError;
+use crate::store::{BillingStore, WriteOutcome, WriteRule};
+use crate::sync::Syncer;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct DriftReport {
+    pub checked: usize,
+    /// Subscriptions whose stored record differed from Stripe and was replaced.
+    pub repaired: Vec<String>,
+    /// Subscriptions Stripe could not be asked about; the next run samples again.
+    pub unreadable: usize,
+}
+
+/// Checks up to `sample` stored subscriptions against Stripe at `now`.
+pub async fn check<S: BillingStore>(syncer: &Syncer<S>, sample: usize, now: i64) -> Result<DriftReport, ProcessError> {
+    let mut report = DriftReport::default();
+    for stored in syncer.store.sample_subscriptions(sample).await? {
+        report.checked += 1;
+        let fresh = match syncer.stripe.retrieve_subscription(&stored.subscription_id).await {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::warn!(subscription_id = %stored.subscription_id, %error, "drift check could not read the subscription");
+                report.unreadable += 1;
+                continue;
+            }
+        };
+        if syncer.record_of(&fresh, stored.watermark) == stored {
+            continue;
+        }
+        // Stripe's answer describes the state at the read, so it is stamped with the read time:
+        // any event created before it is already included, and any later one still wins.
+        let repaired = syncer.record_of(&fresh, now);
+        if syncer.store.put_subscription(&repaired, WriteRule::IfNotOlder).await? == WriteOutcome::Stale {
+            continue;
+        }
+        tracing::warn!(
+            subscription_id = %stored.subscription_id,
+            stored_status = ?stored.status,
+            stripe_status = ?repaired.status,
+            "stored subscription had drifted from Stripe; replaced with Stripe's state"
+        );
+        syncer.refresh_entitlement(&repaired.customer_id, None).await?;
+        report.repaired.push(stored.subscription_id);
+    }
+    Ok(report)
+}
