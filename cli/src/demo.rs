@@ -4,10 +4,12 @@
 
 use serde_json::{Value, json};
 
-use crate::local::{LocalError, LocalSystem};
+use shared::store::BillingStore;
 
-struct Walk<'a> {
-    system: &'a LocalSystem,
+use crate::local::{LocalApp, LocalError, LocalQueue, LocalSystem};
+
+struct Walk<'a, S, Q> {
+    system: &'a LocalSystem<S, Q>,
     http: reqwest::Client,
     user: String,
     simulator: String,
@@ -18,7 +20,7 @@ fn failed(message: impl Into<String>) -> LocalError {
     LocalError::Step(message.into())
 }
 
-impl Walk<'_> {
+impl<S: BillingStore + Clone + 'static, Q: LocalQueue> Walk<'_, S, Q> {
     async fn api(&self, method: reqwest::Method, path: &str, body: Value) -> Result<(u16, Value), LocalError> {
         let response = self
             .http
@@ -70,7 +72,10 @@ impl Walk<'_> {
     }
 }
 
-async fn walk(system: &LocalSystem, user: &str) -> Result<Value, LocalError> {
+async fn walk<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+    system: &LocalSystem<S, Q>,
+    user: &str,
+) -> Result<Value, LocalError> {
     let simulator = system
         .simulator
         .as_ref()
@@ -180,24 +185,41 @@ async fn walk(system: &LocalSystem, user: &str) -> Result<Value, LocalError> {
     Ok(view)
 }
 
-pub async fn run() -> Result<(), LocalError> {
-    let system = LocalSystem::start(0).await?;
+/// `billing demo`.
+pub struct Demo;
+
+impl LocalApp for Demo {
+    async fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+        self,
+        system: LocalSystem<S, Q>,
+    ) -> Result<(), LocalError> {
+        run(system).await
+    }
+}
+
+async fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(system: LocalSystem<S, Q>) -> Result<(), LocalError> {
     let simulator = system
         .simulator
         .clone()
         .ok_or_else(|| failed("the demo runs against the simulator: unset STRIPE_SECRET_KEY"))?;
     let base = simulator_delivery(&system);
 
-    println!("\nPass 1: each event delivered once, in order");
-    let orderly = walk(&system, "demo-user-orderly").await?;
+    // Fresh user ids each run: a DynamoDB table outlives the process.
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let (first, second) = (
+        format!("demo-orderly-{}", &run_id[..8]),
+        format!("demo-chaos-{}", &run_id[..8]),
+    );
+    println!("\nPass 1 (user {first}): each event delivered once, in order");
+    let orderly = walk(&system, &first).await?;
 
-    println!("\nPass 2: events duplicated and shuffled, as Stripe may deliver them");
+    println!("\nPass 2 (user {second}): events duplicated and shuffled, as Stripe may deliver them");
     simulator.set_delivery(stripe_simulator::Delivery {
         duplicates: true,
         shuffle: true,
         ..base
     });
-    let chaotic = walk(&system, "demo-user-chaos").await?;
+    let chaotic = walk(&system, &second).await?;
 
     // Period ends are wall-clock seconds and may differ between passes; the rest must not.
     let comparable = |mut view: Value| {
@@ -213,7 +235,7 @@ pub async fn run() -> Result<(), LocalError> {
     Ok(())
 }
 
-fn simulator_delivery(system: &LocalSystem) -> stripe_simulator::Delivery {
+fn simulator_delivery<S, Q>(system: &LocalSystem<S, Q>) -> stripe_simulator::Delivery {
     stripe_simulator::Delivery {
         webhook_url: Some(format!("{}/webhooks/stripe", system.api_url)),
         webhook_secret: crate::local::LOCAL_WEBHOOK_SECRET.into(),

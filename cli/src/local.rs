@@ -1,6 +1,8 @@
 //! The whole system in one process: the billing API router and the webhook receiver on one
-//! 127.0.0.1 server, the in-process queue, and the events and payment-failed processors —
-//! the same handler code as the Lambdas, with the in-memory adapters.
+//! 127.0.0.1 server, a queue, and the events and payment-failed processors — the same handler
+//! code as the Lambdas. Storage is in memory unless `BILLING_TABLE` is set (DynamoDB, e.g. on
+//! moto through `AWS_ENDPOINT_URL`); the queue is in-process unless `EVENTS_QUEUE_URL` and
+//! `PAYMENT_FAILED_QUEUE_URL` are set (SQS).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,12 +17,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use checkout::{AppState, IdentitySource};
 use secrecy::SecretString;
-use shared::config::{Env, PlanCatalog, StripeSettings};
+use shared::config::{Env, PlanCatalog, QueueSettings, StoreSettings, StripeSettings};
 use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::notify::MemoryNotifier;
 use shared::processing::EventHandler;
-use shared::queue::{EventQueue, MemoryQueue, QueueName};
-use shared::store::MemoryStore;
+use shared::queue::{EventQueue, MemoryQueue, QueueName, SqsQueue};
+use shared::store::{BillingStore, DynamoStore, MemoryStore};
 use shared::stripe::{RetryPolicy, SignatureVerifier, StripeClient};
 use shared::sync::Syncer;
 use shared::webhook::{Delivery, WebhookReceiver};
@@ -39,24 +41,151 @@ pub enum LocalError {
     Step(String),
 }
 
-type Store = Arc<MemoryStore>;
+/// A queue a local run can use: what happens to a message its processor failed.
+pub trait LocalQueue: EventQueue + Clone + 'static {
+    fn redeliver(&self, queue: QueueName, receipt_handle: &str);
+}
 
-pub struct LocalSystem {
+impl LocalQueue for Arc<MemoryQueue> {
+    /// Back at the front of its lane at once, like an expired visibility timeout.
+    fn redeliver(&self, queue: QueueName, receipt_handle: &str) {
+        self.release(queue, receipt_handle);
+    }
+}
+
+impl LocalQueue for SqsQueue {
+    /// Nothing to do: SQS returns it when the visibility timeout expires, as in production.
+    fn redeliver(&self, _queue: QueueName, _receipt_handle: &str) {}
+}
+
+/// What runs on a started system; generic so that each storage and queue choice runs the
+/// same code.
+pub trait LocalApp {
+    fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+        self,
+        system: LocalSystem<S, Q>,
+    ) -> impl std::future::Future<Output = Result<(), LocalError>>;
+}
+
+/// Picks the adapters from the environment, says which loudly, starts the system on
+/// `127.0.0.1:port` and hands it to `app`.
+pub async fn launch(port: u16, app: impl LocalApp) -> Result<(), LocalError> {
+    let env = Env::from_process();
+    let wants_aws = env.get("BILLING_TABLE").is_some() || env.get("EVENTS_QUEUE_URL").is_some();
+    let sdk = match wants_aws {
+        true => Some(shared::aws_sdk_config().await),
+        false => None,
+    };
+    let endpoint = env.get("AWS_ENDPOINT_URL").unwrap_or("AWS");
+    let store = match (&sdk, env.get("BILLING_TABLE")) {
+        (Some(sdk), Some(_)) => {
+            let table = StoreSettings::from_env(&env).map_err(start_error)?.table;
+            let client = aws_sdk_dynamodb::Client::new(sdk);
+            ensure_local_table(&client, &table, env.get("AWS_ENDPOINT_URL").is_some()).await?;
+            println!("Storage: DynamoDB table {table} ({endpoint})");
+            Some(DynamoStore::new(client, table))
+        }
+        _ => {
+            println!("Storage: in-memory (everything is lost when this process stops; set BILLING_TABLE for DynamoDB)");
+            None
+        }
+    };
+    let queue = match (&sdk, env.get("EVENTS_QUEUE_URL")) {
+        (Some(sdk), Some(_)) => {
+            let settings = QueueSettings::from_env(&env).map_err(start_error)?;
+            let client = aws_sdk_sqs::Client::new(sdk);
+            let local = env.get("AWS_ENDPOINT_URL").is_some();
+            for url in [&settings.events_url, &settings.payment_failed_url] {
+                ensure_local_queue(&client, url, local).await?;
+            }
+            println!(
+                "Queues: SQS {} and {} ({endpoint})",
+                settings.events_url, settings.payment_failed_url
+            );
+            Some(SqsQueue::new(client, settings))
+        }
+        _ => {
+            println!("Queues: in-process");
+            None
+        }
+    };
+    let memory_queue = || Arc::new(MemoryQueue::new());
+    match (store, queue) {
+        (None, None) => {
+            app.run(LocalSystem::start(port, Arc::new(MemoryStore::new()), memory_queue()).await?)
+                .await
+        }
+        (None, Some(sqs)) => {
+            app.run(LocalSystem::start(port, Arc::new(MemoryStore::new()), sqs).await?)
+                .await
+        }
+        (Some(dynamo), None) => app.run(LocalSystem::start(port, dynamo, memory_queue()).await?).await,
+        (Some(dynamo), Some(sqs)) => app.run(LocalSystem::start(port, dynamo, sqs).await?).await,
+    }
+}
+
+/// On a local endpoint (moto) a missing table is created, as the SAM stack would; against AWS
+/// it must exist, since creating one there is the stack's job.
+async fn ensure_local_table(client: &aws_sdk_dynamodb::Client, table: &str, local: bool) -> Result<(), LocalError> {
+    if client.describe_table().table_name(table).send().await.is_ok() {
+        return Ok(());
+    }
+    if !local {
+        return Err(LocalError::Start(format!(
+            "DynamoDB table {table} does not exist (deploy the stack, or set AWS_ENDPOINT_URL for moto)"
+        )));
+    }
+    DynamoStore::create_table(client, table).await.map_err(start_error)
+}
+
+/// Like [`ensure_local_table`], for a FIFO queue named by the last segment of its URL.
+async fn ensure_local_queue(client: &aws_sdk_sqs::Client, url: &str, local: bool) -> Result<(), LocalError> {
+    if client.get_queue_attributes().queue_url(url).send().await.is_ok() {
+        return Ok(());
+    }
+    let name = url.rsplit('/').next().unwrap_or_default();
+    if !local || name.is_empty() {
+        return Err(LocalError::Start(format!(
+            "SQS queue {url} does not exist (deploy the stack, or set AWS_ENDPOINT_URL for moto)"
+        )));
+    }
+    let created = client
+        .create_queue()
+        .queue_name(name)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::ContentBasedDeduplication,
+            "false",
+        )
+        .send()
+        .await
+        .map_err(|error| start_error(aws_sdk_sqs::error::DisplayErrorContext(error)))?
+        .queue_url
+        .unwrap_or_default();
+    if created != url {
+        return Err(LocalError::Start(format!(
+            "the endpoint created the queue as {created}; set its URL to that"
+        )));
+    }
+    Ok(())
+}
+
+pub struct LocalSystem<S, Q> {
     pub api_url: String,
     pub simulator: Option<Simulator>,
-    pub queue: Arc<MemoryQueue>,
+    pub queue: Q,
     pub notifier: Arc<MemoryNotifier>,
-    events: Syncer<Store>,
-    dunning: DunningProcessor<Store, Arc<MemoryNotifier>>,
+    events: Syncer<S>,
+    dunning: DunningProcessor<S, Arc<MemoryNotifier>>,
 }
 
 fn start_error(error: impl std::fmt::Display) -> LocalError {
     LocalError::Start(error.to_string())
 }
 
-impl LocalSystem {
+impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
     /// Real Stripe when `STRIPE_SECRET_KEY` is set, the simulator otherwise.
-    pub async fn start(port: u16) -> Result<Self, LocalError> {
+    pub async fn start(port: u16, store: S, queue: Q) -> Result<Self, LocalError> {
         let env = Env::from_process();
         let plans = match env.get("BILLING_PLANS") {
             Some(_) => PlanCatalog::from_env(&env).map_err(start_error)?,
@@ -99,11 +228,8 @@ impl LocalSystem {
             );
             (client, Some(simulator), LOCAL_WEBHOOK_SECRET.to_owned())
         };
-        println!("Storage: in-memory (everything is lost when this process stops)");
-        let store: Store = Arc::new(MemoryStore::new());
-        let queue = Arc::new(MemoryQueue::new());
         let notifier = Arc::new(MemoryNotifier::new());
-        let syncer = |store: Store| Syncer {
+        let syncer = |store: S| Syncer {
             store,
             stripe: stripe.clone(),
             plans: plans.clone(),
@@ -124,7 +250,7 @@ impl LocalSystem {
             identity: IdentitySource::DevHeader,
         });
         let app = Router::new()
-            .route("/webhooks/stripe", post(webhook).with_state(receiver))
+            .route("/webhooks/stripe", post(webhook::<Q>).with_state(receiver))
             .merge(api);
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -183,7 +309,7 @@ impl LocalSystem {
                         .iter()
                         .any(|f| f.item_identifier == message.message_id);
                     if failed {
-                        self.queue.release(name, &message.receipt_handle);
+                        self.queue.redeliver(name, &message.receipt_handle);
                     } else {
                         self.queue
                             .delete(name, &message.receipt_handle)
@@ -202,8 +328,8 @@ impl LocalSystem {
     }
 }
 
-async fn webhook(
-    State(receiver): State<Arc<WebhookReceiver<Arc<MemoryQueue>>>>,
+async fn webhook<Q: EventQueue>(
+    State(receiver): State<Arc<WebhookReceiver<Q>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -218,8 +344,18 @@ async fn webhook(
 }
 
 /// `billing dev`: serve until Ctrl-C, processing queued events every 200 ms.
-pub async fn serve(port: u16) -> Result<(), LocalError> {
-    let system = LocalSystem::start(port).await?;
+pub struct Dev;
+
+impl LocalApp for Dev {
+    async fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+        self,
+        system: LocalSystem<S, Q>,
+    ) -> Result<(), LocalError> {
+        serve(system).await
+    }
+}
+
+async fn serve<S: BillingStore + Clone + 'static, Q: LocalQueue>(system: LocalSystem<S, Q>) -> Result<(), LocalError> {
     println!(
         "Billing API and webhook on {} (user id from the X-Billing-User header: dev mode only)",
         system.api_url

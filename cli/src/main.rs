@@ -108,8 +108,8 @@ async fn main() -> std::process::ExitCode {
     }
     let output = Output { json: cli.json };
     let outcome = match cli.command {
-        Command::Demo => demo::run().await.map_err(Into::into),
-        Command::Dev { port } => local::serve(port).await.map_err(Into::into),
+        Command::Demo => local::launch(0, demo::Demo).await.map_err(Into::into),
+        Command::Dev { port } => local::launch(port, local::Dev).await.map_err(Into::into),
         Command::EventTypes => {
             shared::routing::handled_event_types().for_each(|event_type| println!("{event_type}"));
             Ok(())

@@ -1,23 +1,63 @@
 //! The demo is a test too: the real `billing` binary walks the lifecycle against the simulator,
 //! orderly and then with duplicated, shuffled delivery, and must exit 0.
 
-use std::process::Command;
+mod common;
 
-#[test]
-fn the_demo_walks_the_whole_lifecycle_in_both_delivery_modes() {
-    let output = Command::new(env!("CARGO_BIN_EXE_billing"))
-        .arg("demo")
-        .env_remove("STRIPE_SECRET_KEY")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run billing demo");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+#[tokio::test]
+async fn the_demo_walks_the_whole_lifecycle_in_both_delivery_modes() {
+    let run = common::run(&["demo"], &[]).await;
+    let stdout = &run.stdout;
+    assert!(run.ok, "demo failed:\n{stdout}\n{}", run.stderr);
+    assert!(stdout.contains("Storage: in-memory"), "{stdout}");
+    assert!(stdout.contains("Queues: in-process"), "{stdout}");
     assert_eq!(stdout.matches("period ends").count(), 2, "{stdout}");
     assert!(stdout.contains("renewal payment fails: grace, one email"), "{stdout}");
     assert!(stdout.contains("Both passes reached the same final state"), "{stdout}");
+}
+
+/// The same lifecycle with DynamoDB and SQS on moto, configured through a `.env` file as the
+/// README shows: the demo creates the table and the queues on the local endpoint, and the
+/// stored state at the end is the canceled subscriptions of both passes.
+#[tokio::test]
+async fn the_demo_walks_the_lifecycle_on_dynamodb_and_sqs_from_a_dotenv() {
+    let endpoint = billing_tests::aws::endpoint().await;
+    let (table, suffix) = (billing_tests::unique("demo-"), billing_tests::unique(""));
+    let queue_url = |name: &str| format!("{endpoint}/123456789012/{name}-{suffix}.fifo");
+    let dir = std::env::temp_dir().join(billing_tests::unique("billing-demo-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(".env"),
+        format!(
+            "BILLING_TABLE={table}\nEVENTS_QUEUE_URL={}\nPAYMENT_FAILED_QUEUE_URL={}\n",
+            queue_url("events"),
+            queue_url("payment-failed")
+        ),
+    )
+    .unwrap();
+
+    let run = common::run_in(&dir, &["demo"], &[]).await;
+
+    assert!(run.ok, "demo failed:\n{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(&format!("Storage: DynamoDB table {table}")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Queues: SQS"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Both passes reached the same final state"),
+        "{}",
+        run.stdout
+    );
+    let sdk = billing_tests::aws::sdk_config().await;
+    let store = shared::store::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+    let stored = shared::store::BillingStore::sample_subscriptions(&store, 100)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(
+        stored
+            .iter()
+            .all(|s| s.status == shared::stripe::SubscriptionStatus::Canceled)
+    );
 }

@@ -1,10 +1,13 @@
 //! The operator commands, run as an operator runs them: the real `billing` binary, configured
 //! only through the environment, against DynamoDB and SQS on moto and a Stripe stand-in.
 
+mod common;
+
 use billing_tests::lifecycle::{PLANS, subscription_state};
 use billing_tests::queue_conformance::drain;
 use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{aws, fixtures, unique};
+use common::{Run, run};
 use serde_json::{Value, json};
 use shared::config::{PlanCatalog, QueueSettings};
 use shared::queue::{QueueName, SqsQueue};
@@ -53,42 +56,14 @@ impl Deployment {
     }
 }
 
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+trait Report {
+    fn json(&self) -> Value;
 }
 
-impl Run {
+impl Report for Run {
     fn json(&self) -> Value {
         assert!(self.ok, "billing failed:\n{}\n{}", self.stdout, self.stderr);
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
-    }
-}
-
-/// A clean environment (none of the developer's AWS profile or Stripe keys) in an empty
-/// directory (no `.env`), with moto's endpoint and static credentials.
-async fn run(args: &[&str], env: &[(&'static str, String)]) -> Run {
-    let dir = std::env::temp_dir().join(unique("billing-cli-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_billing"))
-        .args(args)
-        .env_clear()
-        .current_dir(&dir)
-        .env("AWS_ENDPOINT_URL", aws::endpoint().await)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .await
-        .expect("run billing");
-    Run {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 

@@ -25,6 +25,10 @@ type ApiResult = Result<(Value, Vec<Value>), (StatusCode, String)>;
 
 pub struct Sim {
     base_url: String,
+    /// Ids are unique across simulator runs, as Stripe's are: a run against a DynamoDB table
+    /// or SQS queue that outlived an earlier run must not meet that run's event ids in the
+    /// ledger or in FIFO deduplication.
+    run: String,
     seq: u64,
     clock: i64,
     customers: BTreeMap<String, Value>,
@@ -56,6 +60,7 @@ impl Sim {
     pub fn new(base_url: String) -> Self {
         Self {
             base_url,
+            run: std::iter::repeat_with(fastrand::alphanumeric).take(8).collect(),
             seq: 0,
             clock: shared::unix_now(),
             customers: BTreeMap::new(),
@@ -69,7 +74,7 @@ impl Sim {
 
     fn id(&mut self, prefix: &str) -> String {
         self.seq += 1;
-        format!("{prefix}_sim{:06}", self.seq)
+        format!("{prefix}_sim{}{:06}", self.run, self.seq)
     }
 
     /// Events carry the real second they happened in, so several share one `created`, as
@@ -417,7 +422,7 @@ impl Sim {
             json!({"code": "card_declined", "decline_code": decline})
         };
         invoice["payments"]["data"] = json!([{"object": "invoice_payment", "payment": {"type": "payment_intent",
-            "payment_intent": {"id": format!("pi_{}", self.seq), "object": "payment_intent", "last_payment_error": error}}}]);
+            "payment_intent": {"id": format!("pi_sim{}{}", self.run, self.seq), "object": "payment_intent", "last_payment_error": error}}}]);
         self.invoices
             .insert(text(&invoice["id"]).unwrap_or_default(), invoice.clone());
         sub["status"] = json!("past_due");
