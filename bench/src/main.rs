@@ -1,0 +1,132 @@
+//! `cargo run --release -p bench -- coldstart`: builds the release function binaries and the
+//! floor, runs each under a local Lambda Runtime API (`runtime_api`) against moto and a Stripe
+//! stand-in on 127.0.0.1, and prints one table row per function.
+
+mod functions;
+mod proc;
+mod runtime_api;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use runtime_api::Measurement;
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "Cold start, latency, CPU and memory of each function binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Coldstart {
+        /// Invocations per cold start.
+        #[arg(long, default_value_t = 200)]
+        n: usize,
+        /// Cold starts per function; the table shows the median start.
+        #[arg(long, default_value_t = 5)]
+        starts: usize,
+        /// Only these functions (default: all, and the floor).
+        #[arg(long = "only", value_parser = clap::builder::PossibleValuesParser::new(functions::ALL))]
+        only: Vec<String>,
+        /// Use the release binaries already in target/release.
+        #[arg(long)]
+        no_build: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Command::Coldstart {
+        n,
+        starts,
+        only,
+        no_build,
+    } = Cli::parse().command;
+    let names: Vec<&str> = functions::ALL
+        .into_iter()
+        .filter(|name| only.is_empty() || only.iter().any(|o| o == name))
+        .collect();
+    let release = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+    if !no_build && let Err(error) = build(&names) {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
+    let stripe = functions::stripe().await;
+    println!(
+        "{n} invocations per cold start, median of {starts} starts; {} CPUs; moto and the Stripe stand-in on 127.0.0.1\n",
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    println!(
+        "| function | binary | init | first invocation | warm p50 | warm p99 | CPU init | CPU per warm invocation | peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for name in names {
+        let binary = release.join(name);
+        let mut runs = Vec::new();
+        for _ in 0..starts.max(1) {
+            let setup = functions::setup(name, n.max(2), &stripe).await;
+            match runtime_api::measure(&binary, &setup.env, setup.events).await {
+                Ok(measurement) => runs.push(measurement),
+                Err(error) => {
+                    eprintln!("error: {name}: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let size = std::fs::metadata(&binary).map_or(0, |m| m.len());
+        println!("{}", row(name, size, &mut runs));
+    }
+    ExitCode::SUCCESS
+}
+
+fn build(names: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "--release"]);
+    for name in names {
+        command.args(["-p", name]);
+    }
+    let status = command.status().map_err(|e| format!("cargo build: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("cargo build --release failed ({status})"))
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+/// The run with the median init time stands for the function; its warm figures are its own.
+fn row(name: &str, size: u64, runs: &mut [Measurement]) -> String {
+    runs.sort_by_key(|m| m.init);
+    let Some(median) = runs.get(runs.len() / 2) else {
+        return format!("| {name} | no run |");
+    };
+    let mut warm = median.warm.clone();
+    warm.sort();
+    format!(
+        "| {name} | {:.1} MiB | {} | {} | {} | {} | {} | {} | {:.1} MiB |",
+        size as f64 / 1_048_576.0,
+        ms(median.init),
+        ms(median.first),
+        ms(percentile(&warm, 0.5)),
+        ms(percentile(&warm, 0.99)),
+        ms(median.cpu_init),
+        ms(median.cpu_per_warm),
+        median.peak_rss_kib as f64 / 1024.0,
+    )
+}
