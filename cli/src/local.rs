@@ -199,6 +199,12 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
         let (stripe, simulator, webhook_secret) = if env.get("STRIPE_SECRET_KEY").is_some() {
             let settings = StripeSettings::from_env(&env).map_err(start_error)?;
             let secret = env.get("STRIPE_WEBHOOK_SECRET").unwrap_or_default().to_owned();
+            if secret.is_empty() {
+                println!(
+                    "WARNING: STRIPE_WEBHOOK_SECRET is not set: every webhook delivery will be refused with 500 \
+                     (copy the whsec_… secret `stripe listen` prints)"
+                );
+            }
             println!(
                 "Stripe: REAL Stripe API at {} (forward events with `stripe listen --forward-to {api_url}/webhooks/stripe`)",
                 settings.api_base
@@ -229,11 +235,13 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
             (client, Some(simulator), LOCAL_WEBHOOK_SECRET.to_owned())
         };
         let notifier = Arc::new(MemoryNotifier::new());
+        let grace_days = shared::bootstrap::grace_days(&env).map_err(start_error)?;
+        let policy = DunningPolicy::from_env(&env).map_err(start_error)?;
         let syncer = |store: S| Syncer {
             store,
             stripe: stripe.clone(),
             plans: plans.clone(),
-            grace_days: 14,
+            grace_days,
         };
         let secrets: Vec<SecretString> = webhook_secret
             .split(',')
@@ -260,7 +268,7 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
         let dunning = DunningProcessor {
             syncer: syncer(store.clone()),
             notifier: notifier.clone(),
-            policy: DunningPolicy::default(),
+            policy,
         };
         Ok(Self {
             api_url,

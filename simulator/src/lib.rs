@@ -3,7 +3,7 @@
 //! and Stripe's request validation (the official spec: an unknown parameter is a 400).
 //!
 //! Control endpoints under `/sim/` drive what a customer or a bank would do — complete a
-//! checkout, fail or authenticate a payment, pay, end a period — and each emits the events
+//! checkout, fail or authenticate a payment, pay, end a period, cancel — and each emits the events
 //! real Stripe emits, signed with the webhook secret and POSTed to the webhook URL, optionally
 //! duplicated and shuffled like real at-least-once, unordered delivery.
 
@@ -87,6 +87,26 @@ pub fn stripe_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, axum::Json(json!({"error": {"type": kind, "message": message}}))).into_response()
 }
 
+/// A request the spec refuses, with the `code` and `param` Stripe gives for its first problem.
+fn invalid_request(problems: &[String]) -> Response {
+    let first = problems.first().map(String::as_str).unwrap_or_default();
+    let unknown = first
+        .strip_prefix("unknown parameter ")
+        .or_else(|| first.strip_prefix("unknown query parameter "));
+    let (code, param) = match unknown {
+        Some(param) => ("parameter_unknown", Some(param)),
+        None if first.contains("missing required parameter ") => ("parameter_missing", first.rsplit(' ').next()),
+        None => ("parameter_invalid", None),
+    };
+    let error = json!({"error": {
+        "type": "invalid_request_error",
+        "code": code,
+        "param": param,
+        "message": problems.join("; "),
+    }});
+    (StatusCode::BAD_REQUEST, axum::Json(error)).into_response()
+}
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -107,7 +127,7 @@ async fn handle(
         };
     }
     if let Err(problems) = shared.spec.validate(method.as_str(), &path, uri.query(), &body) {
-        return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", &problems.join("; "));
+        return invalid_request(&problems);
     }
     let key = headers
         .get("idempotency-key")

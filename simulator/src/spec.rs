@@ -106,6 +106,12 @@ fn insert(map: &mut BTreeMap<String, Node>, parts: &[String], value: String) {
     let Some((first, rest)) = parts.split_first() else {
         return;
     };
+    // `a[]=x&a[]=y` appends, as Stripe reads repeated list parameters (`types[]`).
+    let first = &if first.is_empty() {
+        map.len().to_string()
+    } else {
+        first.clone()
+    };
     if rest.is_empty() {
         map.insert(first.clone(), Node::Leaf(value));
         return;
@@ -237,5 +243,23 @@ mod tests {
                 .is_err()
         );
         assert!(spec.validate("POST", "/v1/charges", None, b"").is_err());
+    }
+
+    #[test]
+    fn repeated_empty_indexes_form_a_list() {
+        assert_eq!(
+            decode_form(b"types%5B%5D=invoice.paid&types%5B%5D=invoice.payment_failed&limit=100"),
+            serde_json::json!({"types": ["invoice.paid", "invoice.payment_failed"], "limit": "100"})
+        );
+        assert!(
+            Spec::load()
+                .validate(
+                    "GET",
+                    "/v1/events",
+                    Some("types[]=invoice.paid&types[]=invoice.paid"),
+                    b""
+                )
+                .is_ok()
+        );
     }
 }

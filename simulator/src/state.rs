@@ -131,6 +131,8 @@ impl Sim {
             ("POST", ["v1", "subscriptions", id]) => self.update_subscription(id, params),
             ("DELETE", ["v1", "subscriptions", id]) => self.end_subscription(id),
             ("GET", ["v1", "invoices", id]) => found(&self.invoices, "invoice", id),
+            // Every price id exists here, as in a test-mode account holding the whole catalog.
+            ("GET", ["v1", "prices", id]) => Ok((Self::price(id), Vec::new())),
             ("GET", ["v1", "events", id]) => self
                 .events
                 .iter()
@@ -311,6 +313,14 @@ impl Sim {
         Ok((sub, vec![event]))
     }
 
+    /// A successful payment emits both of these, as `stripe trigger invoice.paid` shows.
+    fn paid_events(&mut self, invoice: &Value, now: i64) -> Vec<Value> {
+        vec![
+            self.event("invoice.payment_succeeded", invoice, now),
+            self.event("invoice.paid", invoice, now),
+        ]
+    }
+
     fn list_events(&self, query: &Value) -> Value {
         let types: Vec<&str> = query["types"]
             .as_array()
@@ -351,6 +361,10 @@ impl Sim {
             }
             ["invoices", id, "pay"] => self.pay(id),
             ["subscriptions", id, "end_period"] => self.end_period(id),
+            ["subscriptions", id, "cancel"] => self
+                .end_subscription(id)
+                .map(|(sub, events)| (json!({"subscription": sub["id"], "status": "canceled"}), events))
+                .map_err(|(_, message)| message),
             ["objects", "subscriptions", id] => self
                 .subscriptions
                 .get(*id)
@@ -389,11 +403,9 @@ impl Sim {
         session["payment_status"] = json!("paid");
         session["subscription"] = sub["id"].clone();
         self.sessions.insert(id.to_owned(), session.clone());
-        let events = vec![
-            self.event("customer.subscription.created", &sub, now),
-            self.event("invoice.paid", &invoice, now),
-            self.event("checkout.session.completed", &public(&session), now),
-        ];
+        let mut events = vec![self.event("customer.subscription.created", &sub, now)];
+        events.extend(self.paid_events(&invoice, now));
+        events.push(self.event("checkout.session.completed", &public(&session), now));
         Ok((json!({"subscription": sub["id"], "invoice": invoice["id"]}), events))
     }
 
@@ -452,7 +464,7 @@ impl Sim {
         invoice["amount_remaining"] = json!(0);
         invoice["next_payment_attempt"] = Value::Null;
         self.invoices.insert(id.to_owned(), invoice.clone());
-        let mut events = vec![self.event("invoice.paid", &invoice, now)];
+        let mut events = self.paid_events(&invoice, now);
         if let Some(sub_id) = text(&invoice["subscription"]) {
             if let Some(mut sub) = self.subscriptions.get(&sub_id).cloned() {
                 sub["status"] = json!("active");
@@ -481,10 +493,8 @@ impl Sim {
         let invoice = self.new_invoice(&renewed, "paid", now);
         renewed["latest_invoice"] = invoice["id"].clone();
         self.subscriptions.insert(id.to_owned(), renewed.clone());
-        let events = vec![
-            self.event("invoice.paid", &invoice, now),
-            self.event("customer.subscription.updated", &renewed, now),
-        ];
+        let mut events = self.paid_events(&invoice, now);
+        events.push(self.event("customer.subscription.updated", &renewed, now));
         Ok((json!({"subscription": id, "status": "active"}), events))
     }
 }

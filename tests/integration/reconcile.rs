@@ -81,15 +81,23 @@ async fn missed_events_are_enqueued_once_and_completed_ones_are_not() {
 
     assert_eq!((report.seen, report.already_done, report.enqueued), (4, 1, 2));
     assert_eq!(
+        report.missed, 1,
+        "the event 100 s old may still be in the queue: enqueued, not counted as missed"
+    );
+    assert_eq!(
         report.window_start,
         NOW - EVENT_RETENTION_SECS + 60,
         "first run starts at the oldest listable event"
     );
     assert_eq!(report.lag_seconds, 300);
-    assert_eq!(report.cursor, Some(NOW - 100));
+    assert_eq!(
+        report.cursor,
+        Some(NOW),
+        "a complete listing moves the cursor to its own time"
+    );
     assert_eq!(
         again.window_start,
-        NOW - 100 - shared::reconcile::OVERLAP_SECS,
+        NOW - shared::reconcile::OVERLAP_SECS,
         "later runs start at the cursor, with overlap"
     );
     let events: Vec<String> = drain(&reconciler.queue, QueueName::Events)
@@ -106,7 +114,8 @@ async fn missed_events_are_enqueued_once_and_completed_ones_are_not() {
     assert_eq!(failures, [missed_failed]);
 
     let metrics: Value = serde_json::from_str(&emf_line(&report, None, NOW * 1000)).unwrap();
-    assert_eq!(metrics["MissedEvents"], 2);
+    assert_eq!(metrics["MissedEvents"], 1);
+    assert_eq!(metrics["enqueued"], 2);
     assert_eq!(metrics["EventLagSeconds"], 300);
     assert_eq!(metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"], "StripeBilling");
 
@@ -152,6 +161,38 @@ async fn the_cursor_moves_only_after_enqueueing_succeeded() {
 
     assert!(reconciler.run(NOW, None).await.is_err());
     assert_eq!(reconciler.store.get_cursor(CURSOR).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_quiet_account_keeps_the_cursor_current_and_an_expired_cursor_restarts_at_the_oldest_event() {
+    let stripe = StripeStandIn::start().await;
+    serve_events(&stripe, &[], &[]).await;
+    let reconciler = Reconciler {
+        store: MemoryStore::new(),
+        queue: MemoryQueue::new(),
+        stripe: stripe.client(),
+    };
+
+    let first = reconciler.run(NOW, None).await.unwrap();
+    let quiet = reconciler.run(NOW + 900, None).await.unwrap();
+    let after_outage = reconciler.run(NOW + EVENT_RETENTION_SECS + 86_400, None).await.unwrap();
+
+    assert_eq!((first.seen, first.cursor), (0, Some(NOW)));
+    assert_eq!(
+        quiet.window_start,
+        NOW - shared::reconcile::OVERLAP_SECS,
+        "no events listed, yet the window follows the cursor"
+    );
+    assert_eq!(quiet.cursor, Some(NOW + 900));
+    assert_eq!(
+        after_outage.window_start,
+        NOW + 86_400 + 60,
+        "a cursor past Stripe's retention restarts at the oldest listable event"
+    );
+    assert_eq!(
+        reconciler.store.get_cursor(CURSOR).await.unwrap(),
+        Some(NOW + EVENT_RETENTION_SECS + 86_400)
+    );
 }
 
 #[tokio::test]

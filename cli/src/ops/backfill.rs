@@ -24,14 +24,15 @@ pub async fn backfill(deployment: &Deployment, since: Since, output: Output) -> 
         ""
     };
     let human = format!(
-        "Listed {} events from {}{clamped}: {} already processed, {} enqueued{}",
+        "Listed {} events from {}{clamped}: {} already processed, {} enqueued ({} missed{})",
         report.seen,
         report.window_start,
         report.already_done,
         report.enqueued,
+        report.missed,
         match report.lag_seconds {
             0 => String::new(),
-            lag => format!(" (the oldest missed one is {lag} s old)"),
+            lag => format!(", the oldest {lag} s old"),
         }
     );
     output.emit(&human, &report)

@@ -174,7 +174,18 @@ async fn move_task(sqs: &Client, from_arn: &str, to_arn: &str, waiting: u64) -> 
         .await
         .map_err(|error| sqs_error("starting the move task", error))?;
     let progress = counter(waiting, "moving");
+    // SQS moves hundreds of messages a second; a task still running well past that is
+    // reported rather than waited on forever (it goes on in SQS either way).
+    let patience = Duration::from_secs(300 + waiting / 10);
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
+        if tokio::time::Instant::now() >= deadline {
+            progress.abandon();
+            return Err(OpsError::Sqs(format!(
+                "the move task has not completed after {} s; it goes on in SQS: follow it with `aws sqs list-message-move-tasks --source-arn {from_arn}`",
+                patience.as_secs()
+            )));
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let tasks = sqs
             .list_message_move_tasks()

@@ -35,8 +35,9 @@ pub async fn check<S: BillingStore>(syncer: &Syncer<S>, sample: usize, now: i64)
         if syncer.record_of(&fresh, stored.watermark) == stored {
             continue;
         }
-        // Stripe's answer describes the state at the read, so it is stamped with the read time:
-        // any event created before it is already included, and any later one still wins.
+        // Stripe's answer includes every event created before the read. It is stamped with the
+        // time the check started, which is no later than the read: an event created after that
+        // still wins, and one from before it is stale because the read already includes it.
         let repaired = syncer.record_of(&fresh, now);
         if syncer.store.put_subscription(&repaired, WriteRule::IfNotOlder).await? == WriteOutcome::Stale {
             continue;

@@ -21,6 +21,11 @@ pub const EVENT_RETENTION_SECS: i64 = 30 * 24 * 3600;
 /// Events are re-listed this far behind the cursor: `created` has one-second resolution and
 /// an event can become listable slightly after a later one.
 pub const OVERLAP_SECS: i64 = 600;
+/// An event this young that the ledger has not completed is most likely still on its way
+/// through the queue (Stripe's first attempt comes within seconds). It is enqueued again, which
+/// deduplication makes harmless, but not counted as missed, so the alarm on `MissedEvents`
+/// fires for lost deliveries, not for ordinary queue latency.
+pub const IN_FLIGHT_SECS: i64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -40,7 +45,9 @@ pub struct ReconcileReport {
     pub seen: usize,
     pub already_done: usize,
     pub enqueued: usize,
-    /// Age of the oldest event that had been missed (0 when none was).
+    /// Enqueued events older than [`IN_FLIGHT_SECS`]: deliveries that were lost or failed.
+    pub missed: usize,
+    /// Age of the oldest missed event (0 when none was).
     pub lag_seconds: i64,
     pub cursor: Option<i64>,
 }
@@ -59,10 +66,11 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
         let wanted = since.or(cursor.map(|c| c - OVERLAP_SECS));
         let window_start = match wanted {
             Some(start) if start >= oldest => start,
-            Some(_) => {
+            Some(start) => {
                 tracing::warn!(
+                    requested = start,
                     oldest_available = oldest,
-                    "cursor is older than Stripe's 30 days of events; starting from the oldest available"
+                    "window starts before Stripe's 30 days of events; starting from the oldest available"
                 );
                 oldest
             }
@@ -76,7 +84,6 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
             cursor,
             ..ReconcileReport::default()
         };
-        let mut newest = cursor.unwrap_or(window_start);
         let mut oldest_missed: Option<i64> = None;
         let mut starting_after: Option<String> = None;
         loop {
@@ -87,7 +94,6 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
                 let envelope = EventEnvelope::parse(body.as_bytes())
                     .map_err(|error| ReconcileError::Malformed(error.to_string()))?;
                 report.seen += 1;
-                newest = newest.max(envelope.created);
                 let Some((queue, message)) = routing::message_for(&envelope, &body) else {
                     continue;
                 };
@@ -97,7 +103,10 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
                 }
                 self.queue.send(queue, &message).await?;
                 report.enqueued += 1;
-                oldest_missed = Some(oldest_missed.map_or(envelope.created, |o: i64| o.min(envelope.created)));
+                if now - envelope.created >= IN_FLIGHT_SECS {
+                    report.missed += 1;
+                    oldest_missed = Some(oldest_missed.map_or(envelope.created, |o: i64| o.min(envelope.created)));
+                }
             }
             match (
                 page.has_more,
@@ -109,10 +118,12 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
         }
         report.lag_seconds = oldest_missed.map_or(0, |created| now - created);
         // Only after everything was enqueued: a crash before this line re-lists the window,
-        // and the ledger and FIFO deduplication absorb the repeats.
-        if newest > cursor.unwrap_or(i64::MIN) {
-            if self.store.set_cursor(CURSOR, cursor, newest).await? {
-                report.cursor = Some(newest);
+        // and the ledger and FIFO deduplication absorb the repeats. The listing covered every
+        // event up to `now` (the overlap covers events that became listable late), so the
+        // cursor moves to `now` even when nothing was listed: a quiet account stays current.
+        if now > cursor.unwrap_or(i64::MIN) {
+            if self.store.set_cursor(CURSOR, cursor, now).await? {
+                report.cursor = Some(now);
             } else {
                 tracing::warn!("another reconcile run moved the cursor first; keeping its value");
             }
@@ -152,7 +163,8 @@ pub fn emf_line(report: &ReconcileReport, drift: Option<&DriftReport>, now_ms: i
             }]
         },
         "Service": "reconcile",
-        "MissedEvents": report.enqueued,
+        "MissedEvents": report.missed,
+        "enqueued": report.enqueued,
         "EventLagSeconds": report.lag_seconds,
         "seen": report.seen,
         "already_done": report.already_done,
