@@ -60,7 +60,7 @@ fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
-async fn base_env(name: &str, stripe: &StripeStandIn) -> Vec<(String, String)> {
+async fn base_env(name: &str, stripe: &StripeStandIn, aws_endpoint: &str) -> Vec<(String, String)> {
     let mut env = pairs(&[
         ("AWS_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "testing"),
@@ -75,7 +75,7 @@ async fn base_env(name: &str, stripe: &StripeStandIn) -> Vec<(String, String)> {
         ("BILLING_PLANS", PLANS),
         ("APP_BASE_URL", "https://app.example.com"),
     ]);
-    env.push(("AWS_ENDPOINT_URL".into(), aws::endpoint().await.to_owned()));
+    env.push(("AWS_ENDPOINT_URL".into(), aws_endpoint.to_owned()));
     env.push(("STRIPE_API_BASE".into(), stripe.server.uri()));
     env
 }
@@ -114,8 +114,10 @@ fn subscription_event(created: i64) -> String {
 }
 
 /// Fresh AWS resources for one cold start of `name`, and `n` events.
-pub async fn setup(name: &str, n: usize, stripe: &StripeStandIn) -> Setup {
-    let mut env = base_env(name, stripe).await;
+/// `aws_endpoint` is where the function reaches moto (the keep-alive proxy); the tables and
+/// queues are created on moto directly.
+pub async fn setup(name: &str, n: usize, stripe: &StripeStandIn, aws_endpoint: &str) -> Setup {
+    let mut env = base_env(name, stripe, aws_endpoint).await;
     let store = aws::fresh_store().await;
     let (_, queues, _) = aws::fresh_queues().await;
     env.extend([

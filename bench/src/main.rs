@@ -3,6 +3,7 @@
 //! stand-in on 127.0.0.1, and prints one table row per function.
 
 mod functions;
+mod keepalive;
 mod proc;
 mod runtime_api;
 
@@ -60,8 +61,15 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let stripe = functions::stripe().await;
+    let aws_endpoint = match keepalive::start(billing_tests::aws::endpoint().await).await {
+        Ok(url) => url,
+        Err(error) => {
+            eprintln!("error: the keep-alive proxy in front of moto: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     println!(
-        "{n} invocations per cold start, median of {starts} starts; {} CPUs; moto and the Stripe stand-in on 127.0.0.1\n",
+        "{n} invocations per cold start, median of {starts} starts; {} CPUs; moto (behind a keep-alive proxy) and the Stripe stand-in on 127.0.0.1\n",
         std::thread::available_parallelism().map_or(1, usize::from)
     );
     println!(
@@ -72,7 +80,7 @@ async fn main() -> ExitCode {
         let binary = release.join(name);
         let mut runs = Vec::new();
         for _ in 0..starts.max(1) {
-            let setup = functions::setup(name, n.max(2), &stripe).await;
+            let setup = functions::setup(name, n.max(2), &stripe, &aws_endpoint).await;
             match runtime_api::measure(&binary, &setup.env, setup.events).await {
                 Ok(measurement) => runs.push(measurement),
                 Err(error) => {

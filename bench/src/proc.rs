@@ -3,13 +3,15 @@
 use std::time::Duration;
 
 /// CPU time of all the process's threads (`/proc/<pid>/task/*/schedstat`, nanoseconds on CPU),
-/// so tokio's worker threads are counted, not just the main one.
+/// so tokio's worker and blocking-pool threads are counted, not just the main one. A thread
+/// that exits between the listing and the read is skipped: its time is gone from `/proc`.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let total = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
     Some(Duration::from_nanos(total))
 }
 

@@ -148,9 +148,15 @@ pub async fn measure(binary: &Path, env: &[(String, String)], events: Vec<Vec<u8
 }
 
 async fn next(State(shared): State<Shared>) -> Response {
+    let arrived = Instant::now();
+    // A fast function can poll before `measure` has recorded its pid. It is blocked on this
+    // poll, so its CPU time does not move while the pid is awaited.
+    while shared.with(|p| p.pid.is_none()) {
+        tokio::time::sleep(Duration::from_micros(100)).await;
+    }
     let issued = shared.with(|p| {
         if p.first_next.is_none() {
-            p.first_next = Some(Instant::now());
+            p.first_next = Some(arrived);
             p.cpu_at_init = p.pid.and_then(proc::cpu_time);
         }
         match p.events.pop_front() {

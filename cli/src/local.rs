@@ -73,7 +73,7 @@ pub async fn launch(port: u16, app: impl LocalApp) -> Result<(), LocalError> {
     let env = Env::from_process();
     let wants_aws = env.get("BILLING_TABLE").is_some() || env.get("EVENTS_QUEUE_URL").is_some();
     let sdk = match wants_aws {
-        true => Some(shared::aws_sdk_config().await),
+        true => Some(shared::aws::default_sdk_config().await),
         false => None,
     };
     let endpoint = env.get("AWS_ENDPOINT_URL").unwrap_or("AWS");

@@ -97,9 +97,9 @@ async fn main() -> std::process::ExitCode {
     let dotenv = dotenvy::dotenv();
     let cli = Cli::parse();
     shared::telemetry::init_with_default(if matches!(cli.command, Command::Demo) {
-        "warn"
+        tracing::level_filters::LevelFilter::WARN
     } else {
-        "info"
+        tracing::level_filters::LevelFilter::INFO
     });
     if let Err(error) = dotenv.as_ref()
         && !error.not_found()

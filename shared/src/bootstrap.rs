@@ -11,22 +11,27 @@ use crate::sync::Syncer;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("could not build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
 }
 
-/// The environment with the Stripe secrets from Secrets Manager laid over it, when
-/// `STRIPE_SECRETS_ARN` is set.
-pub async fn environment(sdk: &aws_config::SdkConfig) -> Result<Env, ConfigError> {
+/// What every function reads first: the AWS configuration Lambda's environment describes, and
+/// that environment with the Stripe secrets laid over it.
+pub async fn start() -> Result<(aws_config::SdkConfig, Env), ConfigError> {
     let env = Env::from_process();
+    let sdk = crate::aws::lambda_sdk_config(&env)?;
+    let env = with_stripe_secrets(env, &sdk).await?;
+    Ok((sdk, env))
+}
+
+/// `env` with the Stripe secrets from Secrets Manager laid over it, when `STRIPE_SECRETS_ARN`
+/// is set.
+pub async fn with_stripe_secrets(env: Env, sdk: &aws_config::SdkConfig) -> Result<Env, ConfigError> {
     let overlay = load_secrets_overlay(&env, &aws_sdk_secretsmanager::Client::new(sdk)).await?;
     Ok(env.with_overlay(overlay))
 }
 
 pub fn stripe_client(env: &Env) -> Result<StripeClient, StartError> {
     let settings = StripeSettings::from_env(env)?;
-    Ok(StripeClient::new(
-        StripeClient::http_client()?,
+    Ok(StripeClient::lazy(
         settings.api_base,
         settings.secret_key,
         settings.retry,

@@ -2,22 +2,58 @@
 //! line is JSON for CloudWatch Logs Insights; locally it is human-readable. What is logged is
 //! ids, types and counts — never request bodies, emails, names or secrets. Locally the log
 //! goes to stderr, so a command's stdout holds only its report.
+//!
+//! The level is one name (`error`, `warn`, `info`, `debug`, `trace`, `off`) from
+//! `AWS_LAMBDA_LOG_LEVEL` (Lambda's advanced logging controls) or `RUST_LOG`. A plain level
+//! rather than per-module directives: directive filtering compiles patterns at start and links a
+//! regex engine, measurable on every cold start.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 pub fn init() {
-    init_with_default("info");
+    init_with_default(LevelFilter::INFO);
 }
 
-/// Like [`init`], with another level when `RUST_LOG` is not set (the demo keeps its output
+/// Like [`init`], with another level when neither variable sets one (the demo keeps its output
 /// to its own steps).
-pub fn init_with_default(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+pub fn init_with_default(default: LevelFilter) {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level_from(|name| std::env::var(name).ok()).unwrap_or(default))
+        .with_target(false);
     // `try_init` fails only if a subscriber is already set (tests, embedding): keep that one.
     let _ = if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
         builder.json().flatten_event(true).without_time().try_init()
     } else {
         builder.with_writer(std::io::stderr).try_init()
     };
+}
+
+/// The first of `AWS_LAMBDA_LOG_LEVEL` and `RUST_LOG` that names a level (case-insensitive).
+fn level_from(var: impl Fn(&str) -> Option<String>) -> Option<LevelFilter> {
+    ["AWS_LAMBDA_LOG_LEVEL", "RUST_LOG"]
+        .into_iter()
+        .find_map(|name| var(name)?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(pairs: &[(&str, &str)]) -> Option<LevelFilter> {
+        level_from(|name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+    }
+
+    #[test]
+    fn lambdas_log_level_wins_and_a_bad_value_is_passed_over() {
+        assert_eq!(
+            level(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG"), ("RUST_LOG", "error")]),
+            Some(LevelFilter::DEBUG)
+        );
+        assert_eq!(
+            level(&[("AWS_LAMBDA_LOG_LEVEL", "loud"), ("RUST_LOG", "warn")]),
+            Some(LevelFilter::WARN)
+        );
+        assert_eq!(level(&[("RUST_LOG", "shared=debug")]), None);
+        assert_eq!(level(&[]), None);
+    }
 }

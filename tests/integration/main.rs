@@ -3,10 +3,12 @@
 mod checkout;
 mod dunning;
 mod events;
+mod fuzz;
 mod privacy;
 mod queue;
 mod reconcile;
 mod secrets;
+mod security;
 mod store;
 mod stripe_client;
 mod webhook;

@@ -60,8 +60,8 @@ pub struct Deployment {
 
 impl Deployment {
     pub async fn load() -> Result<Self, OpsError> {
-        let sdk = shared::aws_sdk_config().await;
-        let env = bootstrap::environment(&sdk).await?;
+        let sdk = shared::aws::default_sdk_config().await;
+        let env = bootstrap::with_stripe_secrets(Env::from_process(), &sdk).await?;
         Ok(Self { sdk, env })
     }
 

@@ -4,11 +4,10 @@ use checkout::{AppState, IdentitySource, router};
 use shared::bootstrap;
 use shared::config::AppSettings;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let sdk = shared::aws_sdk_config().await;
-    let env = bootstrap::environment(&sdk).await?;
+    let (sdk, env) = bootstrap::start().await?;
     let state = AppState {
         syncer: bootstrap::syncer(&sdk, &env)?,
         app_base_url: AppSettings::from_env(&env)?.base_url,

@@ -6,11 +6,10 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use shared::bootstrap;
 use shared::processing::EventHandler;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let sdk = shared::aws_sdk_config().await;
-    let env = bootstrap::environment(&sdk).await?;
+    let (sdk, env) = bootstrap::start().await?;
     let syncer = bootstrap::syncer(&sdk, &env)?;
     let syncer = &syncer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

@@ -8,11 +8,10 @@ use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::notify::AwsNotifier;
 use shared::processing::EventHandler;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let sdk = shared::aws_sdk_config().await;
-    let env = bootstrap::environment(&sdk).await?;
+    let (sdk, env) = bootstrap::start().await?;
     let notifier = AwsNotifier::new(
         aws_sdk_sesv2::Client::new(&sdk),
         aws_sdk_sns::Client::new(&sdk),

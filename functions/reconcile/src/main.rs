@@ -6,11 +6,10 @@ use shared::config::QueueSettings;
 use shared::queue::SqsQueue;
 use shared::reconcile::{Reconciler, drift, emf_line};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let sdk = shared::aws_sdk_config().await;
-    let env = bootstrap::environment(&sdk).await?;
+    let (sdk, env) = bootstrap::start().await?;
     let reconciler = Reconciler {
         store: bootstrap::dynamo_store(&sdk, &env)?,
         queue: SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), QueueSettings::from_env(&env)?),

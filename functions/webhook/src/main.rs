@@ -2,18 +2,15 @@
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_runtime::{LambdaEvent, service_fn};
-use shared::config::{Env, QueueSettings, WebhookSettings, load_secrets_overlay};
+use shared::config::{QueueSettings, WebhookSettings};
 use shared::queue::SqsQueue;
 use shared::stripe::SignatureVerifier;
 use shared::webhook::{WebhookReceiver, apigw};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let sdk = shared::aws_sdk_config().await;
-    let env = Env::from_process();
-    let secrets = load_secrets_overlay(&env, &aws_sdk_secretsmanager::Client::new(&sdk)).await?;
-    let env = env.with_overlay(secrets);
+    let (sdk, env) = shared::bootstrap::start().await?;
     let settings = WebhookSettings::from_env(&env)?;
     let verifier = SignatureVerifier::new(&settings.secrets, settings.tolerance_secs);
     if !verifier.is_configured() {

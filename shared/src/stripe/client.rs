@@ -2,6 +2,7 @@
 //! `Idempotency-Key` on every POST (the same one on every retry of it), and retries with
 //! jittered exponential backoff on the failures Stripe documents as safe to retry.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -9,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use url::Url;
 
@@ -102,7 +104,10 @@ struct ErrorObject {
 
 #[derive(Clone)]
 pub struct StripeClient {
-    http: reqwest::Client,
+    /// Built on the first call when the client is [`StripeClient::lazy`]: building it loads and
+    /// parses the system's root certificates, milliseconds that a cold start on a path without
+    /// a Stripe call (`GET /billing/me`, most events) should not pay.
+    http: Arc<OnceCell<reqwest::Client>>,
     base: Url,
     secret_key: SecretString,
     retry: RetryPolicy,
@@ -128,7 +133,17 @@ enum Attempt<T> {
 impl StripeClient {
     pub fn new(http: reqwest::Client, base: Url, secret_key: SecretString, retry: RetryPolicy) -> Self {
         Self {
-            http,
+            http: Arc::new(OnceCell::new_with(Some(http))),
+            base,
+            secret_key,
+            retry,
+        }
+    }
+
+    /// A client whose HTTP client is built by [`StripeClient::http_client`] on the first call.
+    pub fn lazy(base: Url, secret_key: SecretString, retry: RetryPolicy) -> Self {
+        Self {
+            http: Arc::new(OnceCell::new()),
             base,
             secret_key,
             retry,
@@ -251,14 +266,18 @@ impl StripeClient {
         idempotency_key: Option<String>,
     ) -> Result<T, StripeError> {
         let deadline = Instant::now() + self.retry.deadline;
+        let http = self
+            .http
+            .get_or_try_init(|| async { Self::http_client() })
+            .await
+            .map_err(StripeError::Transport)?;
         let mut retries = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(StripeError::DeadlineExceeded(self.retry.deadline));
             }
-            let mut request = self
-                .http
+            let mut request = http
                 .request(method.clone(), url.clone())
                 .bearer_auth(self.secret_key.expose_secret())
                 .header("Stripe-Version", API_VERSION)
