@@ -27,6 +27,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The load + chaos run: signed events for many customers, duplicated and shuffled, into
+    /// the local webhook, with faults injected into every dependency; exits 1 on any mismatch.
+    Chaos {
+        #[arg(long, default_value_t = 500)]
+        customers: usize,
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        /// Share of events delivered twice.
+        #[arg(long, default_value_t = 0.1)]
+        duplicates: f64,
+        /// Share of calls to each dependency that fail.
+        #[arg(long, default_value_t = 0.01)]
+        faults: f64,
+        /// SQS's maxReceiveCount.
+        #[arg(long, default_value_t = 5)]
+        max_receives: u32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        time_limit: u64,
+    },
     Coldstart {
         /// Invocations per cold start.
         #[arg(long, default_value_t = 200)]
@@ -45,12 +65,32 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Command::Coldstart {
-        n,
-        starts,
-        only,
-        no_build,
-    } = Cli::parse().command;
+    let (n, starts, only, no_build) = match Cli::parse().command {
+        Command::Coldstart {
+            n,
+            starts,
+            only,
+            no_build,
+        } => (n, starts, only, no_build),
+        Command::Chaos {
+            customers,
+            events,
+            duplicates,
+            faults,
+            max_receives,
+            time_limit,
+        } => {
+            let config = billing_tests::chaos::ChaosConfig {
+                customers,
+                events,
+                duplicate_rate: duplicates,
+                fault_rate: faults,
+                max_receives,
+                time_limit: Duration::from_secs(time_limit),
+            };
+            return chaos(&config).await;
+        }
+    };
     let names: Vec<&str> = functions::ALL
         .into_iter()
         .filter(|name| only.is_empty() || only.iter().any(|o| o == name))
@@ -93,6 +133,34 @@ async fn main() -> ExitCode {
         println!("{}", row(name, size, &mut runs));
     }
     ExitCode::SUCCESS
+}
+
+async fn chaos(config: &billing_tests::chaos::ChaosConfig) -> ExitCode {
+    println!(
+        "{} customers, ~{} events, {:.0}% duplicates, {:.1}% faults per dependency call, maxReceiveCount {}; all on 127.0.0.1",
+        config.customers,
+        config.events,
+        config.duplicate_rate * 100.0,
+        config.fault_rate * 100.0,
+        config.max_receives
+    );
+    match billing_tests::chaos::run(config).await {
+        Ok(report) => {
+            println!("{}", report.summary());
+            for example in &report.examples {
+                println!("  mismatch: {example}");
+            }
+            if report.mismatches() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn build(names: &[&str]) -> Result<(), String> {

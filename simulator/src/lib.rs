@@ -11,7 +11,9 @@ pub mod spec;
 mod state;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -34,11 +36,46 @@ pub struct Delivery {
     pub shuffle: bool,
 }
 
+/// Failures of Stripe's own to inject into API requests (never into `/sim/` control calls).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Share of API requests that fail, 0.0–1.0; each fault is a 500, a 429 with `Retry-After`,
+    /// or a slow answer, in equal parts.
+    pub rate: f64,
+    /// How late a slow answer comes. The work is done before the wait, as when Stripe's answer
+    /// is lost: a client that gives up and retries with its idempotency key gets the stored
+    /// answer, and nothing is created twice.
+    pub slow: Duration,
+}
+
 struct Shared {
     sim: Mutex<Sim>,
     spec: Spec,
     delivery: Mutex<Delivery>,
+    faults: Mutex<Faults>,
+    injected: AtomicU64,
     http: reqwest::Client,
+}
+
+enum Fault {
+    ServerError,
+    RateLimited,
+    Slow(Duration),
+}
+
+impl Shared {
+    fn draw_fault(&self) -> Option<Fault> {
+        let faults = *lock(&self.faults);
+        if faults.rate <= 0.0 || fastrand::f64() >= faults.rate {
+            return None;
+        }
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        Some(match fastrand::u8(0..3) {
+            0 => Fault::ServerError,
+            1 => Fault::RateLimited,
+            _ => Fault::Slow(faults.slow),
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -62,6 +99,8 @@ impl Simulator {
             sim: Mutex::new(Sim::new(base_url.clone())),
             spec: Spec::load(),
             delivery: Mutex::new(delivery),
+            faults: Mutex::new(Faults::default()),
+            injected: AtomicU64::new(0),
             http: reqwest::Client::new(),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -75,6 +114,20 @@ impl Simulator {
 
     pub fn set_delivery(&self, delivery: Delivery) {
         *lock(&self.shared.delivery) = delivery;
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *lock(&self.shared.faults) = faults;
+    }
+
+    /// How many events the simulator has emitted so far.
+    pub fn events_emitted(&self) -> usize {
+        lock(&self.shared.sim).events_emitted()
+    }
+
+    /// How many API requests got an injected fault so far.
+    pub fn faults_injected(&self) -> u64 {
+        self.shared.injected.load(Ordering::Relaxed)
     }
 }
 
@@ -126,6 +179,28 @@ async fn handle(
             Err(message) => stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", &message),
         };
     }
+    let fault = shared.draw_fault();
+    match fault {
+        Some(Fault::ServerError) => {
+            return stripe_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "An unknown error occurred (simulated)",
+            );
+        }
+        Some(Fault::RateLimited) => {
+            let mut answer = stripe_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "Too many requests (simulated)",
+            );
+            answer
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            return answer;
+        }
+        Some(Fault::Slow(_)) | None => {}
+    }
     if let Err(problems) = shared.spec.validate(method.as_str(), &path, uri.query(), &body) {
         return invalid_request(&problems);
     }
@@ -136,13 +211,17 @@ async fn handle(
     let params = decode_form(&body);
     let query = decode_form(uri.query().unwrap_or_default().as_bytes());
     let outcome = lock(&shared.sim).api(method.as_str(), &path, &params, &query, key.as_deref());
-    match outcome {
+    let answer = match outcome {
         Ok((object, events)) => {
             deliver(&shared, events).await;
             axum::Json(object).into_response()
         }
         Err((status, message)) => stripe_error(status, "invalid_request_error", &message),
+    };
+    if let Some(Fault::Slow(delay)) = fault {
+        tokio::time::sleep(delay).await;
     }
+    answer
 }
 
 /// Signs and POSTs events to the webhook; returns how many deliveries were accepted.

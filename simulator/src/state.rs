@@ -72,6 +72,10 @@ impl Sim {
         }
     }
 
+    pub fn events_emitted(&self) -> usize {
+        self.events.len()
+    }
+
     fn id(&mut self, prefix: &str) -> String {
         self.seq += 1;
         format!("{prefix}_sim{}{:06}", self.run, self.seq)

@@ -1,5 +1,6 @@
 //! Integration tests: one binary (so moto starts once), one module per capability.
 
+mod chaos;
 mod checkout;
 mod dunning;
 mod events;

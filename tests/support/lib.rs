@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod aws;
+pub mod chaos;
+pub mod faults;
 pub mod fixtures;
 pub mod lifecycle;
 pub mod queue_conformance;
