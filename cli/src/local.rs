@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -21,6 +20,7 @@ use shared::config::{Env, PlanCatalog, QueueSettings, StoreSettings, StripeSetti
 use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::notify::MemoryNotifier;
 use shared::processing::EventHandler;
+use shared::processing::batch::sqs_event;
 use shared::queue::{EventQueue, MemoryQueue, QueueName, SqsQueue};
 use shared::store::{BillingStore, DynamoStore, MemoryStore};
 use shared::stripe::{RetryPolicy, SignatureVerifier, StripeClient};
@@ -295,16 +295,7 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
                 if messages.is_empty() {
                     continue;
                 }
-                let mut batch = SqsEvent::default();
-                for message in &messages {
-                    let mut record = SqsMessage::default();
-                    record.message_id = Some(message.message_id.clone());
-                    record.body = Some(message.body.clone());
-                    if let Some(group) = &message.group_id {
-                        record.attributes.insert("MessageGroupId".into(), group.clone());
-                    }
-                    batch.records.push(record);
-                }
+                let batch = sqs_event(&messages);
                 let (now, lease_until) = (shared::unix_now(), shared::unix_now() + 60);
                 let response = match name {
                     QueueName::Events => self.events.handle_batch(batch, now, lease_until).await,

@@ -16,7 +16,6 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -30,6 +29,7 @@ use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::entitlement;
 use shared::notify::MemoryNotifier;
 use shared::processing::EventHandler;
+use shared::processing::batch::sqs_event;
 use shared::queue::{EventQueue, MemoryQueue, OutboundMessage, QueueName, ReceivedMessage};
 use shared::store::{BillingStore, DunningStage, LedgerState, MemoryStore, UserId};
 use shared::stripe::signature::sign;
@@ -195,14 +195,8 @@ impl Sim {
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
-            .await
-            .map_err(|e| format!("{path}: {e}"))?;
-        let status = response.status();
-        let value: Value = response.json().await.map_err(|e| format!("{path}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("{path}: {status} {value}"));
-        }
-        Ok(value)
+            .await;
+        answer(path, response).await
     }
 
     async fn get(&self, path: &str) -> Result<Value, String> {
@@ -211,15 +205,20 @@ impl Sim {
             .get(format!("{}{path}", self.simulator.base_url))
             .header("Authorization", "Bearer sk_test_chaos")
             .send()
-            .await
-            .map_err(|e| format!("{path}: {e}"))?;
-        let status = response.status();
-        let value: Value = response.json().await.map_err(|e| format!("{path}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("{path}: {status} {value}"));
-        }
-        Ok(value)
+            .await;
+        answer(path, response).await
     }
+}
+
+/// The simulator's JSON answer, or what went wrong with `path`.
+async fn answer(path: &str, response: reqwest::Result<reqwest::Response>) -> Result<Value, String> {
+    let response = response.map_err(|e| format!("{path}: {e}"))?;
+    let status = response.status();
+    let value: Value = response.json().await.map_err(|e| format!("{path}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("{path}: {status} {value}"));
+    }
+    Ok(value)
 }
 
 fn text(value: &Value, at: &str) -> Result<String, String> {
@@ -597,16 +596,7 @@ async fn drain(
 
 /// One batch through its processor, as the SQS trigger hands it over; the ids that failed.
 async fn process(system: &System, name: QueueName, messages: &[ReceivedMessage]) -> HashSet<String> {
-    let mut batch = SqsEvent::default();
-    for message in messages {
-        let mut record = SqsMessage::default();
-        record.message_id = Some(message.message_id.clone());
-        record.body = Some(message.body.clone());
-        if let Some(group) = &message.group_id {
-            record.attributes.insert("MessageGroupId".into(), group.clone());
-        }
-        batch.records.push(record);
-    }
+    let batch = sqs_event(messages);
     let (now, lease_until) = (shared::unix_now(), shared::unix_now() + LEASE_SECS);
     let response = match name {
         QueueName::Events => system.events.handle_batch(batch, now, lease_until).await,

@@ -11,6 +11,23 @@ use std::future::Future;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 
 use super::{Outcome, ProcessError};
+use crate::queue::ReceivedMessage;
+
+/// Received messages as the SQS trigger hands them to a function: for local runs, which drain
+/// a queue themselves and must feed the processors exactly what Lambda would.
+pub fn sqs_event(messages: &[ReceivedMessage]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for message in messages {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(message.message_id.clone());
+        record.body = Some(message.body.clone());
+        if let Some(group) = &message.group_id {
+            record.attributes.insert("MessageGroupId".into(), group.clone());
+        }
+        event.records.push(record);
+    }
+    event
+}
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchCounts {
