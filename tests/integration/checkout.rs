@@ -539,6 +539,7 @@ async fn bad_input_on_every_route_is_a_4xx_json_error() {
         ("POST", "/billing/sync"),
     ];
     let huge = format!("{{\"plan\":\"{}\"}}", "x".repeat(checkout::MAX_BODY_BYTES));
+    let ten_megabytes = format!("{{\"plan\":\"{}\"}}", "x".repeat(10 * 1024 * 1024));
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     for (verb, route) in routes {
         let unauthenticated = api.call(verb, route, None, "{}").await;
@@ -564,6 +565,7 @@ async fn bad_input_on_every_route_is_a_4xx_json_error() {
             "{\"plan\":[1,2]}",
             deep.as_str(),
             huge.as_str(),
+            ten_megabytes.as_str(),
             "\"\\ud800\"",
         ] {
             let answer = api.call(verb, route, Some("user-bad"), body).await;
