@@ -21,6 +21,7 @@ use crate::proc;
 #[derive(Default)]
 struct Progress {
     pid: Option<u32>,
+    cpu: proc::CpuMeter,
     events: VecDeque<Vec<u8>>,
     issued: u64,
     started: HashMap<String, Instant>,
@@ -157,7 +158,7 @@ async fn next(State(shared): State<Shared>) -> Response {
     let issued = shared.with(|p| {
         if p.first_next.is_none() {
             p.first_next = Some(arrived);
-            p.cpu_at_init = p.pid.and_then(proc::cpu_time);
+            p.cpu_at_init = p.pid.and_then(|pid| p.cpu.read(pid));
         }
         match p.events.pop_front() {
             Some(event) => {
@@ -167,7 +168,7 @@ async fn next(State(shared): State<Shared>) -> Response {
                 Some((id, event))
             }
             None => {
-                p.cpu_at_end = p.pid.and_then(proc::cpu_time);
+                p.cpu_at_end = p.pid.and_then(|pid| p.cpu.read(pid));
                 None
             }
         }
@@ -204,7 +205,7 @@ fn finish(shared: &Shared, id: &str, failure: Option<String>) {
             p.latencies.push(started.elapsed());
         }
         if p.latencies.len() == 1 {
-            p.cpu_after_first = p.pid.and_then(proc::cpu_time);
+            p.cpu_after_first = p.pid.and_then(|pid| p.cpu.read(pid));
         }
         p.errors.extend(failure);
     });

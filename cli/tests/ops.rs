@@ -11,6 +11,7 @@ use common::{Run, run};
 use serde_json::{Value, json};
 use shared::config::{PlanCatalog, QueueSettings};
 use shared::queue::{QueueName, SqsQueue};
+use shared::reconcile::CURSOR;
 use shared::store::{BillingStore, DynamoStore, LedgerClaim, UserId, WriteRule};
 use shared::stripe::Subscription;
 use shared::sync::Syncer;
@@ -78,8 +79,9 @@ async fn backfill_enqueues_what_the_ledger_has_not_completed() {
     let (missed, done) = (unique("evt_"), unique("evt_"));
     let invoice = || fixtures::invoice(&unique("in_"), &unique("cus_"), &unique("sub_"), "paid");
     let events = json!({"object": "list", "url": "/v1/events", "has_more": false, "data": [
-        fixtures::event(&missed, "invoice.paid", now - 100, invoice()),
-        fixtures::event(&done, "invoice.paid", now - 200, invoice()),
+        fixtures::event(&unique("evt_"), "invoice.paid", now - 100, invoice()),
+        fixtures::event(&missed, "invoice.paid", now - 400, invoice()),
+        fixtures::event(&done, "invoice.paid", now - 500, invoice()),
     ]});
     Mock::given(method("GET"))
         .and(path("/v1/events"))
@@ -104,9 +106,16 @@ async fn backfill_enqueues_what_the_ledger_has_not_completed() {
         (
             report["seen"].as_u64(),
             report["already_done"].as_u64(),
-            report["enqueued"].as_u64()
+            report["enqueued"].as_u64(),
+            report["in_flight"].as_u64()
         ),
-        (Some(2), Some(1), Some(1))
+        (Some(3), Some(1), Some(1), Some(1)),
+        "the event 100 s old is left to its own delivery"
+    );
+    assert_eq!(
+        deployment.store.get_cursor(CURSOR).await.unwrap(),
+        None,
+        "a backfill leaves the schedule's cursor alone"
     );
     let window_start = report["window_start"].as_i64().unwrap();
     assert!((now - 7200..=now - 7200 + 60).contains(&window_start), "{window_start}");
@@ -122,7 +131,7 @@ async fn backfill_enqueues_what_the_ledger_has_not_completed() {
     deployment.stripe.assert_requests_valid().await;
 
     let human = deployment.billing(&["backfill", "--since", "2h"]).await;
-    assert!(human.stdout.starts_with("Listed 2 events from"), "{}", human.stdout);
+    assert!(human.stdout.starts_with("Listed 3 events from"), "{}", human.stdout);
 }
 
 #[tokio::test]

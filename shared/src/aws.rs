@@ -22,7 +22,9 @@ const AMAZON_TRUST_SERVICES_ROOTS: &str = include_str!("../certs/amazon-trust-se
 /// The SDK's own default, kept: a connection that takes longer is not coming.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 
-/// A function's configuration, from the variables Lambda sets for every function.
+/// A function's configuration, from the variables Lambda sets for every function, and the
+/// standard SDK variables a deployment may add: `AWS_ENDPOINT_URL`, `AWS_USE_FIPS_ENDPOINT`,
+/// `AWS_USE_DUALSTACK_ENDPOINT`, `AWS_RETRY_MODE`, `AWS_MAX_ATTEMPTS`.
 pub fn lambda_sdk_config(env: &Env) -> Result<SdkConfig, ConfigError> {
     let region = env.require("AWS_REGION")?;
     let credentials = Credentials::new(
@@ -39,12 +41,49 @@ pub fn lambda_sdk_config(env: &Env) -> Result<SdkConfig, ConfigError> {
         .http_client(http_client())
         .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
         .time_source(aws_smithy_async::time::SystemTimeSource::new())
-        .retry_config(RetryConfig::standard())
+        .retry_config(retry_config(env)?)
         .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build());
     if let Some(url) = env.get("AWS_ENDPOINT_URL").filter(|url| !url.is_empty()) {
         config = config.endpoint_url(url);
     }
+    if let Some(fips) = flag(env, "AWS_USE_FIPS_ENDPOINT")? {
+        config = config.use_fips(fips);
+    }
+    if let Some(dual_stack) = flag(env, "AWS_USE_DUALSTACK_ENDPOINT")? {
+        config = config.use_dual_stack(dual_stack);
+    }
     Ok(config.build())
+}
+
+fn flag(env: &Env, var: &'static str) -> Result<Option<bool>, ConfigError> {
+    match env.get(var).map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(value) if value.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(value) if value.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(_) => Err(ConfigError::Invalid {
+            var,
+            reason: "expected true or false".into(),
+        }),
+    }
+}
+
+/// The SDK's standard retries unless `AWS_RETRY_MODE` says `adaptive`; `legacy` is the
+/// standard mode in this SDK.
+fn retry_config(env: &Env) -> Result<RetryConfig, ConfigError> {
+    let retry = match env.get("AWS_RETRY_MODE").map(str::trim) {
+        None | Some("" | "standard" | "legacy") => RetryConfig::standard(),
+        Some("adaptive") => RetryConfig::adaptive(),
+        Some(_) => {
+            return Err(ConfigError::Invalid {
+                var: "AWS_RETRY_MODE",
+                reason: "expected standard, adaptive or legacy".into(),
+            });
+        }
+    };
+    Ok(match env.parse_u64("AWS_MAX_ATTEMPTS")? {
+        Some(attempts) => retry.with_max_attempts(u32::try_from(attempts.max(1)).unwrap_or(u32::MAX)),
+        None => retry,
+    })
 }
 
 /// The default loader's configuration, with the same HTTPS client: for the CLI and the tests.
@@ -68,7 +107,10 @@ fn http_client() -> SharedHttpClient {
     let context = TlsContext::builder()
         .with_trust_store(trust_store)
         .build()
-        .unwrap_or_default();
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "the compiled-in AWS roots were refused; trusting the system's store");
+            TlsContext::default()
+        });
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(context)
@@ -108,6 +150,32 @@ mod tests {
         assert_eq!(credentials.session_token(), Some("token"));
         assert!(config.http_client().is_some() && config.sleep_impl().is_some());
         assert_eq!(lambda_sdk_config(&lambda_env(&[])).unwrap().endpoint_url(), None);
+    }
+
+    #[test]
+    fn the_standard_fips_dual_stack_and_retry_variables_are_honoured() {
+        let config = lambda_sdk_config(&lambda_env(&[
+            ("AWS_USE_FIPS_ENDPOINT", "true"),
+            ("AWS_USE_DUALSTACK_ENDPOINT", "TRUE"),
+            ("AWS_RETRY_MODE", "adaptive"),
+            ("AWS_MAX_ATTEMPTS", "7"),
+        ]))
+        .unwrap();
+        let defaults = lambda_sdk_config(&lambda_env(&[])).unwrap();
+
+        assert_eq!((config.use_fips(), config.use_dual_stack()), (Some(true), Some(true)));
+        assert_eq!((defaults.use_fips(), defaults.use_dual_stack()), (None, None));
+        let retry = config.retry_config().unwrap();
+        assert_eq!(retry.max_attempts(), 7);
+        assert_eq!(retry.mode(), aws_smithy_types::retry::RetryMode::Adaptive);
+        assert_eq!(
+            defaults.retry_config().unwrap().mode(),
+            aws_smithy_types::retry::RetryMode::Standard
+        );
+        for (var, value) in [("AWS_USE_FIPS_ENDPOINT", "yes"), ("AWS_RETRY_MODE", "eager")] {
+            let error = lambda_sdk_config(&lambda_env(&[(var, value)])).unwrap_err();
+            assert!(error.to_string().contains(var), "{error}");
+        }
     }
 
     #[test]

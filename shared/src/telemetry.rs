@@ -3,7 +3,7 @@
 //! ids, types and counts — never request bodies, emails, names or secrets. Locally the log
 //! goes to stderr, so a command's stdout holds only its report.
 //!
-//! The level is one name (`error`, `warn`, `info`, `debug`, `trace`, `off`) from
+//! The level is one name (`fatal`, `error`, `warn`, `info`, `debug`, `trace`, `off`) from
 //! `AWS_LAMBDA_LOG_LEVEL` (Lambda's advanced logging controls) or `RUST_LOG`. A plain level
 //! rather than per-module directives: directive filtering compiles patterns at start and links a
 //! regex engine, measurable on every cold start.
@@ -29,10 +29,15 @@ pub fn init_with_default(default: LevelFilter) {
 }
 
 /// The first of `AWS_LAMBDA_LOG_LEVEL` and `RUST_LOG` that names a level (case-insensitive).
+/// Lambda's `FATAL` is the error level here: nothing is logged above it.
 fn level_from(var: impl Fn(&str) -> Option<String>) -> Option<LevelFilter> {
-    ["AWS_LAMBDA_LOG_LEVEL", "RUST_LOG"]
-        .into_iter()
-        .find_map(|name| var(name)?.trim().parse().ok())
+    ["AWS_LAMBDA_LOG_LEVEL", "RUST_LOG"].into_iter().find_map(|name| {
+        let value = var(name)?;
+        match value.trim() {
+            fatal if fatal.eq_ignore_ascii_case("fatal") => Some(LevelFilter::ERROR),
+            level => level.parse().ok(),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -53,6 +58,7 @@ mod tests {
             level(&[("AWS_LAMBDA_LOG_LEVEL", "loud"), ("RUST_LOG", "warn")]),
             Some(LevelFilter::WARN)
         );
+        assert_eq!(level(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")]), Some(LevelFilter::ERROR));
         assert_eq!(level(&[("RUST_LOG", "shared=debug")]), None);
         assert_eq!(level(&[]), None);
     }

@@ -120,6 +120,12 @@ impl Simulator {
         *lock(&self.shared.faults) = faults;
     }
 
+    /// Each action one second after the previous one from now on, instead of the real second:
+    /// events then have distinct `created` values except within one action.
+    pub fn step_clock(&self) {
+        lock(&self.shared.sim).step_clock();
+    }
+
     /// How many events the simulator has emitted so far.
     pub fn events_emitted(&self) -> usize {
         lock(&self.shared.sim).events_emitted()

@@ -31,6 +31,8 @@ pub struct Sim {
     run: String,
     seq: u64,
     clock: i64,
+    /// Each action one second after the previous one (see [`Sim::step_clock`]).
+    stepping: bool,
     customers: BTreeMap<String, Value>,
     sessions: BTreeMap<String, Value>,
     subscriptions: BTreeMap<String, Value>,
@@ -63,6 +65,7 @@ impl Sim {
             run: std::iter::repeat_with(fastrand::alphanumeric).take(8).collect(),
             seq: 0,
             clock: shared::unix_now(),
+            stepping: false,
             customers: BTreeMap::new(),
             sessions: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
@@ -85,7 +88,17 @@ impl Sim {
     /// with Stripe; the clock never goes backwards.
     fn tick(&mut self) -> i64 {
         self.clock = self.clock.max(shared::unix_now());
+        if self.stepping {
+            self.clock += 1;
+        }
         self.clock
+    }
+
+    /// From now on each action happens one second after the previous one, as when a customer's
+    /// actions are spread over days: only the events of one action share a `created`. A run
+    /// that makes thousands of actions in seconds then still puts them in a clear order.
+    pub fn step_clock(&mut self) {
+        self.stepping = true;
     }
 
     fn event(&mut self, event_type: &str, object: &Value, created: i64) -> Value {

@@ -68,27 +68,37 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
-/// Events shaped like Stripe's, with any field possibly of the wrong type or missing.
+/// Events shaped like Stripe's: some well-formed, some with any field of the wrong type or
+/// missing.
 fn event_like() -> impl Strategy<Value = Value> {
-    let event_type = prop_oneof![
-        prop::sample::select(routing::handled_event_types().collect::<Vec<_>>()).prop_map(Value::from),
+    let handled = prop::sample::select(routing::handled_event_types().collect::<Vec<_>>());
+    let well_formed = (handled.clone(), "[a-zA-Z0-9_]{1,30}", any::<bool>(), any_json()).prop_map(
+        |(event_type, suffix, livemode, metadata)| {
+            json!({
+                "id": format!("evt_{suffix}"), "object": "event", "type": event_type, "created": NOW,
+                "livemode": livemode,
+                "data": {"object": {"id": format!("obj_{suffix}"), "object": "invoice",
+                                    "customer": format!("cus_{suffix}"), "metadata": metadata}}
+            })
+        },
+    );
+    let malformed = (
         any_json(),
-    ];
-    (
-        any_json(),
-        event_type,
+        prop_oneof![handled.prop_map(Value::from), any_json()],
         prop_oneof![Just(json!(NOW)), any_json()],
+        prop_oneof![Just(json!(false)), any_json()],
         any_json(),
-        any::<bool>(),
     )
-        .prop_map(|(id, event_type, created, object, id_is_text)| {
-            let id = if id_is_text { json!("evt_fuzz") } else { id };
-            json!({"id": id, "object": "event", "type": event_type, "created": created, "data": {"object": object}})
-        })
+        .prop_map(|(id, event_type, created, livemode, object)| {
+            json!({"id": id, "object": "event", "type": event_type, "created": created,
+                   "livemode": livemode, "data": {"object": object}})
+        });
+    prop_oneof![well_formed, malformed]
 }
 
 #[test]
 fn the_envelope_parser_and_routing_never_panic() {
+    let routed = std::sync::atomic::AtomicUsize::new(0);
     runner(512)
         .run(
             &prop_oneof![
@@ -101,6 +111,7 @@ fn the_envelope_parser_and_routing_never_panic() {
                     if let Some((queue, message)) = routing::message_for(&envelope, &text) {
                         prop_assert_eq!(Some(queue), routing::route(&envelope.event_type));
                         prop_assert_eq!(message.event_id, envelope.id.as_ref());
+                        routed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     let _ = envelope.customer_id();
                 }
@@ -108,6 +119,10 @@ fn the_envelope_parser_and_routing_never_panic() {
             },
         )
         .unwrap();
+    assert!(
+        routed.into_inner() > 0,
+        "well-formed events are generated and routed too"
+    );
 }
 
 #[test]
@@ -130,9 +145,15 @@ fn signatures_verify_exactly_when_made_with_a_configured_secret_over_the_same_by
                 prop_assert_eq!(verdict.is_ok(), skew.abs() <= 300, "skew {}", skew);
                 if !body.is_empty() {
                     let mut tampered = body.clone();
-                    tampered[flip % body.len()] ^= 1;
+                    tampered[flip % body.len()] ^= 1 << (flip / body.len() % 8);
                     prop_assert!(verifier.verify(Some(&header), &tampered, NOW).is_err());
                 }
+                let rotated = sign("whsec_other", NOW + skew, &body);
+                prop_assert_eq!(
+                    verifier.verify(Some(&rotated), &body, NOW).is_ok(),
+                    skew.abs() <= 300,
+                    "the second configured secret verifies too"
+                );
                 let foreign = sign(&format!("whsec_{wrong_secret}x"), NOW, &body);
                 prop_assert!(verifier.verify(Some(&foreign), &body, NOW).is_err());
                 Ok(())
@@ -197,19 +218,29 @@ fn webhook_event() -> impl Strategy<Value = (ApiGatewayV2httpRequest, bool)> {
 async fn any_api_gateway_event_gets_a_defined_webhook_answer() {
     let verifier = SignatureVerifier::new(&[SecretString::from(SECRET)], NonZeroU64::new(300).unwrap());
     let receiver = WebhookReceiver::new(verifier, MemoryQueue::new());
+    let mut accepted = 0;
     for (request, signed) in samples(webhook_event(), 512) {
         let answer = apigw::handle(&receiver, &request, NOW).await;
         let status = answer.status_code;
         assert!([200, 400, 405, 413].contains(&status), "{status} for {request:?}");
         if status == 200 {
             assert!(signed, "only a signature made with the secret is accepted: {request:?}");
+            accepted += 1;
         }
     }
+    assert!(accepted > 0, "the generator makes acceptable deliveries too");
     // Whatever was accepted reached a queue whole: every message is a routable event.
     for name in QueueName::ALL {
-        for message in receiver.queue().receive(name, 10).await.unwrap() {
-            let envelope = EventEnvelope::parse(message.body.as_bytes()).unwrap();
-            assert_eq!(routing::route(&envelope.event_type), Some(name));
+        loop {
+            let messages = receiver.queue().receive(name, 10).await.unwrap();
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                let envelope = EventEnvelope::parse(message.body.as_bytes()).unwrap();
+                assert_eq!(routing::route(&envelope.event_type), Some(name));
+                receiver.queue().delete(name, &message.receipt_handle).await.unwrap();
+            }
         }
     }
 }
@@ -258,16 +289,25 @@ async fn any_request_to_the_billing_api_is_answered_without_a_server_error() {
         any_json().prop_map(|v| json!({"plan": v, "quantity": 1}).to_string()),
         "\\PC{0,200}",
     ];
-    for (method, path, user, body) in samples((method, api_path(), user, body), 384) {
-        let event = apigw_event(method, &path, user.as_deref(), json!({}), &body);
+    let cases = samples((method, api_path(), user, body), 384);
+    let (mut answered, mut bad_gateway) = (0, 0);
+    for (method, path, user, body) in &cases {
+        let event = apigw_event(method, path, user.as_deref(), json!({}), body);
         let Some(status) = api_answer(&api, &event).await else {
             continue; // lambda_http refused the event itself: Lambda answers it, not the router
         };
+        answered += 1;
+        bad_gateway += usize::from(status == 502);
         assert!(
             status < 500 || status == 502,
             "{method} {path} as {user:?} with {body:.60} → {status}"
         );
     }
+    assert!(answered * 2 > cases.len(), "most cases reach the router: {answered}");
+    assert!(
+        bad_gateway <= stripe.requests().await.len(),
+        "a 502 only ever answers a request that reached Stripe"
+    );
 }
 
 #[tokio::test]

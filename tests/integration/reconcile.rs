@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use shared::config::{PlanCatalog, QueueSettings};
 use shared::processing::{EventHandler, Outcome};
 use shared::queue::{MemoryQueue, QueueName, SqsQueue};
-use shared::reconcile::{CURSOR, EVENT_RETENTION_SECS, Reconciler, drift, emf_line};
+use shared::reconcile::{CURSOR, EVENT_RETENTION_SECS, IN_FLIGHT_SECS, Reconciler, drift, emf_line};
 use shared::store::{Access, BillingStore, LedgerClaim, MemoryStore, UserId, WriteRule};
 use shared::stripe::{Subscription, SubscriptionStatus};
 use shared::sync::Syncer;
@@ -56,13 +56,14 @@ fn invoice_event(id: &str, event_type: &str, created: i64) -> Value {
 #[tokio::test]
 async fn missed_events_are_enqueued_once_and_completed_ones_are_not() {
     let stripe = StripeStandIn::start().await;
-    let (missed_paid, done, missed_failed) = (unique("evt_"), unique("evt_"), unique("evt_"));
+    let (young, missed_paid, done, missed_failed) = (unique("evt_"), unique("evt_"), unique("evt_"), unique("evt_"));
     let first = [
-        invoice_event(&missed_paid, "invoice.paid", NOW - 100),
-        invoice_event(&done, "invoice.paid", NOW - 200),
-        invoice_event(&unique("evt_"), "charge.succeeded", NOW - 250),
+        invoice_event(&young, "invoice.paid", NOW - 100),
+        invoice_event(&missed_paid, "invoice.paid", NOW - 350),
+        invoice_event(&done, "invoice.paid", NOW - 400),
+        invoice_event(&unique("evt_"), "charge.succeeded", NOW - 450),
     ];
-    let second = [invoice_event(&missed_failed, "invoice.payment_failed", NOW - 300)];
+    let second = [invoice_event(&missed_failed, "invoice.payment_failed", NOW - 500)];
     serve_events(&stripe, &first, &second).await;
     let (_, _, queue) = aws::fresh_queues().await;
     let store = aws::fresh_store().await;
@@ -79,25 +80,25 @@ async fn missed_events_are_enqueued_once_and_completed_ones_are_not() {
     let report = reconciler.run(NOW, None).await.unwrap();
     let again = reconciler.run(NOW + 60, None).await.unwrap();
 
-    assert_eq!((report.seen, report.already_done, report.enqueued), (4, 1, 2));
+    assert_eq!((report.seen, report.already_done, report.enqueued), (5, 1, 2));
     assert_eq!(
-        report.missed, 1,
-        "the event 100 s old may still be in the queue: enqueued, not counted as missed"
+        report.in_flight, 1,
+        "the event 100 s old may still be in the queue: left to its own delivery"
     );
     assert_eq!(
         report.window_start,
         NOW - EVENT_RETENTION_SECS + 60,
         "first run starts at the oldest listable event"
     );
-    assert_eq!(report.lag_seconds, 300);
+    assert_eq!(report.lag_seconds, 500);
     assert_eq!(
         report.cursor,
-        Some(NOW),
-        "a complete listing moves the cursor to its own time"
+        Some(NOW - IN_FLIGHT_SECS),
+        "a complete listing moves the cursor up to the in-flight window"
     );
     assert_eq!(
         again.window_start,
-        NOW - shared::reconcile::OVERLAP_SECS,
+        NOW - IN_FLIGHT_SECS - shared::reconcile::OVERLAP_SECS,
         "later runs start at the cursor, with overlap"
     );
     let events: Vec<String> = drain(&reconciler.queue, QueueName::Events)
@@ -114,9 +115,9 @@ async fn missed_events_are_enqueued_once_and_completed_ones_are_not() {
     assert_eq!(failures, [missed_failed]);
 
     let metrics: Value = serde_json::from_str(&emf_line(&report, None, NOW * 1000)).unwrap();
-    assert_eq!(metrics["MissedEvents"], 1);
-    assert_eq!(metrics["enqueued"], 2);
-    assert_eq!(metrics["EventLagSeconds"], 300);
+    assert_eq!(metrics["MissedEvents"], 2);
+    assert_eq!(metrics["in_flight"], 1);
+    assert_eq!(metrics["EventLagSeconds"], 500);
     assert_eq!(metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"], "StripeBilling");
 
     let listing = stripe
@@ -140,7 +141,7 @@ async fn the_cursor_moves_only_after_enqueueing_succeeded() {
     let stripe = StripeStandIn::start().await;
     serve_events(
         &stripe,
-        &[invoice_event(&unique("evt_"), "invoice.paid", NOW - 10)],
+        &[invoice_event(&unique("evt_"), "invoice.paid", NOW - 1000)],
         &[],
     )
     .await;
@@ -177,13 +178,13 @@ async fn a_quiet_account_keeps_the_cursor_current_and_an_expired_cursor_restarts
     let quiet = reconciler.run(NOW + 900, None).await.unwrap();
     let after_outage = reconciler.run(NOW + EVENT_RETENTION_SECS + 86_400, None).await.unwrap();
 
-    assert_eq!((first.seen, first.cursor), (0, Some(NOW)));
+    assert_eq!((first.seen, first.cursor), (0, Some(NOW - IN_FLIGHT_SECS)));
     assert_eq!(
         quiet.window_start,
-        NOW - shared::reconcile::OVERLAP_SECS,
+        NOW - IN_FLIGHT_SECS - shared::reconcile::OVERLAP_SECS,
         "no events listed, yet the window follows the cursor"
     );
-    assert_eq!(quiet.cursor, Some(NOW + 900));
+    assert_eq!(quiet.cursor, Some(NOW + 900 - IN_FLIGHT_SECS));
     assert_eq!(
         after_outage.window_start,
         NOW + 86_400 + 60,
@@ -191,7 +192,7 @@ async fn a_quiet_account_keeps_the_cursor_current_and_an_expired_cursor_restarts
     );
     assert_eq!(
         reconciler.store.get_cursor(CURSOR).await.unwrap(),
-        Some(NOW + EVENT_RETENTION_SECS + 86_400)
+        Some(NOW + EVENT_RETENTION_SECS + 86_400 - IN_FLIGHT_SECS)
     );
 }
 

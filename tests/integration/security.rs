@@ -1,5 +1,9 @@
 //! Checks on the code itself, for properties no behavioural test can see: a `==` on signature
 //! bytes verifies correctly yet leaks, through timing, how many leading bytes matched.
+//!
+//! The scan reads lines: a comparison that rustfmt splits over lines, or one hidden in a call
+//! such as `contains(&expected)`, escapes it. It guards the verifier's one `ct_eq` fold against
+//! the easy regression; review guards against the rest.
 
 use std::path::{Path, PathBuf};
 

@@ -97,7 +97,12 @@ pub struct ChaosReport {
     pub lost: usize,
     pub ledger_mismatches: usize,
     pub state_mismatches: usize,
+    /// Processed messages whose delete failed: seen again, acknowledged by the ledger.
+    pub redelivered_after_delete: usize,
     pub emails: usize,
+    /// Emails identical to one sent before: only a store failure between a send and its record
+    /// can cause one (README, Reliability).
+    pub duplicate_emails: usize,
     pub wall_secs: f64,
     pub events_per_sec: f64,
     /// What did not match, for the first few mismatches.
@@ -125,7 +130,7 @@ impl ChaosReport {
         format!(
             "customers {}, events {}, deliveries {} ({} accepted, {} duplicates absorbed, {} retried after a 5xx)\n\
              faults injected: {} (store {}, queue {}, notifier {}, Stripe {}); processing retries {}\n\
-             dead-lettered {}, redriven {}; emails {}\n\
+             dead-lettered {}, redriven {}; redelivered after a failed delete {}; emails {} ({} duplicates)\n\
              final mismatches: {} (lost {}, ledger {}, state {})\n\
              wall time {:.1} s, {:.0} events/s",
             self.customers,
@@ -142,7 +147,9 @@ impl ChaosReport {
             self.processing_retries,
             self.dead_lettered,
             self.redriven,
+            self.redelivered_after_delete,
             self.emails,
+            self.duplicate_emails,
             self.mismatches(),
             self.lost,
             self.ledger_mismatches,
@@ -237,6 +244,9 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, String> {
             .map_err(|e| e.to_string())?,
         http: reqwest::Client::new(),
     };
+    // Actions a second apart: the processors must order a subscription's events by their own
+    // `created`, not settle same-second ties by reading Stripe's (final) state.
+    sim.simulator.step_clock();
     let system = start_system(&sim, config.fault_rate).await?;
     let mut report = ChaosReport {
         customers: config.customers,
@@ -281,7 +291,13 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, String> {
     };
 
     verify(&sim, &system, &customers, &events, &mut report).await?;
-    report.emails = system.notifier.emails().len();
+    let emails = system.notifier.emails();
+    let distinct: HashSet<(&str, &str, &str)> = emails
+        .iter()
+        .map(|e| (e.to.as_str(), e.subject.as_str(), e.body.as_str()))
+        .collect();
+    report.emails = emails.len();
+    report.duplicate_emails = emails.len() - distinct.len();
     report.wall_secs = started.elapsed().as_secs_f64();
     report.events_per_sec = report.events as f64 / report.wall_secs.max(f64::EPSILON);
     Ok(report)
@@ -580,6 +596,7 @@ async fn drain(
                 } else if system.flaky_queue.delete(name, &message.receipt_handle).await.is_err() {
                     // Not deleted: SQS shows it again after the visibility timeout, and the
                     // ledger must recognise it as done.
+                    report.redelivered_after_delete += 1;
                     invisible.push((now + VISIBILITY, name, message.receipt_handle));
                 }
             }

@@ -24,16 +24,16 @@ pub async fn backfill(deployment: &Deployment, since: Since, output: Output) -> 
         ""
     };
     let human = format!(
-        "Listed {} events from {}{clamped}: {} already processed, {} enqueued ({} missed{})",
+        "Listed {} events from {}{clamped}: {} already processed, {} enqueued{}, {} younger than 5 minutes left to their delivery",
         report.seen,
         report.window_start,
         report.already_done,
         report.enqueued,
-        report.missed,
         match report.lag_seconds {
             0 => String::new(),
-            lag => format!(", the oldest {lag} s old"),
-        }
+            lag => format!(" (the oldest {lag} s old)"),
+        },
+        report.in_flight
     );
     output.emit(&human, &report)
 }

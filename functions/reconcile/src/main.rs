@@ -35,7 +35,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             seen = report.seen,
             already_done = report.already_done,
             enqueued = report.enqueued,
-            missed = report.missed,
+            in_flight = report.in_flight,
             lag_seconds = report.lag_seconds,
             drift_checked = drift.as_ref().map_or(0, |d| d.checked),
             drift_repaired = drift.as_ref().map_or(0, |d| d.repaired.len()),

@@ -22,9 +22,10 @@ pub const EVENT_RETENTION_SECS: i64 = 30 * 24 * 3600;
 /// an event can become listable slightly after a later one.
 pub const OVERLAP_SECS: i64 = 600;
 /// An event this young that the ledger has not completed is most likely still on its way
-/// through the queue (Stripe's first attempt comes within seconds). It is enqueued again, which
-/// deduplication makes harmless, but not counted as missed, so the alarm on `MissedEvents`
-/// fires for lost deliveries, not for ordinary queue latency.
+/// through the queue (Stripe's first attempt comes within seconds). A pass leaves it alone and
+/// stops its cursor this far back, so the next pass meets it again once it is old enough: then
+/// it is either done or missed, enqueued and counted. The alarm on `MissedEvents` thus fires
+/// for every lost delivery, once, and never for ordinary queue latency.
 pub const IN_FLIGHT_SECS: i64 = 300;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +45,11 @@ pub struct ReconcileReport {
     pub window_start: i64,
     pub seen: usize,
     pub already_done: usize,
+    /// Events that were not completed and are past the in-flight window: deliveries that were
+    /// lost or have failed until now (`MissedEvents`).
     pub enqueued: usize,
-    /// Enqueued events older than [`IN_FLIGHT_SECS`]: deliveries that were lost or failed.
-    pub missed: usize,
+    /// Listed events younger than [`IN_FLIGHT_SECS`] and not completed: left to their delivery.
+    pub in_flight: usize,
     /// Age of the oldest missed event (0 when none was).
     pub lag_seconds: i64,
     pub cursor: Option<i64>,
@@ -59,7 +62,8 @@ pub struct Reconciler<S, Q> {
 }
 
 impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
-    /// One pass. `since` overrides the cursor (backfill); the cursor then moves only forward.
+    /// One pass. `since` overrides the cursor: a backfill, run from an operator's machine, whose
+    /// clock the schedule's cursor must not depend on, so a backfill leaves the cursor alone.
     pub async fn run(&self, now: i64, since: Option<i64>) -> Result<ReconcileReport, ReconcileError> {
         let cursor = self.store.get_cursor(CURSOR).await?;
         let oldest = now - EVENT_RETENTION_SECS + 60;
@@ -101,12 +105,13 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
                     report.already_done += 1;
                     continue;
                 }
+                if now - envelope.created < IN_FLIGHT_SECS {
+                    report.in_flight += 1;
+                    continue;
+                }
                 self.queue.send(queue, &message).await?;
                 report.enqueued += 1;
-                if now - envelope.created >= IN_FLIGHT_SECS {
-                    report.missed += 1;
-                    oldest_missed = Some(oldest_missed.map_or(envelope.created, |o: i64| o.min(envelope.created)));
-                }
+                oldest_missed = Some(oldest_missed.map_or(envelope.created, |o: i64| o.min(envelope.created)));
             }
             match (
                 page.has_more,
@@ -118,12 +123,14 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
         }
         report.lag_seconds = oldest_missed.map_or(0, |created| now - created);
         // Only after everything was enqueued: a crash before this line re-lists the window,
-        // and the ledger and FIFO deduplication absorb the repeats. The listing covered every
-        // event up to `now` (the overlap covers events that became listable late), so the
-        // cursor moves to `now` even when nothing was listed: a quiet account stays current.
-        if now > cursor.unwrap_or(i64::MIN) {
-            if self.store.set_cursor(CURSOR, cursor, now).await? {
-                report.cursor = Some(now);
+        // and the ledger and FIFO deduplication absorb the repeats. Every event older than the
+        // in-flight window has been dealt with (the overlap covers events that became listable
+        // late), so the cursor moves there even when nothing was listed: a quiet account stays
+        // current.
+        let covered = now - IN_FLIGHT_SECS;
+        if since.is_none() && covered > cursor.unwrap_or(i64::MIN) {
+            if self.store.set_cursor(CURSOR, cursor, covered).await? {
+                report.cursor = Some(covered);
             } else {
                 tracing::warn!("another reconcile run moved the cursor first; keeping its value");
             }
@@ -163,8 +170,8 @@ pub fn emf_line(report: &ReconcileReport, drift: Option<&DriftReport>, now_ms: i
             }]
         },
         "Service": "reconcile",
-        "MissedEvents": report.missed,
-        "enqueued": report.enqueued,
+        "MissedEvents": report.enqueued,
+        "in_flight": report.in_flight,
         "EventLagSeconds": report.lag_seconds,
         "seen": report.seen,
         "already_done": report.already_done,
