@@ -424,8 +424,8 @@ async fn simulate_lives(sim: &Sim, system: &System, config: &ChaosConfig) -> Res
         };
         let customer = &mut customers[pick];
         let sub = customer.subscription_id.clone();
-        match fastrand::u8(0..12) {
-            0..=2 => {
+        match fastrand::u8(0..20) {
+            0..=4 => {
                 let decline = ["card_declined", "insufficient_funds", "expired_card"][fastrand::usize(..3)];
                 let secure = if fastrand::u8(0..5) == 0 {
                     "&action_required=true"
@@ -440,12 +440,12 @@ async fn simulate_lives(sim: &Sim, system: &System, config: &ChaosConfig) -> Res
                     .await?;
                 customer.open_invoice = Some(text(&failed, "/result/invoice")?);
             }
-            3..=4 => {
+            5..=7 => {
                 if let Some(invoice) = customer.open_invoice.take() {
                     sim.call(&format!("/sim/invoices/{invoice}/pay"), &[]).await?;
                 }
             }
-            5..=7 => {
+            8..=12 => {
                 let ended = sim.call(&format!("/sim/subscriptions/{sub}/end_period"), &[]).await?;
                 if ended["result"]["status"] == "canceled" {
                     customer.ended = true;
@@ -453,12 +453,12 @@ async fn simulate_lives(sim: &Sim, system: &System, config: &ChaosConfig) -> Res
                     customer.open_invoice = None;
                 }
             }
-            8..=9 => {
+            13..=16 => {
                 let price = if fastrand::bool() { "price_basic" } else { "price_pro" };
                 sim.call(&format!("/v1/subscriptions/{sub}"), &[("items[0][price]", price)])
                     .await?;
             }
-            10 => {
+            17..=18 => {
                 let flag = if fastrand::bool() { "true" } else { "false" };
                 sim.call(&format!("/v1/subscriptions/{sub}"), &[("cancel_at_period_end", flag)])
                     .await?;
