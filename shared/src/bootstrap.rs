@@ -7,12 +7,6 @@ use crate::store::DynamoStore;
 use crate::stripe::StripeClient;
 use crate::sync::Syncer;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-}
-
 /// What every function reads first: the AWS configuration Lambda's environment describes, and
 /// that environment with the Stripe secrets laid over it.
 pub async fn start() -> Result<(aws_config::SdkConfig, Env), ConfigError> {
@@ -29,7 +23,7 @@ pub async fn with_stripe_secrets(env: Env, sdk: &aws_config::SdkConfig) -> Resul
     Ok(env.with_overlay(overlay))
 }
 
-pub fn stripe_client(env: &Env) -> Result<StripeClient, StartError> {
+pub fn stripe_client(env: &Env) -> Result<StripeClient, ConfigError> {
     let settings = StripeSettings::from_env(env)?;
     Ok(StripeClient::lazy(
         settings.api_base,
@@ -63,7 +57,7 @@ pub fn lease_until(deadline_epoch_ms: u64) -> i64 {
 }
 
 /// The sync core the events and payment-failed processors and the API share, on DynamoDB.
-pub fn syncer(sdk: &aws_config::SdkConfig, env: &Env) -> Result<Syncer<DynamoStore>, StartError> {
+pub fn syncer(sdk: &aws_config::SdkConfig, env: &Env) -> Result<Syncer<DynamoStore>, ConfigError> {
     Ok(Syncer {
         store: dynamo_store(sdk, env)?,
         stripe: stripe_client(env)?,

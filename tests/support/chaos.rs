@@ -173,7 +173,7 @@ struct System {
     notifier: Arc<MemoryNotifier>,
     plans: PlanCatalog,
     webhook_url: String,
-    plans_for_faults: [Arc<FaultPlan>; 3],
+    fault_plans: [Arc<FaultPlan>; 3],
 }
 
 /// One customer's simulated life.
@@ -268,7 +268,7 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, String> {
     report.lost = lost(&system.store, &events, &dead).await?;
 
     sim.simulator.set_faults(Faults::default());
-    for plan in &system.plans_for_faults {
+    for plan in &system.fault_plans {
         plan.set_rate(0.0);
     }
     for (queue, message) in &dead {
@@ -282,7 +282,7 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, String> {
             still_dead.len()
         ));
     }
-    let [store_faults, queue_faults, notifier_faults] = &system.plans_for_faults;
+    let [store_faults, queue_faults, notifier_faults] = &system.fault_plans;
     report.faults = FaultCounts {
         store: store_faults.injected(),
         queue: queue_faults.injected(),
@@ -304,17 +304,17 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, String> {
 }
 
 async fn start_system(sim: &Sim, fault_rate: f64) -> Result<System, String> {
-    let plans_for_faults = [(); 3].map(|_| Arc::new(FaultPlan::new(fault_rate)));
+    let fault_plans = [(); 3].map(|_| Arc::new(FaultPlan::new(fault_rate)));
     let store = Arc::new(MemoryStore::new());
     let queue = Arc::new(MemoryQueue::new());
     let notifier = Arc::new(MemoryNotifier::new());
     let flaky_store: Store = Arc::new(FlakyStore {
         inner: store.clone(),
-        plan: plans_for_faults[0].clone(),
+        plan: fault_plans[0].clone(),
     });
     let flaky_queue: Queue = Arc::new(FlakyQueue {
         inner: queue.clone(),
-        plan: plans_for_faults[1].clone(),
+        plan: fault_plans[1].clone(),
     });
     let base = url::Url::parse(&sim.simulator.base_url).map_err(|e| e.to_string())?;
     let retry = RetryPolicy {
@@ -351,7 +351,7 @@ async fn start_system(sim: &Sim, fault_rate: f64) -> Result<System, String> {
             syncer: syncer(),
             notifier: FlakyNotifier {
                 inner: notifier.clone(),
-                plan: plans_for_faults[2].clone(),
+                plan: fault_plans[2].clone(),
             },
             policy: DunningPolicy::default(),
         },
@@ -361,7 +361,7 @@ async fn start_system(sim: &Sim, fault_rate: f64) -> Result<System, String> {
         notifier,
         plans,
         webhook_url,
-        plans_for_faults,
+        fault_plans,
     })
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use shared::bootstrap::{self, StartError};
+use shared::bootstrap;
 use shared::config::{ConfigError, Env, QueueSettings};
 use shared::processing::ProcessError;
 use shared::queue::{QueueError, SqsQueue};
@@ -32,8 +32,6 @@ pub use since::Since;
 pub enum OpsError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error(transparent)]
-    Start(#[from] StartError),
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
     #[error("the drift check failed")]
