@@ -130,7 +130,7 @@ async fn walk<S: BillingStore + Clone + 'static, Q: LocalQueue>(
         &view,
         &[
             ("plan", json!("pro")),
-            ("features", json!(["reports", "api", "exports"])),
+            ("features", json!(["api", "exports", "reports"])),
         ],
     )?;
 

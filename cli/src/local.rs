@@ -24,7 +24,7 @@ use shared::processing::batch::sqs_event;
 use shared::queue::{EventQueue, MemoryQueue, QueueName, SqsQueue};
 use shared::store::{BillingStore, DynamoStore, MemoryStore};
 use shared::stripe::{RetryPolicy, SignatureVerifier, StripeClient};
-use shared::sync::Syncer;
+use shared::sync::{SyncPolicy, Syncer};
 use shared::webhook::{Delivery, WebhookReceiver};
 use stripe_simulator::Simulator;
 
@@ -237,11 +237,13 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
         let notifier = Arc::new(MemoryNotifier::new());
         let grace_days = shared::bootstrap::grace_days(&env).map_err(start_error)?;
         let policy = DunningPolicy::from_env(&env).map_err(start_error)?;
+        let sync_policy = SyncPolicy::from_env(&env).map_err(start_error)?;
         let syncer = |store: S| Syncer {
             store,
             stripe: stripe.clone(),
             plans: plans.clone(),
             grace_days,
+            policy: sync_policy,
         };
         let secrets: Vec<SecretString> = webhook_secret
             .split(',')

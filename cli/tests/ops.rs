@@ -229,6 +229,7 @@ async fn inspect_prints_the_stored_model_and_access_now() {
         stripe: deployment.stripe.client(),
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 14,
+        policy: Default::default(),
     };
     let user_id = UserId::parse(&user).unwrap();
     syncer.store.link_customer(&user_id, &customer).await.unwrap();
@@ -272,6 +273,7 @@ async fn drift_repairs_a_subscription_whose_event_was_lost() {
         stripe: deployment.stripe.client(),
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 14,
+        policy: Default::default(),
     };
     let stale: Subscription = serde_json::from_value(stale).unwrap();
     syncer

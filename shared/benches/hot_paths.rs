@@ -14,7 +14,7 @@ use sha2::Sha256;
 use shared::config::PlanCatalog;
 use shared::entitlement;
 use shared::processing::EventHandler;
-use shared::store::{MemoryStore, SubscriptionRecord, UserId};
+use shared::store::{ItemRecord, MemoryStore, SubscriptionRecord, UserId};
 use shared::stripe::signature::{SignatureVerifier, sign};
 use shared::stripe::{EventEnvelope, RetryPolicy, StripeClient, SubscriptionStatus};
 use shared::sync::Syncer;
@@ -98,10 +98,20 @@ fn entitlements(c: &mut Criterion) {
             price_id: Some("price_pro".into()),
             plan: None,
             quantity: Some(1),
+            items: vec![ItemRecord {
+                price_id: "price_pro".into(),
+                quantity: Some(1),
+            }],
             cancel_at_period_end: false,
+            cancel_at: None,
+            pause_collection: None,
+            current_period_start: Some(NOW - 86_400),
             current_period_end: Some(NOW + 86_400),
             trial_end: None,
             ended_at: None,
+            latest_invoice: None,
+            created: NOW - 86_400,
+            past_due_since: None,
             watermark: NOW,
         })
         .collect();
@@ -136,6 +146,7 @@ fn event_apply(c: &mut Criterion) {
         stripe,
         plans: PlanCatalog::parse(PLANS).expect("plans"),
         grace_days: 14,
+        policy: Default::default(),
     };
     let mut subscription = fixture("subscription");
     subscription["customer"] = json!("cus_CUSTOMER");

@@ -5,7 +5,7 @@ use crate::config::{ConfigError, Env, PlanCatalog, StoreSettings, StripeSettings
 use crate::entitlement::DEFAULT_GRACE_DAYS;
 use crate::store::DynamoStore;
 use crate::stripe::StripeClient;
-use crate::sync::Syncer;
+use crate::sync::{SyncPolicy, Syncer};
 
 /// What every function reads first: the AWS configuration Lambda's environment describes, and
 /// that environment with the Stripe secrets laid over it.
@@ -63,5 +63,6 @@ pub fn syncer(sdk: &aws_config::SdkConfig, env: &Env) -> Result<Syncer<DynamoSto
         stripe: stripe_client(env)?,
         plans: PlanCatalog::from_env(env)?,
         grace_days: grace_days(env)?,
+        policy: SyncPolicy::from_env(env)?,
     })
 }

@@ -1,38 +1,136 @@
-//! What a user may use, computed from their subscriptions and the plan catalog.
+//! What a user may use, computed from everything they have: every subscription, every item.
 //!
-//! | Stripe status                                   | access                                   |
-//! |-------------------------------------------------|------------------------------------------|
-//! | `active`, `trialing`                            | active (until period end if cancelling)  |
-//! | `past_due`                                      | grace, until the dunning grace deadline   |
-//! | `unpaid`, `canceled`, `incomplete_expired`, ... | none                                     |
+//! Each subscription grants on its own ([`grant_of`]):
 //!
-//! `access_until` is stored, and [`EntitlementView::at`] compares it with the reader's clock,
-//! so access ends on time without any scheduled job.
+//! | Stripe state                                        | grant                                           |
+//! |-----------------------------------------------------|-------------------------------------------------|
+//! | `active`, `trialing`                                | active, until `cancel_at` / period end if set   |
+//! | `past_due`                                          | grace, until the current invoice's dunning deadline, else `DUNNING_GRACE_DAYS` after the spell began |
+//! | `unpaid`, `canceled`, `incomplete`, `paused`, ...    | nothing                                         |
+//! | collection paused (`pause_collection` set)          | nothing while paused (policy: it is not billed) |
+//! | no item with a price in the catalog                 | nothing (logged: a price the catalog lacks)     |
+//!
+//! The features are the union over every item whose price is in the catalog. The user's
+//! access is the best grant still running; each grant keeps its own deadline, and
+//! [`EntitlementView::at`] applies them at the reader's clock, so access ends on time without
+//! any scheduled job.
 
 use serde::Serialize;
 
 use crate::config::PlanCatalog;
-use crate::store::{Access, DunningRecord, DunningStage, Entitlement, SubscriptionRecord, UserId};
+use crate::store::{Access, DunningRecord, DunningStage, Entitlement, Grant, SubscriptionRecord, UserId};
 use crate::stripe::SubscriptionStatus;
 
 /// Grace after a failed payment when no dunning record says otherwise: Stripe's recommended
 /// Smart Retries policy retries up to 8 times within 2 weeks, so access lasts as long as retries.
 pub const DEFAULT_GRACE_DAYS: u32 = 14;
 
-fn rank(status: SubscriptionStatus) -> u8 {
-    match status {
-        SubscriptionStatus::Active | SubscriptionStatus::Trialing => 3,
-        SubscriptionStatus::PastDue => 2,
-        SubscriptionStatus::Unpaid | SubscriptionStatus::Paused | SubscriptionStatus::Incomplete => 1,
-        SubscriptionStatus::Canceled | SubscriptionStatus::IncompleteExpired | SubscriptionStatus::Unknown => 0,
+const DAY_SECS: i64 = 86_400;
+
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
-/// The subscription that decides access: the most entitling status, then the latest period.
-pub fn governing(subscriptions: &[SubscriptionRecord]) -> Option<&SubscriptionRecord> {
-    subscriptions
-        .iter()
-        .max_by_key(|s| (rank(s.status), s.current_period_end.unwrap_or(0), s.watermark))
+/// The grace deadline of a `past_due` subscription: the open episode of the invoice it is
+/// collecting now; records of other invoices (an old voided one, say) say nothing about it.
+fn grace_deadline(subscription: &SubscriptionRecord, dunning: &[DunningRecord], grace_days: u32) -> Option<i64> {
+    let episode = dunning.iter().find(|record| {
+        record.stage != DunningStage::Closed
+            && record.subscription_id.as_deref() == Some(subscription.subscription_id.as_str())
+            && subscription.latest_invoice.as_deref() == Some(record.invoice_id.as_str())
+    });
+    match episode.and_then(|record| record.grace_until) {
+        Some(deadline) => Some(deadline),
+        None => {
+            let since = subscription.past_due_since.unwrap_or(subscription.watermark);
+            Some(since.saturating_add(i64::from(grace_days).saturating_mul(DAY_SECS)))
+        }
+    }
+}
+
+/// What one subscription grants, or `None` if it grants nothing.
+pub fn grant_of(
+    subscription: &SubscriptionRecord,
+    dunning: &[DunningRecord],
+    plans: &PlanCatalog,
+    grace_days: u32,
+) -> Option<Grant> {
+    let (access, deadline) = match subscription.status {
+        SubscriptionStatus::Active | SubscriptionStatus::Trialing => {
+            let period_end = subscription
+                .cancel_at_period_end
+                .then_some(subscription.current_period_end)
+                .flatten();
+            (Access::Active, period_end)
+        }
+        SubscriptionStatus::PastDue => (Access::Grace, grace_deadline(subscription, dunning, grace_days)),
+        SubscriptionStatus::Unpaid
+        | SubscriptionStatus::Canceled
+        | SubscriptionStatus::Incomplete
+        | SubscriptionStatus::IncompleteExpired
+        | SubscriptionStatus::Paused
+        | SubscriptionStatus::Unknown => return None,
+    };
+    if subscription.pause_collection.is_some() {
+        return None;
+    }
+    let mut plan = None;
+    let mut features: Vec<String> = Vec::new();
+    for item in &subscription.items {
+        match plans.by_price(&item.price_id) {
+            Some((key, found)) => {
+                plan.get_or_insert_with(|| key.to_owned());
+                features.extend(found.features.iter().cloned());
+            }
+            None => tracing::warn!(subscription_id = %subscription.subscription_id, price_id = %item.price_id,
+                "subscription item on a price the catalog does not list: it grants nothing"),
+        }
+    }
+    let plan = plan?;
+    features.sort_unstable();
+    features.dedup();
+    Some(Grant {
+        subscription_id: subscription.subscription_id.clone(),
+        plan: Some(plan),
+        access,
+        access_until: earliest(deadline, subscription.cancel_at),
+        features,
+        current_period_end: subscription.current_period_end,
+    })
+}
+
+fn level(access: Access) -> u8 {
+    match access {
+        Access::Active => 2,
+        Access::Grace => 1,
+        Access::None => 0,
+    }
+}
+
+/// The grant that names the plan: best access, then the longest running (no deadline is
+/// longest), then the latest period, then the smallest id — a total order, so every writer
+/// picks the same one.
+fn governing<'a>(grants: impl Iterator<Item = &'a Grant>) -> Option<&'a Grant> {
+    grants.max_by(|a, b| {
+        let key = |g: &Grant| {
+            (
+                level(g.access),
+                g.access_until.is_none(),
+                g.access_until,
+                g.current_period_end,
+            )
+        };
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| b.subscription_id.cmp(&a.subscription_id))
+    })
+}
+
+fn running(grant: &Grant, now: i64) -> bool {
+    grant.access != Access::None && grant.access_until.is_none_or(|until| now < until)
 }
 
 pub fn compute(
@@ -43,63 +141,56 @@ pub fn compute(
     plans: &PlanCatalog,
     grace_days: u32,
 ) -> Entitlement {
-    let Some(subscription) = governing(subscriptions) else {
-        return Entitlement {
-            user_id: user.clone(),
-            customer_id: Some(customer_id.to_owned()),
-            subscription_id: None,
-            plan: None,
-            status: None,
-            access: Access::None,
-            access_until: None,
-            features: Vec::new(),
-            cancel_at_period_end: false,
-            current_period_end: None,
-        };
-    };
-    let plan = subscription.price_id.as_deref().and_then(|price| plans.by_price(price));
-    let (access, access_until) = match subscription.status {
-        SubscriptionStatus::Active | SubscriptionStatus::Trialing => {
-            let until = if subscription.cancel_at_period_end {
-                subscription.current_period_end
-            } else {
-                None
-            };
-            (Access::Active, until)
-        }
-        SubscriptionStatus::PastDue => {
-            let open_deadline = dunning
+    let grants: Vec<Grant> = subscriptions
+        .iter()
+        .filter_map(|subscription| grant_of(subscription, dunning, plans, grace_days))
+        .collect();
+    let governing_grant = governing(grants.iter());
+    let subscription = governing_grant
+        .and_then(|grant| {
+            subscriptions
                 .iter()
-                .filter(|d| {
-                    d.stage != DunningStage::Closed
-                        && d.subscription_id.as_deref() == Some(&subscription.subscription_id)
-                })
-                .filter_map(|d| d.grace_until)
-                .min();
-            let fallback = subscription
-                .current_period_end
-                .map(|end| end + i64::from(grace_days) * 86_400);
-            (Access::Grace, open_deadline.or(fallback))
-        }
-        _ => (Access::None, None),
-    };
-    let features = match (access, plan) {
-        (Access::None, _) | (_, None) => Vec::new(),
-        (_, Some((_, plan))) => plan.features.clone(),
-    };
+                .find(|s| s.subscription_id == grant.subscription_id)
+        })
+        .or_else(|| subscriptions.iter().max_by_key(|s| (s.current_period_end, s.watermark)));
+    let mut features: Vec<String> = grants.iter().flat_map(|g| g.features.iter().cloned()).collect();
+    features.sort_unstable();
+    features.dedup();
     Entitlement {
         user_id: user.clone(),
         customer_id: Some(customer_id.to_owned()),
-        subscription_id: Some(subscription.subscription_id.clone()),
-        plan: plan
-            .map(|(key, _)| key.to_owned())
-            .or_else(|| subscription.plan.clone()),
-        status: Some(subscription.status),
-        access,
-        access_until,
+        subscription_id: subscription.map(|s| s.subscription_id.clone()),
+        plan: governing_grant
+            .and_then(|g| g.plan.clone())
+            .or_else(|| subscription.and_then(|s| s.plan.clone())),
+        status: subscription.map(|s| s.status),
+        access: governing_grant.map_or(Access::None, |g| g.access),
+        access_until: governing_grant.and_then(|g| g.access_until),
         features,
-        cancel_at_period_end: subscription.cancel_at_period_end,
-        current_period_end: subscription.current_period_end,
+        cancel_at_period_end: subscription.is_some_and(|s| s.cancel_at_period_end),
+        current_period_end: subscription.and_then(|s| s.current_period_end),
+        trial_used: subscriptions.iter().any(|s| s.trial_end.is_some()),
+        grants,
+        version: 0,
+    }
+}
+
+/// The entitlement of a user without a customer (never bought, or the customer was deleted).
+pub fn nothing(user: &UserId) -> Entitlement {
+    Entitlement {
+        user_id: user.clone(),
+        customer_id: None,
+        subscription_id: None,
+        plan: None,
+        status: None,
+        access: Access::None,
+        access_until: None,
+        features: Vec::new(),
+        cancel_at_period_end: false,
+        current_period_end: None,
+        grants: Vec::new(),
+        trial_used: false,
+        version: 0,
     }
 }
 
@@ -128,8 +219,38 @@ impl EntitlementView {
         }
     }
 
-    /// Applies the stored deadline at `now`: past `access_until`, access is none.
+    /// Applies every grant's deadline at `now`: the best grant still running decides access
+    /// and plan, and the features are those of every grant still running.
     pub fn at(entitlement: &Entitlement, now: i64) -> Self {
+        if entitlement.version == 0 && entitlement.grants.is_empty() {
+            return Self::legacy_at(entitlement, now);
+        }
+        let live = || entitlement.grants.iter().filter(|g| running(g, now));
+        let Some(governing_grant) = governing(live()) else {
+            return Self {
+                status: entitlement.status,
+                cancel_at_period_end: entitlement.cancel_at_period_end,
+                current_period_end: entitlement.current_period_end,
+                ..Self::none()
+            };
+        };
+        let mut features: Vec<String> = live().flat_map(|g| g.features.iter().cloned()).collect();
+        features.sort_unstable();
+        features.dedup();
+        Self {
+            plan: governing_grant.plan.clone(),
+            status: entitlement.status,
+            access: governing_grant.access,
+            access_until: governing_grant.access_until,
+            features,
+            cancel_at_period_end: entitlement.cancel_at_period_end,
+            current_period_end: entitlement.current_period_end,
+        }
+    }
+
+    /// An item written before grants existed: one deadline for the whole entitlement. The
+    /// next event for the user rewrites it with grants.
+    fn legacy_at(entitlement: &Entitlement, now: i64) -> Self {
         let expired = entitlement.access_until.is_some_and(|until| now >= until);
         let access = if expired { Access::None } else { entitlement.access };
         Self {
@@ -151,6 +272,7 @@ impl EntitlementView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ItemRecord;
 
     fn plans() -> PlanCatalog {
         PlanCatalog::parse(r#"{"pro":{"price_id":"price_pro","features":["reports","api"]},"basic":{"price_id":"price_basic","features":["reports"]}}"#).unwrap()
@@ -164,36 +286,26 @@ mod tests {
             price_id: Some("price_pro".into()),
             plan: None,
             quantity: Some(1),
+            items: vec![ItemRecord {
+                price_id: "price_pro".into(),
+                quantity: Some(1),
+            }],
             cancel_at_period_end,
+            cancel_at: None,
+            pause_collection: None,
+            current_period_start: Some(1_000_000 - 2_592_000),
             current_period_end: Some(1_000_000),
             trial_end: None,
             ended_at: None,
+            latest_invoice: None,
+            created: 1,
+            past_due_since: None,
             watermark: 1,
         }
     }
 
     fn user() -> UserId {
         UserId::parse("user-1").unwrap()
-    }
-
-    #[test]
-    fn status_decides_access() {
-        use SubscriptionStatus::*;
-        for (status, access) in [
-            (Active, Access::Active),
-            (Trialing, Access::Active),
-            (PastDue, Access::Grace),
-            (Unpaid, Access::None),
-            (Canceled, Access::None),
-            (IncompleteExpired, Access::None),
-            (Incomplete, Access::None),
-            (Paused, Access::None),
-            (Unknown, Access::None),
-        ] {
-            let entitlement = compute(&user(), "cus_1", &[sub(status, false)], &[], &plans(), 14);
-            assert_eq!(entitlement.access, access, "{status:?}");
-            assert_eq!(entitlement.features.is_empty(), access == Access::None, "{status:?}");
-        }
     }
 
     #[test]
@@ -217,54 +329,10 @@ mod tests {
     }
 
     #[test]
-    fn grace_ends_at_the_dunning_deadline_or_after_grace_days() {
-        let past_due = [sub(SubscriptionStatus::PastDue, false)];
-        let fallback = compute(&user(), "cus_1", &past_due, &[], &plans(), 7);
-        assert_eq!(fallback.access_until, Some(1_000_000 + 7 * 86_400));
-        let dunning = DunningRecord {
-            invoice_id: "in_1".into(),
-            customer_id: "cus_1".into(),
-            subscription_id: Some("sub_1".into()),
-            stage: DunningStage::Retrying,
-            attempt_count: 1,
-            next_payment_attempt: None,
-            failure_code: None,
-            decline_code: None,
-            hosted_invoice_url: None,
-            grace_until: Some(1_200_000),
-            watermark: 1,
-            emailed_attempt: 0,
-            published_attempt: 0,
-        };
-        let entitlement = compute(&user(), "cus_1", &past_due, &[dunning], &plans(), 7);
-        assert_eq!(entitlement.access_until, Some(1_200_000));
-        assert_eq!(EntitlementView::at(&entitlement, 1_199_999).access, Access::Grace);
-        assert_eq!(EntitlementView::at(&entitlement, 1_200_000).access, Access::None);
-    }
-
-    #[test]
-    fn the_most_entitling_subscription_governs_and_maps_to_its_plan() {
-        let mut old = sub(SubscriptionStatus::Canceled, false);
-        old.subscription_id = "sub_0".into();
-        old.price_id = Some("price_basic".into());
-        let entitlement = compute(
-            &user(),
-            "cus_1",
-            &[old, sub(SubscriptionStatus::Active, false)],
-            &[],
-            &plans(),
-            14,
-        );
-        assert_eq!(entitlement.subscription_id.as_deref(), Some("sub_1"));
-        assert_eq!(entitlement.plan.as_deref(), Some("pro"));
-        assert_eq!(entitlement.features, ["reports", "api"]);
-        assert_eq!(entitlement.access_until, None);
-    }
-
-    #[test]
     fn no_subscription_means_no_access() {
         let entitlement = compute(&user(), "cus_1", &[], &[], &plans(), 14);
         assert_eq!(entitlement.access, Access::None);
         assert_eq!(entitlement.subscription_id, None);
+        assert_eq!(EntitlementView::at(&entitlement, 0), EntitlementView::none());
     }
 }

@@ -1,32 +1,145 @@
-//! Which queue each Stripe event type goes to. This table is the single source of truth: the
-//! webhook routes with it, the reconciler filters with it, and the README's list of event types
-//! to enable in the Stripe dashboard is printed from it.
+//! The closed catalogue of Stripe event types the system handles: type → handler → queue.
+//! It is the single source of truth: the webhook routes with it, each processor takes the
+//! types whose handler it owns, dispatch matches on [`Handler`], the reconciler filters its
+//! listing with it and `billing event-types` prints it. Every mapping is an exhaustive
+//! `match`, so a new type cannot be added without saying where it goes and who applies it.
 
 use crate::queue::{OutboundMessage, QueueName};
 use crate::stripe::EventEnvelope;
 
-/// Event types the system handles, with their queue. Anything else is acknowledged and dropped.
-pub const ROUTES: &[(&str, QueueName)] = &[
-    ("checkout.session.completed", QueueName::Events),
-    ("customer.subscription.created", QueueName::Events),
-    ("customer.subscription.updated", QueueName::Events),
-    ("customer.subscription.deleted", QueueName::Events),
-    ("customer.subscription.paused", QueueName::Events),
-    ("customer.subscription.resumed", QueueName::Events),
-    ("customer.subscription.trial_will_end", QueueName::Events),
-    ("customer.updated", QueueName::Events),
-    ("customer.deleted", QueueName::Events),
-    ("invoice.paid", QueueName::Events),
-    ("invoice.payment_succeeded", QueueName::Events),
-    ("invoice.payment_failed", QueueName::PaymentFailed),
-    ("invoice.payment_action_required", QueueName::PaymentFailed),
-];
+/// Every event type the system handles. Anything else is acknowledged and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    CheckoutSessionCompleted,
+    CheckoutSessionAsyncPaymentSucceeded,
+    CheckoutSessionAsyncPaymentFailed,
+    CheckoutSessionExpired,
+    SubscriptionCreated,
+    SubscriptionUpdated,
+    SubscriptionDeleted,
+    SubscriptionPaused,
+    SubscriptionResumed,
+    SubscriptionTrialWillEnd,
+    CustomerUpdated,
+    CustomerDeleted,
+    InvoicePaid,
+    InvoicePaymentSucceeded,
+    InvoiceVoided,
+    InvoiceMarkedUncollectible,
+    InvoicePaymentFailed,
+    InvoicePaymentActionRequired,
+}
+
+/// Who applies an event: one module per handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Handler {
+    /// Links a customer to the user this system made the session for (`sync::checkout_session`).
+    CheckoutSession,
+    /// An open session ran out: nothing to link.
+    CheckoutSessionExpired,
+    /// The event carries the subscription (`sync::subscription`).
+    Subscription,
+    /// `sync::customer`: claims by metadata, unlinks on deletion.
+    Customer,
+    /// The invoice is settled — paid, voided or written off — and its dunning episode ends
+    /// (`sync::invoice_settled`).
+    InvoiceSettled,
+    /// A failed or unauthenticated payment (`dunning`).
+    Dunning,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 18] = [
+        EventKind::CheckoutSessionCompleted,
+        EventKind::CheckoutSessionAsyncPaymentSucceeded,
+        EventKind::CheckoutSessionAsyncPaymentFailed,
+        EventKind::CheckoutSessionExpired,
+        EventKind::SubscriptionCreated,
+        EventKind::SubscriptionUpdated,
+        EventKind::SubscriptionDeleted,
+        EventKind::SubscriptionPaused,
+        EventKind::SubscriptionResumed,
+        EventKind::SubscriptionTrialWillEnd,
+        EventKind::CustomerUpdated,
+        EventKind::CustomerDeleted,
+        EventKind::InvoicePaid,
+        EventKind::InvoicePaymentSucceeded,
+        EventKind::InvoiceVoided,
+        EventKind::InvoiceMarkedUncollectible,
+        EventKind::InvoicePaymentFailed,
+        EventKind::InvoicePaymentActionRequired,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::CheckoutSessionCompleted => "checkout.session.completed",
+            EventKind::CheckoutSessionAsyncPaymentSucceeded => "checkout.session.async_payment_succeeded",
+            EventKind::CheckoutSessionAsyncPaymentFailed => "checkout.session.async_payment_failed",
+            EventKind::CheckoutSessionExpired => "checkout.session.expired",
+            EventKind::SubscriptionCreated => "customer.subscription.created",
+            EventKind::SubscriptionUpdated => "customer.subscription.updated",
+            EventKind::SubscriptionDeleted => "customer.subscription.deleted",
+            EventKind::SubscriptionPaused => "customer.subscription.paused",
+            EventKind::SubscriptionResumed => "customer.subscription.resumed",
+            EventKind::SubscriptionTrialWillEnd => "customer.subscription.trial_will_end",
+            EventKind::CustomerUpdated => "customer.updated",
+            EventKind::CustomerDeleted => "customer.deleted",
+            EventKind::InvoicePaid => "invoice.paid",
+            EventKind::InvoicePaymentSucceeded => "invoice.payment_succeeded",
+            EventKind::InvoiceVoided => "invoice.voided",
+            EventKind::InvoiceMarkedUncollectible => "invoice.marked_uncollectible",
+            EventKind::InvoicePaymentFailed => "invoice.payment_failed",
+            EventKind::InvoicePaymentActionRequired => "invoice.payment_action_required",
+        }
+    }
+
+    pub const fn handler(self) -> Handler {
+        match self {
+            EventKind::CheckoutSessionCompleted
+            | EventKind::CheckoutSessionAsyncPaymentSucceeded
+            | EventKind::CheckoutSessionAsyncPaymentFailed => Handler::CheckoutSession,
+            EventKind::CheckoutSessionExpired => Handler::CheckoutSessionExpired,
+            EventKind::SubscriptionCreated
+            | EventKind::SubscriptionUpdated
+            | EventKind::SubscriptionDeleted
+            | EventKind::SubscriptionPaused
+            | EventKind::SubscriptionResumed
+            | EventKind::SubscriptionTrialWillEnd => Handler::Subscription,
+            EventKind::CustomerUpdated | EventKind::CustomerDeleted => Handler::Customer,
+            EventKind::InvoicePaid
+            | EventKind::InvoicePaymentSucceeded
+            | EventKind::InvoiceVoided
+            | EventKind::InvoiceMarkedUncollectible => Handler::InvoiceSettled,
+            EventKind::InvoicePaymentFailed | EventKind::InvoicePaymentActionRequired => Handler::Dunning,
+        }
+    }
+
+    pub const fn queue(self) -> QueueName {
+        self.handler().queue()
+    }
+
+    pub fn parse(event_type: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == event_type)
+    }
+}
+
+impl Handler {
+    /// Failed payments have their own queue and consumer, so a burst of renewals failing
+    /// cannot delay entitlement changes (and their email sending has its own concurrency).
+    pub const fn queue(self) -> QueueName {
+        match self {
+            Handler::CheckoutSession
+            | Handler::CheckoutSessionExpired
+            | Handler::Subscription
+            | Handler::Customer
+            | Handler::InvoiceSettled => QueueName::Events,
+            Handler::Dunning => QueueName::PaymentFailed,
+        }
+    }
+}
 
 pub fn route(event_type: &str) -> Option<QueueName> {
-    ROUTES
-        .iter()
-        .find(|(known, _)| *known == event_type)
-        .map(|(_, queue)| *queue)
+    EventKind::parse(event_type).map(EventKind::queue)
 }
 
 /// The queue and message for an event, or `None` for types the system does not handle. The
@@ -45,7 +158,7 @@ pub fn message_for<'a>(envelope: &'a EventEnvelope<'a>, body: &'a str) -> Option
 }
 
 pub fn handled_event_types() -> impl Iterator<Item = &'static str> {
-    ROUTES.iter().map(|(event_type, _)| *event_type)
+    EventKind::ALL.into_iter().map(EventKind::name)
 }
 
 #[cfg(test)]
@@ -57,16 +170,31 @@ mod tests {
         assert_eq!(route("invoice.payment_failed"), Some(QueueName::PaymentFailed));
         assert_eq!(route("invoice.payment_action_required"), Some(QueueName::PaymentFailed));
         assert_eq!(route("invoice.paid"), Some(QueueName::Events));
+        assert_eq!(route("invoice.voided"), Some(QueueName::Events));
         assert_eq!(route("customer.subscription.updated"), Some(QueueName::Events));
         assert_eq!(route("charge.succeeded"), None);
         assert_eq!(route(""), None);
     }
 
     #[test]
-    fn every_type_appears_once() {
+    fn every_type_appears_once_and_parses_back() {
         let mut types: Vec<&str> = handled_event_types().collect();
         types.sort_unstable();
         types.dedup();
-        assert_eq!(types.len(), ROUTES.len());
+        assert_eq!(types.len(), EventKind::ALL.len());
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.name()), Some(kind));
+        }
+    }
+
+    /// The names are Stripe's: each one appears in Stripe's list of event types (the 2023 spec
+    /// copied into the repo lists them as the webhook endpoint's `enabled_events` values).
+    #[test]
+    fn every_type_is_a_stripe_event_type() {
+        let spec = include_str!("../../tests/fixtures/stripe/enabled_events.txt");
+        let known: Vec<&str> = spec.lines().map(str::trim).collect();
+        for name in handled_event_types() {
+            assert!(known.contains(&name), "{name} is not a Stripe event type");
+        }
     }
 }

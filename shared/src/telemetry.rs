@@ -40,6 +40,40 @@ fn level_from(var: impl Fn(&str) -> Option<String>) -> Option<LevelFilter> {
     })
 }
 
+/// Counts that an operator must see (a foreign checkout session, a refunded duplicate, a price
+/// the catalog lacks). In Lambda each count is one CloudWatch Embedded Metric Format line on
+/// stdout — a metric and an alarm without an API call; everywhere the process keeps a tally
+/// that tests and `billing dev` read with [`count_of`].
+pub fn count(metric: &'static str) {
+    let mut tally = tally().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    *tally.entry(metric).or_insert(0) += 1;
+    drop(tally);
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        println!(
+            r#"{{"_aws":{{"Timestamp":{now_ms},"CloudWatchMetrics":[{{"Namespace":"StripeBilling","Dimensions":[[]],"Metrics":[{{"Name":"{metric}","Unit":"Count"}}]}}]}},"{metric}":1}}"#
+        );
+    }
+}
+
+/// How often [`count`] was called for `metric` in this process.
+pub fn count_of(metric: &str) -> u64 {
+    tally()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(metric)
+        .copied()
+        .unwrap_or(0)
+}
+
+fn tally() -> &'static std::sync::Mutex<std::collections::HashMap<&'static str, u64>> {
+    static TALLY: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, u64>>> =
+        std::sync::OnceLock::new();
+    TALLY.get_or_init(Default::default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

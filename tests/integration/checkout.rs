@@ -8,7 +8,7 @@ use billing_tests::lifecycle::subscription_state;
 use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{aws, fixtures, unique};
 use serde_json::json;
-use shared::store::{BillingStore, MemoryStore, SubscriptionRecord, UserId, WriteRule};
+use shared::store::{BillingStore, ItemRecord, MemoryStore, UserId, WriteRule};
 use shared::stripe::SubscriptionStatus;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, Request, ResponseTemplate};
@@ -57,6 +57,7 @@ async fn stripe_with_idempotent_creates() -> StripeStandIn {
         })
         .mount(&stripe.server)
         .await;
+    stripe.serve_empty_lists().await;
     stripe
 }
 
@@ -77,19 +78,16 @@ async fn seed_subscription<S: BillingStore>(
         .link_customer(&UserId::parse(user).unwrap(), &customer)
         .await
         .unwrap();
-    let record = SubscriptionRecord {
-        subscription_id: subscription.clone(),
-        customer_id: customer.clone(),
-        status: SubscriptionStatus::Active,
-        price_id: Some(price.into()),
-        plan: None,
+    let mut record =
+        billing_tests::store_conformance::subscription(&customer, &subscription, 1, SubscriptionStatus::Active);
+    record.price_id = Some(price.into());
+    record.plan = None;
+    record.items = vec![ItemRecord {
+        price_id: price.into(),
         quantity: Some(1),
-        cancel_at_period_end,
-        current_period_end: Some(billing_tests::lifecycle::PERIOD_END),
-        trial_end: None,
-        ended_at: None,
-        watermark: 1,
-    };
+    }];
+    record.cancel_at_period_end = cancel_at_period_end;
+    record.current_period_end = Some(billing_tests::lifecycle::PERIOD_END);
     api.store.put_subscription(&record, WriteRule::IfNewer).await.unwrap();
     (customer, subscription)
 }
@@ -117,7 +115,7 @@ async fn checkout_creates_the_customer_then_a_session_from_the_catalog() {
     assert_eq!(customer_post.len(), 1);
     assert_eq!(
         customer_post[0].headers.get("idempotency-key").unwrap(),
-        &format!("customer-{user}")
+        &format!("customer-{user}-0")
     );
     let customer = api
         .store
@@ -275,6 +273,7 @@ async fn concurrent_first_checkouts_by_one_user_create_one_customer() {
         .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::checkout_session("cs_race")))
         .mount(&stripe.server)
         .await;
+    stripe.serve_empty_lists().await;
     let api = Arc::new(spawn_api(Arc::new(aws::fresh_store().await), &stripe));
     let user = unique("user-race-");
 
@@ -308,7 +307,7 @@ async fn concurrent_first_checkouts_by_one_user_create_one_customer() {
     assert!(
         posts_to(&requests, "/v1/customers")
             .iter()
-            .all(|r| r.headers.get("idempotency-key").unwrap() == &format!("customer-{user}"))
+            .all(|r| r.headers.get("idempotency-key").unwrap() == &format!("customer-{user}-0"))
     );
 }
 
@@ -416,7 +415,7 @@ async fn plan_changes_cancellations_and_resumes_return_the_new_view() {
         (changed.body["plan"].as_str(), changed.body["access"].as_str()),
         (Some("pro"), Some("active"))
     );
-    assert_eq!(changed.body["features"], json!(["reports", "api"]));
+    assert_eq!(changed.body["features"], json!(["api", "reports"]));
     let requests = stripe.requests().await;
     let update = form(posts_to(&requests, &format!("/v1/subscriptions/{subscription}"))[0]);
     assert_eq!(field(&update, "proration_behavior"), Some("create_prorations"));
@@ -595,6 +594,7 @@ async fn reusing_an_idempotency_key_for_another_request_is_a_409() {
         .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::customer("cus_idem")))
         .mount(&stripe.server)
         .await;
+    stripe.serve_empty_lists().await;
     Mock::given(method("POST")).and(path("/v1/checkout/sessions")).respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
         "type": "idempotency_error",
         "message": "Keys for idempotent requests can only be used with the same parameters they were first used with."}})))

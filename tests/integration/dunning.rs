@@ -46,6 +46,7 @@ fn syncer<S: BillingStore>(store: S, stripe: &StripeStandIn) -> Syncer<S> {
         stripe: stripe.client(),
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 7,
+        policy: Default::default(),
     }
 }
 

@@ -23,6 +23,7 @@ fn syncer<S: BillingStore>(store: S, stripe: &StripeStandIn) -> Syncer<S> {
         stripe: stripe.client(),
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 14,
+        policy: Default::default(),
     }
 }
 
@@ -31,6 +32,13 @@ async fn serve_subscription(stripe: &StripeStandIn, subscription: &Value) {
     Mock::given(method("GET"))
         .and(path(route))
         .respond_with(ResponseTemplate::new(200).set_body_json(subscription))
+        .mount(&stripe.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"object": "list", "url": "/v1/subscriptions", "has_more": false, "data": [subscription]}),
+        ))
         .mount(&stripe.server)
         .await;
 }
@@ -79,6 +87,7 @@ async fn any_order_with_duplicates_converges_to_stripes_state() {
     for lifecycle in &lifecycles {
         for run in 0..150 {
             let syncer = syncer(MemoryStore::new(), &stripe);
+            lifecycle.record_session(&syncer.store).await;
             let mut deliveries: Vec<&Value> = lifecycle
                 .events
                 .iter()
@@ -99,6 +108,7 @@ async fn the_lifecycle_converges_on_dynamodb_in_reverse_and_shuffled_order() {
     let lifecycle = Lifecycle::to_deletion(&billing_tests::unique("dyn"));
     serve_subscription(&stripe, &lifecycle.final_subscription).await;
     let syncer = syncer(aws::fresh_store().await, &stripe);
+    lifecycle.record_session(&syncer.store).await;
     let mut events: Vec<&Value> = lifecycle.events.iter().rev().collect();
     events.extend(lifecycle.events.iter().skip(2));
     for event in events {

@@ -127,6 +127,7 @@ async fn personal_data_and_secrets_never_reach_the_logs() {
             stripe: stripe.client(),
             plans: PlanCatalog::parse(PLANS).unwrap(),
             grace_days: 14,
+            policy: Default::default(),
         },
         notifier: MemoryNotifier::new(),
         policy: DunningPolicy::default(),

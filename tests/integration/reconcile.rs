@@ -205,9 +205,17 @@ async fn a_crash_before_the_cursor_write_causes_no_double_effect() {
         .respond_with(ResponseTemplate::new(200).set_body_json(&lifecycle.final_subscription))
         .mount(&stripe.server)
         .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"object": "list", "url": "/v1/subscriptions", "has_more": false, "data": [&lifecycle.final_subscription]}),
+        ))
+        .mount(&stripe.server)
+        .await;
     let newest_first: Vec<Value> = lifecycle.events.iter().rev().cloned().collect();
     serve_events(&stripe, &newest_first, &[]).await;
     let store = Arc::new(MemoryStore::new());
+    lifecycle.record_session(&*store).await;
     let reconciler = Reconciler {
         store: store.clone(),
         queue: MemoryQueue::new(),
@@ -218,6 +226,7 @@ async fn a_crash_before_the_cursor_write_causes_no_double_effect() {
         stripe: stripe.client(),
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 14,
+        policy: Default::default(),
     };
     let window = NOW - 3600;
 
@@ -264,6 +273,7 @@ async fn the_drift_check_replaces_drifted_subscriptions_with_stripes_state() {
         stripe: stripe.client(),
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 14,
+        policy: Default::default(),
     };
     let user = UserId::parse(&alice).unwrap();
     syncer.store.link_customer(&user, &drifted_customer).await.unwrap();

@@ -259,7 +259,7 @@ async fn every_request_the_client_sends_is_one_stripe_accepts() {
     assert_eq!(sub.primary_item().map(|i| i.price.id.as_str()), Some("price_1"));
     let change = json!({"items": [{"id": "si_1", "price": "price_2"}], "proration_behavior": "create_prorations"});
     client.update_subscription("sub_1", &change, Some("k3")).await.unwrap();
-    assert_eq!(client.list_subscriptions("cus_1").await.unwrap().data.len(), 1);
+    assert_eq!(client.list_subscriptions("cus_1").await.unwrap().len(), 1);
     let invoice = client.retrieve_invoice("in_1").await.unwrap();
     assert_eq!(invoice.subscription_id(), Some("sub_1"));
     assert_eq!(client.retrieve_event("evt_1").await.unwrap()["type"], "invoice.paid");

@@ -35,6 +35,7 @@ pub fn spawn_api<S: BillingStore + 'static>(store: Arc<S>, stripe: &StripeStandI
             stripe: stripe.client(),
             plans: PlanCatalog::parse(PLANS).unwrap(),
             grace_days: 14,
+            policy: Default::default(),
         },
         app_base_url: url::Url::parse(APP_BASE_URL).unwrap(),
         identity: IdentitySource::ApiGatewayJwt,

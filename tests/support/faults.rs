@@ -95,6 +95,25 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
             .around(true, store_fault, self.inner.link_customer(user, customer_id))
             .await
     }
+    async fn unlink_customer(&self, user: &UserId, customer_id: &str) -> Res<bool> {
+        self.plan
+            .around(true, store_fault, self.inner.unlink_customer(user, customer_id))
+            .await
+    }
+    async fn put_checkout_session(&self, session_id: &str, user: &UserId, expires_at: i64) -> Res<()> {
+        self.plan
+            .around(
+                true,
+                store_fault,
+                self.inner.put_checkout_session(session_id, user, expires_at),
+            )
+            .await
+    }
+    async fn checkout_session_user(&self, session_id: &str) -> Res<Option<UserId>> {
+        self.plan
+            .around(false, store_fault, self.inner.checkout_session_user(session_id))
+            .await
+    }
     async fn customer_of_user(&self, user: &UserId) -> Res<Option<String>> {
         self.plan
             .around(false, store_fault, self.inner.customer_of_user(user))
@@ -129,7 +148,7 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
             .around(false, store_fault, self.inner.sample_subscriptions(limit))
             .await
     }
-    async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<()> {
+    async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<WriteOutcome> {
         self.plan
             .around(true, store_fault, self.inner.put_entitlement(entitlement))
             .await

@@ -37,6 +37,17 @@ pub fn subscription(id: &str, customer: &str, price_id: &str, status: &str) -> V
     value["customer"] = json!(customer);
     value["status"] = json!(status);
     value["cancel_at_period_end"] = json!(false);
+    // The official example sets every optional field; a plain subscription has none of these.
+    for unset in [
+        "cancel_at",
+        "canceled_at",
+        "pause_collection",
+        "trial_start",
+        "trial_end",
+        "ended_at",
+    ] {
+        value[unset] = Value::Null;
+    }
     value["items"]["data"][0]["price"] = price(price_id);
     value["items"]["data"][0]["subscription"] = json!(id);
     value

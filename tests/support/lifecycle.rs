@@ -5,6 +5,8 @@
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use serde_json::{Value, json};
 
+use shared::store::{BillingStore, UserId};
+
 use crate::fixtures;
 
 pub const T0: i64 = 1_763_000_000;
@@ -15,6 +17,8 @@ pub const PLANS: &str = r#"{"basic":{"price_id":"price_basic","features":["repor
 
 pub struct Lifecycle {
     pub user: String,
+    /// The checkout session the lifecycle starts with, as the checkout API created it.
+    pub session: String,
     pub customer: String,
     pub subscription: String,
     /// `(event JSON, created)` in the order Stripe created them.
@@ -75,11 +79,22 @@ impl Lifecycle {
         ];
         Self {
             user,
+            session: format!("cs_{tag}"),
             customer,
             subscription: sub,
             events,
             final_subscription: deleted,
         }
+    }
+
+    /// Records the session as the checkout API does when it creates one: only such sessions
+    /// link a customer to a user.
+    pub async fn record_session<S: BillingStore>(&self, store: &S) {
+        let user = UserId::parse(&self.user).expect("lifecycle user id");
+        store
+            .put_checkout_session(&self.session, &user, PERIOD_END)
+            .await
+            .expect("session recorded");
     }
 
     /// Ends active and set to cancel, with the last two updates in the same second, so their

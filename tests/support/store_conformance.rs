@@ -15,6 +15,9 @@ pub async fn run<S: BillingStore + 'static>(store: Arc<S>) {
     subscriptions_are_listed_per_customer(&*store).await;
     subscriptions_can_be_sampled(&*store).await;
     entitlements_round_trip(&*store).await;
+    deleted_customers_unlink(&*store).await;
+    checkout_sessions_remember_their_user(&*store).await;
+    past_due_spells_keep_their_start(&*store).await;
     ledger_leases_complete_and_release(&*store).await;
     expired_leases_can_be_taken_over(&*store).await;
     concurrent_claims_have_one_winner(store.clone()).await;
@@ -30,10 +33,20 @@ pub fn subscription(customer: &str, id: &str, watermark: i64, status: Subscripti
         price_id: Some("price_pro".into()),
         plan: Some("pro".into()),
         quantity: Some(1),
+        items: vec![ItemRecord {
+            price_id: "price_pro".into(),
+            quantity: Some(1),
+        }],
         cancel_at_period_end: false,
+        cancel_at: None,
+        pause_collection: None,
+        current_period_start: Some(1_897_408_000),
         current_period_end: Some(1_900_000_000),
         trial_end: None,
         ended_at: None,
+        latest_invoice: None,
+        created: 1_897_408_000,
+        past_due_since: None,
         watermark,
     }
 }
@@ -77,7 +90,7 @@ async fn stale_subscription_writes_are_refused<S: BillingStore>(store: &S) {
     let (customer, id) = (unique("cus_"), unique("sub_"));
     let v10 = subscription(&customer, &id, 10, SubscriptionStatus::Active);
     let v5 = subscription(&customer, &id, 5, SubscriptionStatus::Canceled);
-    let v10_tie = subscription(&customer, &id, 10, SubscriptionStatus::PastDue);
+    let mut v10_tie = subscription(&customer, &id, 10, SubscriptionStatus::PastDue);
     assert_eq!(
         store.put_subscription(&v10, WriteRule::IfNewer).await.unwrap(),
         WriteOutcome::Written
@@ -99,6 +112,8 @@ async fn stale_subscription_writes_are_refused<S: BillingStore>(store: &S) {
         store.put_subscription(&v10_tie, WriteRule::IfNotOlder).await.unwrap(),
         WriteOutcome::Written
     );
+    // The store stamps the start of the past_due spell it has just seen begin.
+    v10_tie.past_due_since = Some(10);
     assert_eq!(store.get_subscription(&customer, &id).await.unwrap(), Some(v10_tie));
 }
 
@@ -195,14 +210,98 @@ async fn entitlements_round_trip<S: BillingStore>(store: &S) {
         features: vec!["reports".into(), "api".into()],
         cancel_at_period_end: true,
         current_period_end: Some(1_900_000_000),
+        grants: Vec::new(),
+        trial_used: true,
+        version: 1,
     };
-    store.put_entitlement(&entitlement).await.unwrap();
+    assert_eq!(
+        store.put_entitlement(&entitlement).await.unwrap(),
+        WriteOutcome::Written
+    );
     assert_eq!(store.get_entitlement(&user).await.unwrap().as_ref(), Some(&entitlement));
+    // A writer that read version 1 and a slower one that also read it: only one may write 2.
     entitlement.access = Access::None;
     entitlement.features.clear();
     entitlement.access_until = None;
-    store.put_entitlement(&entitlement).await.unwrap();
+    entitlement.version = 2;
+    assert_eq!(
+        store.put_entitlement(&entitlement).await.unwrap(),
+        WriteOutcome::Written
+    );
+    let mut loser = entitlement.clone();
+    loser.access = Access::Active;
+    assert_eq!(store.put_entitlement(&loser).await.unwrap(), WriteOutcome::Stale);
+    // Skipping a version is a stale read too.
+    loser.version = 4;
+    assert_eq!(store.put_entitlement(&loser).await.unwrap(), WriteOutcome::Stale);
     assert_eq!(store.get_entitlement(&user).await.unwrap(), Some(entitlement));
+    let fresh = UserId::parse(&unique("user-")).unwrap();
+    let mut first = loser.clone();
+    first.user_id = fresh.clone();
+    first.version = 2;
+    assert_eq!(
+        store.put_entitlement(&first).await.unwrap(),
+        WriteOutcome::Stale,
+        "nothing stored counts as version 0"
+    );
+}
+
+async fn deleted_customers_unlink<S: BillingStore>(store: &S) {
+    let (user, other) = (
+        UserId::parse(&unique("user-")).unwrap(),
+        UserId::parse(&unique("user-")).unwrap(),
+    );
+    let (first, second) = (unique("cus_"), unique("cus_"));
+    assert_eq!(store.link_customer(&user, &first).await.unwrap(), LinkOutcome::Linked);
+    assert_eq!(
+        store.link_customer(&other, &first).await.unwrap(),
+        LinkOutcome::CustomerTaken(user.clone()),
+        "one customer never serves two users"
+    );
+    assert_eq!(store.user_of_customer(&first).await.unwrap(), Some(user.clone()));
+    assert!(
+        !store.unlink_customer(&user, &second).await.unwrap(),
+        "not the linked customer"
+    );
+    assert_eq!(store.customer_of_user(&user).await.unwrap(), Some(first.clone()));
+    assert!(store.unlink_customer(&user, &first).await.unwrap());
+    assert_eq!(store.customer_of_user(&user).await.unwrap(), None);
+    assert_eq!(store.user_of_customer(&first).await.unwrap(), None);
+    assert!(!store.unlink_customer(&user, &first).await.unwrap(), "already unlinked");
+    assert_eq!(store.link_customer(&user, &second).await.unwrap(), LinkOutcome::Linked);
+    assert_eq!(store.user_of_customer(&second).await.unwrap(), Some(user));
+}
+
+async fn checkout_sessions_remember_their_user<S: BillingStore>(store: &S) {
+    let user = UserId::parse(&unique("user-")).unwrap();
+    let session = unique("cs_test_");
+    assert_eq!(store.checkout_session_user(&session).await.unwrap(), None);
+    store
+        .put_checkout_session(&session, &user, 1_900_000_000)
+        .await
+        .unwrap();
+    assert_eq!(store.checkout_session_user(&session).await.unwrap(), Some(user));
+}
+
+/// The start of a past_due spell is the first write that saw it, whatever writes follow in
+/// the spell, and a new spell starts afresh.
+async fn past_due_spells_keep_their_start<S: BillingStore>(store: &S) {
+    let (customer, id) = (unique("cus_"), unique("sub_"));
+    let stored = || async { store.get_subscription(&customer, &id).await.unwrap().unwrap() };
+    let write = |watermark, status| {
+        let record = subscription(&customer, &id, watermark, status);
+        async move { store.put_subscription(&record, WriteRule::IfNewer).await.unwrap() }
+    };
+    write(100, SubscriptionStatus::Active).await;
+    assert_eq!(stored().await.past_due_since, None);
+    write(200, SubscriptionStatus::PastDue).await;
+    assert_eq!(stored().await.past_due_since, Some(200));
+    write(300, SubscriptionStatus::PastDue).await;
+    assert_eq!(stored().await.past_due_since, Some(200));
+    write(400, SubscriptionStatus::Active).await;
+    assert_eq!(stored().await.past_due_since, None);
+    write(500, SubscriptionStatus::PastDue).await;
+    assert_eq!(stored().await.past_due_since, Some(500));
 }
 
 async fn ledger_leases_complete_and_release<S: BillingStore>(store: &S) {

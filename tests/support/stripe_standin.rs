@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
+use serde_json::json;
 use shared::stripe::{RetryPolicy, StripeClient};
-use wiremock::MockServer;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use stripe_simulator::spec::Spec;
 
@@ -34,6 +36,21 @@ impl StripeStandIn {
         let base = url::Url::parse(&self.server.uri()).expect("stand-in URL");
         let http = StripeClient::http_client().expect("http client");
         StripeClient::new(http, base, SecretString::from("sk_test_standin".to_string()), retry)
+    }
+
+    /// `GET /v1/subscriptions` and `GET /v1/checkout/sessions` answer empty lists: a new
+    /// customer with nothing bought and no session open, as the checkout route reads first.
+    pub async fn serve_empty_lists(&self) {
+        for list in ["/v1/subscriptions", "/v1/checkout/sessions"] {
+            Mock::given(method("GET"))
+                .and(path(list))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"object": "list", "url": list, "has_more": false, "data": []})),
+                )
+                .mount(&self.server)
+                .await;
+        }
     }
 
     pub async fn requests(&self) -> Vec<wiremock::Request> {

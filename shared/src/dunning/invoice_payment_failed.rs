@@ -9,6 +9,7 @@
 
 use crate::notify::{Notifier, PaymentFailedEvent};
 use crate::processing::{Outcome, ProcessError};
+use crate::routing::EventKind;
 use crate::store::{BillingStore, DunningRecord, DunningStage};
 use crate::stripe::{Event, Invoice, InvoiceStatus};
 use crate::sync::object;
@@ -17,6 +18,7 @@ use super::{DunningProcessor, render_email};
 
 pub(super) async fn apply<S: BillingStore, N: Notifier>(
     processor: &DunningProcessor<S, N>,
+    kind: EventKind,
     event: &Event,
 ) -> Result<Outcome, ProcessError> {
     let syncer = &processor.syncer;
@@ -40,7 +42,7 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
         tracing::info!(event_id = %event.id, invoice_id = %invoice.id, "stale failure: dunning already closed");
         return Ok(Outcome::Applied);
     }
-    let action_required = event.event_type == "invoice.payment_action_required";
+    let action_required = kind == EventKind::InvoicePaymentActionRequired;
     let error = invoice.last_payment_error();
     let grace_days = i64::from(syncer.grace_days);
     let mut record = DunningRecord {

@@ -8,13 +8,12 @@ mod invoice_payment_failed;
 use crate::config::{ConfigError, Env};
 use crate::notify::Notifier;
 use crate::processing::{EventHandler, Outcome, ProcessError};
+use crate::routing::{EventKind, Handler};
 use crate::store::BillingStore;
 use crate::stripe::Event;
 use crate::sync::Syncer;
 
 pub use email::render_email;
-
-pub const HANDLED: &[&str] = &["invoice.payment_failed", "invoice.payment_action_required"];
 
 /// Policy knobs (environment): `DUNNING_NOTIFY_FIRST_FAILURE` (default true: email from the
 /// first failure; false: from the second, as Stripe's first retry often succeeds) and
@@ -75,12 +74,12 @@ impl<S: BillingStore, N: Notifier> EventHandler for DunningProcessor<S, N> {
         &self.syncer.store
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        HANDLED.contains(&event_type)
+    fn handles(&self, handler: Handler) -> bool {
+        handler == Handler::Dunning
     }
 
-    async fn apply(&self, event: &Event) -> Result<Outcome, ProcessError> {
-        invoice_payment_failed::apply(self, event).await
+    async fn apply(&self, kind: EventKind, event: &Event) -> Result<Outcome, ProcessError> {
+        invoice_payment_failed::apply(self, kind, event).await
     }
 }
 

@@ -8,6 +8,7 @@ use std::future::Future;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 
+use crate::routing::{EventKind, Handler};
 use crate::store::{BillingStore, StoreError};
 use crate::stripe::{Event, StripeError};
 use batch::UnnamedFailure;
@@ -25,6 +26,8 @@ pub enum ProcessError {
     Store(#[from] StoreError),
     #[error("notification failed: {0}")]
     Notify(String),
+    #[error("the entitlement of {0} kept changing under concurrent writers")]
+    Contended(String),
 }
 
 /// What became of a message that was processed.
@@ -44,9 +47,10 @@ pub trait EventHandler: Sync {
 
     fn store(&self) -> &Self::Store;
 
-    fn handles(&self, event_type: &str) -> bool;
+    /// The handlers of the routing catalogue this consumer owns.
+    fn handles(&self, handler: Handler) -> bool;
 
-    fn apply(&self, event: &Event) -> impl Future<Output = Result<Outcome, ProcessError>> + Send;
+    fn apply(&self, kind: EventKind, event: &Event) -> impl Future<Output = Result<Outcome, ProcessError>> + Send;
 
     /// Parses, deduplicates through the ledger and applies one queued event.
     fn handle_message(
@@ -58,10 +62,10 @@ pub trait EventHandler: Sync {
         async move {
             let event: Event =
                 serde_json::from_str(body).map_err(|error| ProcessError::InvalidMessage(error.to_string()))?;
-            if !self.handles(&event.event_type) {
+            let Some(kind) = EventKind::parse(&event.event_type).filter(|kind| self.handles(kind.handler())) else {
                 return Ok(Outcome::Ignored);
-            }
-            let outcome = ledger::once(self.store(), &event.id, now, lease_until, || self.apply(&event)).await?;
+            };
+            let outcome = ledger::once(self.store(), &event.id, now, lease_until, || self.apply(kind, &event)).await?;
             tracing::info!(event_id = %event.id, event_type = %event.event_type, outcome = ?outcome, "event processed");
             Ok(outcome)
         }

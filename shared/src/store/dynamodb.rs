@@ -3,7 +3,9 @@
 //! | item                 | pk                | sk                | notes                                  |
 //! |----------------------|-------------------|-------------------|----------------------------------------|
 //! | user → customer link | `USER#<user>`     | `CUSTOMER`        | GSI `gsi1`: `CUSTOMER#<cus>` / `USER`  |
-//! | entitlement          | `USER#<user>`     | `ENTITLEMENT`     |                                        |
+//! | customer → user link | `CUSTOMER#<cus>`  | `USER`            | written with the above, in one transaction |
+//! | entitlement          | `USER#<user>`     | `ENTITLEMENT`     | conditional on `version`               |
+//! | our checkout session | `SESSION#<cs>`    | `SESSION`         | TTL `expires_at`                       |
 //! | subscription         | `CUSTOMER#<cus>`  | `SUB#<sub>`       | conditional on `watermark`             |
 //! | dunning record       | `CUSTOMER#<cus>`  | `DUNNING#<in>`    |                                        |
 //! | event ledger entry   | `EVENT#<evt>`     | `LEDGER`          | TTL `expires_at`                       |
@@ -16,9 +18,11 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    Projection, ProjectionType, Put, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -184,6 +188,36 @@ impl DynamoStore {
         }
     }
 
+    /// Links written before the reverse item existed are found through the index (eventually
+    /// consistent); two users on one customer there is corruption, not a choice to make.
+    async fn legacy_user_of_customer(&self, customer_id: &str) -> Res<Option<String>> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI_NAME)
+            .key_condition_expression("gsi1pk = :pk AND gsi1sk = :sk")
+            .expression_attribute_values(":pk", s(customer_pk(customer_id)))
+            .expression_attribute_values(":sk", s("USER"))
+            .limit(2)
+            .send()
+            .await
+            .map_err(backend)?;
+        let users: Vec<String> = output
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| string_attr(item, "user_id"))
+            .collect();
+        match users.as_slice() {
+            [] => Ok(None),
+            [user] => Ok(Some(user.clone())),
+            _ => Err(StoreError::Corrupt(format!(
+                "customer {customer_id} is linked to several users"
+            ))),
+        }
+    }
+
     async fn put(&self, item: Item) -> Res<()> {
         self.client
             .put_item()
@@ -198,9 +232,9 @@ impl DynamoStore {
 
 impl BillingStore for DynamoStore {
     async fn link_customer(&self, user: &UserId, customer_id: &str) -> Res<LinkOutcome> {
-        let result = self
-            .client
-            .put_item()
+        // Both directions in one transaction, each only if absent: a user has one customer and
+        // a customer one user, and the reverse item is read with a consistent GetItem.
+        let forward = Put::builder()
             .table_name(&self.table)
             .item("pk", s(user_pk(user)))
             .item("sk", s("CUSTOMER"))
@@ -209,23 +243,80 @@ impl BillingStore for DynamoStore {
             .item("user_id", s(user.as_str()))
             .item("customer_id", s(customer_id))
             .condition_expression("attribute_not_exists(pk)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|error| StoreError::Backend(error.to_string()))?;
+        let reverse = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(customer_pk(customer_id)))
+            .item("sk", s("USER"))
+            .item("user_id", s(user.as_str()))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|error| StoreError::Backend(error.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(forward).build())
+            .transact_items(TransactWriteItem::builder().put(reverse).build())
+            .send()
+            .await;
+        let error = match result {
+            Ok(_) => return Ok(LinkOutcome::Linked),
+            Err(error) => error,
+        };
+        let cancelled = matches!(
+            error.as_service_error(),
+            Some(TransactWriteItemsError::TransactionCanceledException(_))
+        );
+        if !cancelled {
+            return Err(backend(error));
+        }
+        // Which condition failed is read back rather than taken from the cancellation reasons,
+        // which not every DynamoDB implementation fills in.
+        if let Some(existing) = self.customer_of_user(user).await? {
+            return Ok(LinkOutcome::AlreadyLinked(existing));
+        }
+        match self.user_of_customer(customer_id).await? {
+            Some(owner) => Ok(LinkOutcome::CustomerTaken(owner)),
+            None => Err(StoreError::Backend(format!(
+                "linking user {user} to {customer_id} was cancelled without a conflict"
+            ))),
+        }
+    }
+
+    async fn unlink_customer(&self, user: &UserId, customer_id: &str) -> Res<bool> {
+        let forward = Delete::builder()
+            .table_name(&self.table)
+            .key("pk", s(user_pk(user)))
+            .key("sk", s("CUSTOMER"))
+            .condition_expression("customer_id = :customer")
+            .expression_attribute_values(":customer", s(customer_id))
+            .build()
+            .map_err(|error| StoreError::Backend(error.to_string()))?;
+        let reverse = Delete::builder()
+            .table_name(&self.table)
+            .key("pk", s(customer_pk(customer_id)))
+            .key("sk", s("USER"))
+            .build()
+            .map_err(|error| StoreError::Backend(error.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(forward).build())
+            .transact_items(TransactWriteItem::builder().delete(reverse).build())
             .send()
             .await;
         match result {
-            Ok(_) => Ok(LinkOutcome::Linked),
-            Err(error) => match error.into_service_error() {
-                aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(failed) => {
-                    let existing = match failed.item.as_ref().and_then(|item| string_attr(item, "customer_id")) {
-                        Some(existing) => existing,
-                        None => self.customer_of_user(user).await?.ok_or_else(|| {
-                            StoreError::Corrupt(format!("link for user {user} vanished during a conflict"))
-                        })?,
-                    };
-                    Ok(LinkOutcome::AlreadyLinked(existing))
-                }
-                other => Err(StoreError::Backend(DisplayErrorContext(other).to_string())),
-            },
+            Ok(_) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(backend(error)),
         }
     }
 
@@ -237,45 +328,66 @@ impl BillingStore for DynamoStore {
     }
 
     async fn user_of_customer(&self, customer_id: &str) -> Res<Option<UserId>> {
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI_NAME)
-            .key_condition_expression("gsi1pk = :pk AND gsi1sk = :sk")
-            .expression_attribute_values(":pk", s(customer_pk(customer_id)))
-            .expression_attribute_values(":sk", s("USER"))
-            .limit(1)
-            .send()
-            .await
-            .map_err(backend)?;
-        let raw = output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .next()
+        let raw = match self.get(customer_pk(customer_id), "USER").await? {
+            Some(item) => string_attr(&item, "user_id"),
+            None => self.legacy_user_of_customer(customer_id).await?,
+        };
+        raw.map(|raw| UserId::parse(&raw).map_err(|error| StoreError::Corrupt(error.to_string())))
+            .transpose()
+    }
+
+    async fn put_checkout_session(&self, session_id: &str, user: &UserId, expires_at: i64) -> Res<()> {
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("SESSION#{session_id}")));
+        item.insert("sk".into(), s("SESSION"));
+        item.insert("user_id".into(), s(user.as_str()));
+        item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
+        self.put(item).await
+    }
+
+    async fn checkout_session_user(&self, session_id: &str) -> Res<Option<UserId>> {
+        let raw = self
+            .get(format!("SESSION#{session_id}"), "SESSION")
+            .await?
             .and_then(|item| string_attr(&item, "user_id"));
         raw.map(|raw| UserId::parse(&raw).map_err(|error| StoreError::Corrupt(error.to_string())))
             .transpose()
     }
 
     async fn put_subscription(&self, record: &SubscriptionRecord, rule: WriteRule) -> Res<WriteOutcome> {
-        let item = to_item(
-            record,
-            &[
-                ("pk", customer_pk(&record.customer_id)),
-                ("sk", format!("SUB#{}", record.subscription_id)),
-            ],
-        )?;
+        // An update rather than a put, so the start of a past_due spell survives later writes
+        // of the same spell (`if_not_exists`) while every other attribute is replaced.
+        let mut item = to_item(record, &[])?;
+        item.remove("past_due_since");
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(customer_pk(&record.customer_id)))
+            .key("sk", s(format!("SUB#{}", record.subscription_id)));
+        let mut sets = Vec::with_capacity(item.len() + 1);
+        for (index, (name, value)) in item.into_iter().enumerate() {
+            sets.push(format!("#a{index} = :a{index}"));
+            request = request
+                .expression_attribute_names(format!("#a{index}"), name)
+                .expression_attribute_values(format!(":a{index}"), value);
+        }
+        let mut expression = String::from("SET ");
+        request = request.expression_attribute_names("#pds", "past_due_since");
+        if record.status == crate::stripe::SubscriptionStatus::PastDue {
+            sets.push("#pds = if_not_exists(#pds, :pds)".to_owned());
+            expression.push_str(&sets.join(", "));
+            request = request.expression_attribute_values(":pds", n(record.past_due_since.unwrap_or(record.watermark)));
+        } else {
+            expression.push_str(&sets.join(", "));
+            expression.push_str(" REMOVE #pds");
+        }
         let condition = match rule {
             WriteRule::IfNewer => "attribute_not_exists(pk) OR watermark < :watermark",
             WriteRule::IfNotOlder => "attribute_not_exists(pk) OR watermark <= :watermark",
         };
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
+        let result = request
+            .update_expression(expression)
             .condition_expression(condition)
             .expression_attribute_values(":watermark", n(record.watermark))
             .send()
@@ -328,12 +440,35 @@ impl BillingStore for DynamoStore {
         }
     }
 
-    async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<()> {
+    async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<WriteOutcome> {
         let item = to_item(
             entitlement,
             &[("pk", user_pk(&entitlement.user_id)), ("sk", "ENTITLEMENT".into())],
         )?;
-        self.put(item).await
+        let previous = entitlement.version.checked_sub(1).ok_or_else(|| {
+            StoreError::Corrupt(format!("entitlement of {} written with version 0", entitlement.user_id))
+        })?;
+        // An item from before versioning has no version: it counts as 0.
+        let condition = if previous == 0 {
+            "attribute_not_exists(#version) OR #version = :previous"
+        } else {
+            "#version = :previous"
+        };
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":previous", n(i64::try_from(previous).unwrap_or(i64::MAX)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(WriteOutcome::Written),
+            Err(error) if is_conditional_failure(&error) => Ok(WriteOutcome::Stale),
+            Err(error) => Err(backend(error)),
+        }
     }
 
     async fn get_entitlement(&self, user: &UserId) -> Res<Option<Entitlement>> {

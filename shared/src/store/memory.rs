@@ -21,6 +21,7 @@ struct State {
     ledger: HashMap<String, Ledger>,
     dunning: HashMap<(String, String), DunningRecord>,
     cursors: HashMap<String, i64>,
+    checkout_sessions: HashMap<String, UserId>,
 }
 
 #[derive(Default)]
@@ -51,12 +52,35 @@ impl BillingStore for MemoryStore {
             if let Some(existing) = state.customer_by_user.get(user.as_str()) {
                 return LinkOutcome::AlreadyLinked(existing.clone());
             }
+            if let Some(owner) = state.user_by_customer.get(customer_id) {
+                return LinkOutcome::CustomerTaken(owner.clone());
+            }
             state
                 .customer_by_user
                 .insert(user.as_str().to_owned(), customer_id.to_owned());
             state.user_by_customer.insert(customer_id.to_owned(), user.clone());
             LinkOutcome::Linked
         }))
+    }
+
+    async fn unlink_customer(&self, user: &UserId, customer_id: &str) -> Res<bool> {
+        Ok(self.with(|state| {
+            if state.customer_by_user.get(user.as_str()).map(String::as_str) != Some(customer_id) {
+                return false;
+            }
+            state.customer_by_user.remove(user.as_str());
+            state.user_by_customer.remove(customer_id);
+            true
+        }))
+    }
+
+    async fn put_checkout_session(&self, session_id: &str, user: &UserId, _expires_at: i64) -> Res<()> {
+        self.with(|state| state.checkout_sessions.insert(session_id.to_owned(), user.clone()));
+        Ok(())
+    }
+
+    async fn checkout_session_user(&self, session_id: &str) -> Res<Option<UserId>> {
+        Ok(self.with(|state| state.checkout_sessions.get(session_id).cloned()))
     }
 
     async fn customer_of_user(&self, user: &UserId) -> Res<Option<String>> {
@@ -78,7 +102,9 @@ impl BillingStore for MemoryStore {
             if !allowed {
                 return WriteOutcome::Stale;
             }
-            state.subscriptions.insert(key, record.clone());
+            let mut record = record.clone();
+            record.past_due_since = past_due_since(state.subscriptions.get(&key), &record);
+            state.subscriptions.insert(key, record);
             WriteOutcome::Written
         }))
     }
@@ -115,13 +141,20 @@ impl BillingStore for MemoryStore {
         }))
     }
 
-    async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<()> {
-        self.with(|state| {
+    async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<WriteOutcome> {
+        Ok(self.with(|state| {
+            let stored = state
+                .entitlements
+                .get(entitlement.user_id.as_str())
+                .map_or(0, |e| e.version);
+            if stored.checked_add(1) != Some(entitlement.version) {
+                return WriteOutcome::Stale;
+            }
             state
                 .entitlements
-                .insert(entitlement.user_id.as_str().to_owned(), entitlement.clone())
-        });
-        Ok(())
+                .insert(entitlement.user_id.as_str().to_owned(), entitlement.clone());
+            WriteOutcome::Written
+        }))
     }
 
     async fn get_entitlement(&self, user: &UserId) -> Res<Option<Entitlement>> {

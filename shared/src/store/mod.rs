@@ -29,9 +29,26 @@ type Res<T> = Result<T, StoreError>;
 pub trait BillingStore: Send + Sync {
     /// Links a user to their Stripe customer, once: a second link for the same user keeps the
     /// first and reports it, so concurrent first checkouts converge on one customer.
+    /// A customer already linked to another user is refused too, so the customer → user lookup
+    /// has one answer.
     fn link_customer(&self, user: &UserId, customer_id: &str) -> impl Future<Output = Res<LinkOutcome>> + Send;
+    /// Removes the link if it still points at `customer_id` (a deleted customer); false if the
+    /// user is linked to another customer or to none.
+    fn unlink_customer(&self, user: &UserId, customer_id: &str) -> impl Future<Output = Res<bool>> + Send;
     fn customer_of_user(&self, user: &UserId) -> impl Future<Output = Res<Option<String>>> + Send;
+    /// A strongly consistent read of the link: right after a link, the event that follows it
+    /// finds the user.
     fn user_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Option<UserId>>> + Send;
+
+    /// Records a checkout session this system created, for whom: only such sessions link a
+    /// customer to a user. Kept until `expires_at` (past Stripe's retry window).
+    fn put_checkout_session(
+        &self,
+        session_id: &str,
+        user: &UserId,
+        expires_at: i64,
+    ) -> impl Future<Output = Res<()>> + Send;
+    fn checkout_session_user(&self, session_id: &str) -> impl Future<Output = Res<Option<UserId>>> + Send;
 
     /// Writes a subscription only if `rule` holds against the stored watermark, so a stale
     /// event can never overwrite newer state.
@@ -51,7 +68,9 @@ pub trait BillingStore: Send + Sync {
     /// A full pass over the subscriptions: meant for an occasional run, not a request path.
     fn sample_subscriptions(&self, limit: usize) -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send;
 
-    fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<()>> + Send;
+    /// Writes the entitlement if the stored version is still `entitlement.version - 1` (none
+    /// stored counts as 0); `Stale` if another writer got there first.
+    fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<WriteOutcome>> + Send;
     fn get_entitlement(&self, user: &UserId) -> impl Future<Output = Res<Option<Entitlement>>> + Send;
 
     /// Takes the processing lease on an event unless it is completed or leased to someone
@@ -81,6 +100,21 @@ impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
     fn link_customer(&self, user: &UserId, customer_id: &str) -> impl Future<Output = Res<LinkOutcome>> + Send {
         (**self).link_customer(user, customer_id)
     }
+    fn unlink_customer(&self, user: &UserId, customer_id: &str) -> impl Future<Output = Res<bool>> + Send {
+        (**self).unlink_customer(user, customer_id)
+    }
+    fn put_checkout_session(
+        &self,
+        session_id: &str,
+        user: &UserId,
+        expires_at: i64,
+    ) -> impl Future<Output = Res<()>> + Send {
+        (**self).put_checkout_session(session_id, user, expires_at)
+    }
+    fn checkout_session_user(&self, session_id: &str) -> impl Future<Output = Res<Option<UserId>>> + Send {
+        (**self).checkout_session_user(session_id)
+    }
+
     fn customer_of_user(&self, user: &UserId) -> impl Future<Output = Res<Option<String>>> + Send {
         (**self).customer_of_user(user)
     }
@@ -110,7 +144,7 @@ impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
     fn sample_subscriptions(&self, limit: usize) -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send {
         (**self).sample_subscriptions(limit)
     }
-    fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<()>> + Send {
+    fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<WriteOutcome>> + Send {
         (**self).put_entitlement(entitlement)
     }
     fn get_entitlement(&self, user: &UserId) -> impl Future<Output = Res<Option<Entitlement>>> + Send {
@@ -147,6 +181,20 @@ impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
     fn set_cursor(&self, name: &str, expected: Option<i64>, value: i64) -> impl Future<Output = Res<bool>> + Send {
         (**self).set_cursor(name, expected, value)
     }
+}
+
+/// What a write of `new` over `stored` keeps as the start of the `past_due` spell: the earliest
+/// write that saw it, or none once the subscription is out of `past_due`. Both adapters apply
+/// it (DynamoDB as `if_not_exists`), so grace counts from the failure, not from later events.
+pub(crate) fn past_due_since(stored: Option<&SubscriptionRecord>, new: &SubscriptionRecord) -> Option<i64> {
+    if new.status != crate::stripe::SubscriptionStatus::PastDue {
+        return None;
+    }
+    let seen = new.past_due_since.unwrap_or(new.watermark);
+    let earlier = stored
+        .filter(|s| s.status == crate::stripe::SubscriptionStatus::PastDue)
+        .and_then(|s| s.past_due_since);
+    Some(earlier.map_or(seen, |earlier| earlier.min(seen)))
 }
 
 /// Reservoir sampling: a uniform sample of `limit` items from a stream of unknown length, in

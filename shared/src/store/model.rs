@@ -41,6 +41,15 @@ pub enum LinkOutcome {
     Linked,
     /// The user was already linked; the stored customer wins.
     AlreadyLinked(String),
+    /// The customer already belongs to another user: one customer never serves two users.
+    CustomerTaken(UserId),
+}
+
+/// One item of a subscription: what it sells and how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRecord {
+    pub price_id: String,
+    pub quantity: Option<u64>,
 }
 
 /// The stored view of one Stripe subscription.
@@ -49,13 +58,34 @@ pub struct SubscriptionRecord {
     pub subscription_id: String,
     pub customer_id: String,
     pub status: SubscriptionStatus,
+    /// The first item's price and plan: what a plan change replaces.
     pub price_id: Option<String>,
     pub plan: Option<String>,
     pub quantity: Option<u64>,
+    /// Every item, in Stripe's order: access is the union of what they sell.
+    #[serde(default)]
+    pub items: Vec<ItemRecord>,
     pub cancel_at_period_end: bool,
+    /// A fixed end date (the portal's "cancel on date"); access ends then.
+    #[serde(default)]
+    pub cancel_at: Option<i64>,
+    /// `pause_collection.behavior` while collection is paused.
+    #[serde(default)]
+    pub pause_collection: Option<String>,
+    #[serde(default)]
+    pub current_period_start: Option<i64>,
     pub current_period_end: Option<i64>,
     pub trial_end: Option<i64>,
     pub ended_at: Option<i64>,
+    /// The invoice the subscription is collecting now: its dunning episode decides grace.
+    #[serde(default)]
+    pub latest_invoice: Option<String>,
+    #[serde(default)]
+    pub created: i64,
+    /// When this `past_due` spell began (the first write that saw it); the store keeps the
+    /// earliest across writes of the same spell and drops it when the status moves on.
+    #[serde(default)]
+    pub past_due_since: Option<i64>,
     /// `created` of the newest event (or Stripe read) applied; older ones are stale.
     pub watermark: i64,
 }
@@ -82,6 +112,18 @@ pub enum Access {
     None,
 }
 
+/// What one subscription grants, until when: the entitlement keeps every grant, so a reader
+/// applies each deadline at its own clock without recomputing from subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub subscription_id: String,
+    pub plan: Option<String>,
+    pub access: Access,
+    pub access_until: Option<i64>,
+    pub features: Vec<String>,
+    pub current_period_end: Option<i64>,
+}
+
 /// One per user: what the app asks before letting a user use a feature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entitlement {
@@ -96,6 +138,17 @@ pub struct Entitlement {
     pub features: Vec<String>,
     pub cancel_at_period_end: bool,
     pub current_period_end: Option<i64>,
+    /// Every subscription that grants something (active or grace, with a catalog price).
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// The user has had a free trial (on any customer): later checkouts offer none. Kept
+    /// when the customer is deleted, so a new customer does not bring a new trial.
+    #[serde(default)]
+    pub trial_used: bool,
+    /// Bumped by every write; a write is conditional on the version it read, so two writers
+    /// racing on one user never lose an update (the loser recomputes).
+    #[serde(default)]
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::form;
-use super::objects::{BillingPortalSession, CheckoutSession, Customer, Invoice, List, Subscription};
+use super::objects::{BillingPortalSession, CheckoutSession, Customer, Invoice, List, Refund, Subscription};
 
 /// The one API version this system is written against; sent on every request so the shapes
 /// Stripe returns never change under us when the account's default version moves.
@@ -228,12 +228,67 @@ impl StripeClient {
             .await
     }
 
-    pub async fn list_subscriptions(&self, customer: &str) -> Result<List<Subscription>, StripeError> {
-        self.get(
+    /// Every subscription of the customer, canceled ones included, all pages.
+    pub async fn list_subscriptions(&self, customer: &str) -> Result<Vec<Subscription>, StripeError> {
+        self.list_all(
             "/v1/subscriptions",
-            &[("customer", customer), ("status", "all"), ("limit", "100")],
+            &[("customer", customer), ("status", "all")],
+            |s: &Subscription| s.id.clone(),
         )
         .await
+    }
+
+    /// The customer's checkout sessions that can still be paid, all pages.
+    pub async fn list_open_checkout_sessions(&self, customer: &str) -> Result<Vec<CheckoutSession>, StripeError> {
+        self.list_all(
+            "/v1/checkout/sessions",
+            &[("customer", customer), ("status", "open")],
+            |s: &CheckoutSession| s.id.clone(),
+        )
+        .await
+    }
+
+    pub async fn expire_checkout_session(&self, id: &str) -> Result<CheckoutSession, StripeError> {
+        let path = format!("/v1/checkout/sessions/{}/expire", path_id(id)?);
+        self.post(&path, &json!({}), Some(&format!("expire-{id}"))).await
+    }
+
+    pub async fn cancel_subscription(&self, id: &str) -> Result<Subscription, StripeError> {
+        self.delete(&format!("/v1/subscriptions/{}", path_id(id)?), None).await
+    }
+
+    /// Refunds a payment in full, once: the key is derived from the payment, so a retried
+    /// event refunds nothing more.
+    pub async fn refund_payment_intent(&self, payment_intent: &str, reason: &str) -> Result<Refund, StripeError> {
+        let params = json!({ "payment_intent": payment_intent, "reason": reason });
+        self.post("/v1/refunds", &params, Some(&format!("refund-{payment_intent}")))
+            .await
+    }
+
+    /// Follows `has_more` / `starting_after` to the end of a Stripe list, 100 items a page.
+    async fn list_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        filters: &[(&str, &str)],
+        id_of: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>, StripeError> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query: Vec<(&str, &str)> = filters.to_vec();
+            query.push(("limit", "100"));
+            if let Some(after) = after.as_deref() {
+                query.push(("starting_after", after));
+            }
+            let page: List<T> = self.get(path, &query).await?;
+            let last = page.data.last().map(&id_of);
+            let has_more = page.has_more;
+            all.extend(page.data);
+            match last {
+                Some(last) if has_more => after = Some(last),
+                _ => return Ok(all),
+            }
+        }
     }
 
     pub async fn retrieve_invoice(&self, id: &str) -> Result<Invoice, StripeError> {

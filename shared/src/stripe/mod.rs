@@ -10,5 +10,7 @@ pub mod signature;
 pub use client::{API_VERSION, ApiError, RetryPolicy, StripeClient, StripeError};
 pub use event::{Event, EventEnvelope};
 pub use ids::ObjectId;
-pub use objects::{CheckoutSession, Customer, Invoice, InvoiceStatus, Price, Subscription, SubscriptionStatus};
+pub use objects::{
+    CheckoutSession, Customer, Expandable, Invoice, InvoiceStatus, Price, Refund, Subscription, SubscriptionStatus,
+};
 pub use signature::{SignatureError, SignatureVerifier};

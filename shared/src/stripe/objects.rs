@@ -46,6 +46,24 @@ pub struct CheckoutSession {
     pub metadata: HashMap<String, String>,
 }
 
+impl CheckoutSession {
+    /// Metadata key and value this system puts on every session it creates.
+    pub const MARKER: (&'static str, &'static str) = ("billing_source", "checkout_api");
+
+    pub fn is_ours_by_marker(&self) -> bool {
+        self.metadata.get(Self::MARKER.0).map(String::as_str) == Some(Self::MARKER.1)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub amount: i64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct BillingPortalSession {
     pub id: String,
@@ -80,9 +98,15 @@ pub struct Subscription {
     pub canceled_at: Option<i64>,
     #[serde(default)]
     pub ended_at: Option<i64>,
-    /// Where API versions before 2025-03-31 put it; newer ones moved it onto the items.
+    /// Where API versions before 2025-03-31 put them; newer ones moved them onto the items.
+    #[serde(default)]
+    pub current_period_start: Option<i64>,
     #[serde(default)]
     pub current_period_end: Option<i64>,
+    #[serde(default)]
+    pub pause_collection: Option<PauseCollection>,
+    #[serde(default)]
+    pub latest_invoice: Option<ObjectId>,
     #[serde(default)]
     pub trial_end: Option<i64>,
     #[serde(default)]
@@ -101,9 +125,27 @@ impl Subscription {
             .or_else(|| self.items.data.iter().filter_map(|item| item.current_period_end).max())
     }
 
+    pub fn period_start(&self) -> Option<i64> {
+        self.current_period_start.or_else(|| {
+            self.items
+                .data
+                .iter()
+                .filter_map(|item| item.current_period_start)
+                .max()
+        })
+    }
+
     pub fn primary_item(&self) -> Option<&SubscriptionItem> {
         self.items.data.first()
     }
+}
+
+/// Collection paused: invoices are drafted, voided or written off instead of charged.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PauseCollection {
+    pub behavior: String,
+    #[serde(default)]
+    pub resumes_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +154,8 @@ pub struct SubscriptionItem {
     pub price: Price,
     #[serde(default)]
     pub quantity: Option<u64>,
+    #[serde(default)]
+    pub current_period_start: Option<i64>,
     #[serde(default)]
     pub current_period_end: Option<i64>,
 }
@@ -211,6 +255,8 @@ pub enum Expandable<T> {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PaymentIntent {
+    #[serde(default)]
+    pub id: String,
     #[serde(default)]
     pub last_payment_error: Option<PaymentError>,
 }

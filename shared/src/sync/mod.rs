@@ -1,40 +1,93 @@
 //! The parity model: keeps the stored subscriptions and entitlements equal to Stripe's state,
-//! whatever the order and number of deliveries. One file per event family says what that
-//! event does; [`Syncer`] holds what they share, and `POST /billing/sync` uses it too.
+//! whatever the order and number of deliveries. One file per handler of the routing catalogue
+//! says what its events do; [`Syncer`] holds what they share, and `POST /billing/sync` uses it
+//! too.
 
-mod checkout_session_completed;
+mod checkout_session;
 mod customer;
-mod invoice_paid;
+mod invoice_settled;
 mod subscription;
 
 use serde::de::DeserializeOwned;
 
-use crate::config::PlanCatalog;
+use crate::config::{ConfigError, Env, PlanCatalog};
 use crate::entitlement;
 use crate::processing::{EventHandler, Outcome, ProcessError};
-use crate::store::{BillingStore, Entitlement, SubscriptionRecord, UserId, WriteOutcome, WriteRule};
+use crate::routing::{EventKind, Handler};
+use crate::store::{BillingStore, Entitlement, ItemRecord, SubscriptionRecord, UserId, WriteOutcome, WriteRule};
 use crate::stripe::{Event, StripeClient, Subscription};
 
-/// The event types the events processor applies; others are acknowledged untouched.
-pub const HANDLED: &[&str] = &[
-    "checkout.session.completed",
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "customer.subscription.paused",
-    "customer.subscription.resumed",
-    "customer.subscription.trial_will_end",
-    "invoice.paid",
-    "invoice.payment_succeeded",
-    "customer.updated",
-    "customer.deleted",
-];
+/// How often an entitlement write that lost a race is recomputed before the message is
+/// retried later: each retry means another writer made progress, so few are ever needed.
+const ENTITLEMENT_ATTEMPTS: usize = 8;
+
+/// What happens to a second live subscription of one customer (two tabs both paid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DuplicatePolicy {
+    /// The later one is cancelled at once and its payment refunded (the default).
+    Refund,
+    /// Both stay: for catalogs that sell add-ons as separate subscriptions.
+    Keep,
+}
+
+/// Policy knobs of the sync core (environment):
+/// `BILLING_DUPLICATE_SUBSCRIPTIONS` = `refund` (default) | `keep`, and
+/// `BILLING_ACCEPT_FOREIGN_SESSIONS` = `false` (default) | `true`: whether a checkout session
+/// this system did not create (a Payment Link, a pricing table) may link a customer to the
+/// user its `client_reference_id` names. Even then, a user already linked to another customer
+/// is never re-linked nor recomputed from the foreign one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPolicy {
+    pub duplicates: DuplicatePolicy,
+    pub accept_foreign_sessions: bool,
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        Self {
+            duplicates: DuplicatePolicy::Refund,
+            accept_foreign_sessions: false,
+        }
+    }
+}
+
+impl SyncPolicy {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mut policy = Self::default();
+        if let Some(value) = env.get("BILLING_DUPLICATE_SUBSCRIPTIONS") {
+            policy.duplicates = match value.trim() {
+                "refund" => DuplicatePolicy::Refund,
+                "keep" => DuplicatePolicy::Keep,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "BILLING_DUPLICATE_SUBSCRIPTIONS",
+                        reason: "expected refund or keep".into(),
+                    });
+                }
+            };
+        }
+        if let Some(value) = env.get("BILLING_ACCEPT_FOREIGN_SESSIONS") {
+            policy.accept_foreign_sessions = match value.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "BILLING_ACCEPT_FOREIGN_SESSIONS",
+                        reason: "expected true or false".into(),
+                    });
+                }
+            };
+        }
+        Ok(policy)
+    }
+}
 
 pub struct Syncer<S> {
     pub store: S,
     pub stripe: StripeClient,
     pub plans: PlanCatalog,
     pub grace_days: u32,
+    pub policy: SyncPolicy,
 }
 
 pub(crate) fn object<T: DeserializeOwned>(event: &Event) -> Result<T, ProcessError> {
@@ -49,17 +102,32 @@ impl<S: BillingStore> EventHandler for Syncer<S> {
         &self.store
     }
 
-    fn handles(&self, event_type: &str) -> bool {
-        HANDLED.contains(&event_type)
+    fn handles(&self, handler: Handler) -> bool {
+        handler.queue() == crate::queue::QueueName::Events
     }
 
-    async fn apply(&self, event: &Event) -> Result<Outcome, ProcessError> {
-        match event.event_type.as_str() {
-            "checkout.session.completed" => checkout_session_completed::apply(self, event).await,
-            "invoice.paid" | "invoice.payment_succeeded" => invoice_paid::apply(self, event).await,
-            "customer.updated" | "customer.deleted" => customer::apply(self, event).await,
-            _ => subscription::apply(self, event).await,
+    async fn apply(&self, kind: EventKind, event: &Event) -> Result<Outcome, ProcessError> {
+        match kind.handler() {
+            Handler::CheckoutSession => checkout_session::apply(self, event).await,
+            Handler::CheckoutSessionExpired => {
+                tracing::info!(event_id = %event.id, "checkout session expired unpaid; nothing to link");
+                Ok(Outcome::Applied)
+            }
+            Handler::Subscription => subscription::apply(self, event).await,
+            Handler::Customer => customer::apply(self, kind, event).await,
+            Handler::InvoiceSettled => invoice_settled::apply(self, kind, event).await,
+            // Routed to the payment-failed queue; `handles` keeps them from reaching here.
+            Handler::Dunning => Ok(Outcome::Ignored),
         }
+    }
+}
+
+/// Whether a subscription is being billed: the states a second subscription would double.
+pub fn bills(status: crate::stripe::SubscriptionStatus) -> bool {
+    use crate::stripe::SubscriptionStatus::*;
+    match status {
+        Active | Trialing | PastDue => true,
+        Incomplete | IncompleteExpired | Canceled | Unpaid | Paused | Unknown => false,
     }
 }
 
@@ -77,10 +145,25 @@ impl<S: BillingStore> Syncer<S> {
                 .map(|(key, _)| key.to_owned()),
             price_id,
             quantity: item.and_then(|item| item.quantity),
+            items: subscription
+                .items
+                .data
+                .iter()
+                .map(|item| ItemRecord {
+                    price_id: item.price.id.clone(),
+                    quantity: item.quantity,
+                })
+                .collect(),
             cancel_at_period_end: subscription.cancel_at_period_end,
+            cancel_at: subscription.cancel_at,
+            pause_collection: subscription.pause_collection.as_ref().map(|p| p.behavior.clone()),
+            current_period_start: subscription.period_start(),
             current_period_end: subscription.period_end(),
             trial_end: subscription.trial_end,
             ended_at: subscription.ended_at,
+            latest_invoice: subscription.latest_invoice.as_ref().map(|id| id.0.clone()),
+            created: subscription.created,
+            past_due_since: None,
             watermark,
         }
     }
@@ -89,11 +172,17 @@ impl<S: BillingStore> Syncer<S> {
     /// unknowable (a tie) or the event does not carry the subscription.
     pub async fn refetch_subscription(&self, subscription_id: &str, watermark: i64) -> Result<String, ProcessError> {
         let fresh = self.stripe.retrieve_subscription(subscription_id).await?;
-        let record = self.record_of(&fresh, watermark);
+        self.store_read(&fresh, watermark).await?;
+        Ok(fresh.customer.0)
+    }
+
+    /// Stores a subscription as Stripe answered it just now.
+    pub async fn store_read(&self, subscription: &Subscription, watermark: i64) -> Result<(), ProcessError> {
+        let record = self.record_of(subscription, watermark);
         if self.store.put_subscription(&record, WriteRule::IfNotOlder).await? == WriteOutcome::Stale {
-            tracing::debug!(subscription_id, "a newer event already stored this subscription");
+            tracing::debug!(subscription_id = %subscription.id, "a newer event already stored this subscription");
         }
-        Ok(record.customer_id)
+        Ok(())
     }
 
     /// Recomputes the user's entitlement from what is stored. A customer no user is linked to
@@ -113,18 +202,43 @@ impl<S: BillingStore> Syncer<S> {
                 }
             },
         };
-        let subscriptions = self.store.subscriptions_of_customer(customer_id).await?;
-        let dunning = self.store.dunning_of_customer(customer_id).await?;
-        let entitlement = entitlement::compute(
-            &user,
-            customer_id,
-            &subscriptions,
-            &dunning,
-            &self.plans,
-            self.grace_days,
-        );
-        self.store.put_entitlement(&entitlement).await?;
-        Ok(Some(entitlement))
+        self.write_entitlement(&user, Some(customer_id)).await.map(Some)
+    }
+
+    /// The user has no customer any more (it was deleted): no access, the trial stays used.
+    pub async fn clear_entitlement(&self, user: &UserId) -> Result<Entitlement, ProcessError> {
+        self.write_entitlement(user, None).await
+    }
+
+    /// Read the version, then the inputs, compute, and write only over the version read: a
+    /// writer whose inputs went stale meanwhile loses the condition and starts over, so the
+    /// stored entitlement always reflects the latest inputs of the last writer to succeed.
+    async fn write_entitlement(&self, user: &UserId, customer_id: Option<&str>) -> Result<Entitlement, ProcessError> {
+        for _ in 0..ENTITLEMENT_ATTEMPTS {
+            let previous = self.store.get_entitlement(user).await?;
+            let mut entitlement = match customer_id {
+                Some(customer_id) => {
+                    let subscriptions = self.store.subscriptions_of_customer(customer_id).await?;
+                    let dunning = self.store.dunning_of_customer(customer_id).await?;
+                    entitlement::compute(
+                        user,
+                        customer_id,
+                        &subscriptions,
+                        &dunning,
+                        &self.plans,
+                        self.grace_days,
+                    )
+                }
+                None => entitlement::nothing(user),
+            };
+            entitlement.trial_used |= previous.as_ref().is_some_and(|p| p.trial_used);
+            entitlement.version = previous.as_ref().map_or(0, |p| p.version).saturating_add(1);
+            if self.store.put_entitlement(&entitlement).await? == WriteOutcome::Written {
+                return Ok(entitlement);
+            }
+            tracing::debug!(user = %user, "entitlement changed while computing; recomputing");
+        }
+        Err(ProcessError::Contended(user.to_string()))
     }
 
     /// Re-reads all of a customer's subscriptions from Stripe (`POST /billing/sync`, drift
@@ -135,11 +249,8 @@ impl<S: BillingStore> Syncer<S> {
         customer_id: &str,
         now: i64,
     ) -> Result<Option<Entitlement>, ProcessError> {
-        let subscriptions = self.stripe.list_subscriptions(customer_id).await?;
-        for subscription in &subscriptions.data {
-            self.store
-                .put_subscription(&self.record_of(subscription, now), WriteRule::IfNotOlder)
-                .await?;
+        for subscription in &self.stripe.list_subscriptions(customer_id).await? {
+            self.store_read(subscription, now).await?;
         }
         self.refresh_entitlement(customer_id, Some(user.clone())).await
     }

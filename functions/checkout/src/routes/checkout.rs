@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::store::{BillingStore, LinkOutcome, UserId};
+use shared::stripe::CheckoutSession;
 
 use crate::auth::CurrentUser;
 use crate::body::JsonBody;
@@ -21,6 +22,9 @@ use crate::{ApiError, AppState};
 const DEFAULT_SUCCESS_PATH: &str = "/billing/success";
 const DEFAULT_CANCEL_PATH: &str = "/billing";
 const MAX_QUANTITY: u32 = 1000;
+/// How long the record of a session we created is kept: a session lives at most 24 h, and its
+/// completion may arrive late — Stripe retries for 3 days, the reconciler looks back 30.
+const SESSION_RECORD_SECS: i64 = 35 * 86_400;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,8 +149,13 @@ pub async fn create<S: BillingStore>(
 
     let mut subscription_data = json!({ "metadata": { "user_id": user.as_str(), "plan": request.plan } });
     if let Some(days) = plan.trial_days {
-        subscription_data["trial_period_days"] = json!(days);
+        if trial_allowed(&state, &user, &customer).await? {
+            subscription_data["trial_period_days"] = json!(days);
+        } else {
+            tracing::info!("trial already used; checkout without one");
+        }
     }
+    let (marker, marked) = CheckoutSession::MARKER;
     let mut params = json!({
         "mode": "subscription",
         "customer": customer,
@@ -155,7 +164,7 @@ pub async fn create<S: BillingStore>(
         // Stripe fills in {CHECKOUT_SESSION_ID}, so the app can call /billing/sync with it.
         "success_url": format!("{success_url}{}session_id={{CHECKOUT_SESSION_ID}}", if success_url.contains('?') { "&" } else { "?" }),
         "cancel_url": cancel_url,
-        "metadata": { "user_id": user.as_str(), "plan": request.plan },
+        "metadata": { "user_id": user.as_str(), "plan": request.plan, marker: marked },
         "subscription_data": subscription_data,
     });
     match &request.promotion_code {
@@ -167,6 +176,18 @@ pub async fn create<S: BillingStore>(
         Some(key) => state.syncer.stripe.create_checkout_session(&params, key).await?,
         None => state.syncer.stripe.post("/v1/checkout/sessions", &params, None).await?,
     };
+    // Stored before the URL is handed out: the session can only be paid after this, so its
+    // completion always finds whom it was made for.
+    state
+        .syncer
+        .store
+        .put_checkout_session(
+            &session.id,
+            &user,
+            shared::unix_now().saturating_add(SESSION_RECORD_SECS),
+        )
+        .await?;
+    expire_other_sessions(&state, &customer, &session.id).await;
     tracing::info!(session_id = %session.id, plan = %request.plan, "checkout session created");
     Ok((
         StatusCode::CREATED,
@@ -177,16 +198,57 @@ pub async fn create<S: BillingStore>(
     ))
 }
 
+/// A trial is offered once per user: not after any trial stored for them (on any customer,
+/// deleted ones included), nor if Stripe shows the customer ever had a subscription.
+async fn trial_allowed<S: BillingStore>(state: &AppState<S>, user: &UserId, customer: &str) -> Result<bool, ApiError> {
+    let stored = state.syncer.store.get_entitlement(user).await?;
+    if stored.is_some_and(|entitlement| entitlement.trial_used) {
+        return Ok(false);
+    }
+    Ok(state.syncer.stripe.list_subscriptions(customer).await?.is_empty())
+}
+
+/// Every other open session of the customer is expired, so a second tab (or a retry without
+/// an `Idempotency-Key`) cannot be paid as well. Best effort: if Stripe refuses, the events
+/// processor still cancels and refunds a second subscription.
+async fn expire_other_sessions<S: BillingStore>(state: &AppState<S>, customer: &str, keep: &str) {
+    let stripe = &state.syncer.stripe;
+    let open = match stripe.list_open_checkout_sessions(customer).await {
+        Ok(open) => open,
+        Err(error) => {
+            tracing::warn!(error = %error, "could not list open checkout sessions to expire them");
+            return;
+        }
+    };
+    for session in open.iter().filter(|s| s.id != keep) {
+        match stripe.expire_checkout_session(&session.id).await {
+            Ok(_) => tracing::info!(session_id = %session.id, "older open checkout session expired"),
+            Err(error) => {
+                tracing::warn!(session_id = %session.id, error = %error, "could not expire an open checkout session")
+            }
+        }
+    }
+}
+
 /// The user's Stripe customer, created and linked on first use.
 async fn ensure_customer<S: BillingStore>(state: &AppState<S>, user: &UserId) -> Result<String, ApiError> {
     if let Some(customer) = state.syncer.store.customer_of_user(user).await? {
         return Ok(customer);
     }
+    // The key is the same for concurrent first checkouts (one customer for both) but changes
+    // once a deleted customer was unlinked (the entitlement's version moved), or Stripe would
+    // answer with the deleted customer for 24 hours.
+    let generation = state
+        .syncer
+        .store
+        .get_entitlement(user)
+        .await?
+        .map_or(0, |entitlement| entitlement.version);
     let params = json!({ "metadata": { "user_id": user.as_str() } });
     let created = state
         .syncer
         .stripe
-        .create_customer(&params, &format!("customer-{user}"))
+        .create_customer(&params, &format!("customer-{user}-{generation}"))
         .await?;
     match state.syncer.store.link_customer(user, &created.id).await? {
         LinkOutcome::Linked => {
@@ -194,5 +256,8 @@ async fn ensure_customer<S: BillingStore>(state: &AppState<S>, user: &UserId) ->
             Ok(created.id)
         }
         LinkOutcome::AlreadyLinked(existing) => Ok(existing),
+        LinkOutcome::CustomerTaken(_) => Err(ApiError::Store(shared::store::StoreError::Corrupt(format!(
+            "the customer just created for {user} belongs to another user"
+        )))),
     }
 }

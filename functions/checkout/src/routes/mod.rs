@@ -7,7 +7,7 @@ pub mod portal;
 pub mod subscription;
 
 use axum::Json;
-use shared::entitlement::{EntitlementView, governing};
+use shared::entitlement::EntitlementView;
 use shared::store::{BillingStore, SubscriptionRecord, UserId};
 use shared::stripe::SubscriptionStatus;
 
@@ -31,8 +31,11 @@ pub async fn live_subscription<S: BillingStore>(
         return Ok(None);
     };
     let subscriptions = state.syncer.store.subscriptions_of_customer(&customer).await?;
-    let live: Vec<SubscriptionRecord> = subscriptions.into_iter().filter(|s| is_live(s.status)).collect();
-    Ok(governing(&live).cloned())
+    // The one being billed first, then the latest period: the subscription a change applies to.
+    Ok(subscriptions
+        .into_iter()
+        .filter(|s| is_live(s.status))
+        .max_by_key(|s| (shared::sync::bills(s.status), s.current_period_end, s.watermark)))
 }
 
 /// The caller's Stripe customer; 404 before their first checkout.

@@ -1,14 +1,19 @@
-//! `invoice.paid` / `invoice.payment_succeeded`: money arrived. The subscription's status
-//! moves (e.g. `past_due` → `active`), so it is read from Stripe; a dunning episode for this
-//! invoice is closed, which restores access.
+//! `invoice.paid`, `invoice.payment_succeeded`, `invoice.voided`, `invoice.marked_uncollectible`:
+//! the invoice is settled one way or another, so its dunning episode is over. The
+//! subscription's status may move (e.g. `past_due` → `active`), so it is read from Stripe.
 
 use crate::processing::{Outcome, ProcessError};
+use crate::routing::EventKind;
 use crate::store::{BillingStore, DunningStage};
 use crate::stripe::{Event, Invoice};
 
 use super::{Syncer, object};
 
-pub(super) async fn apply<S: BillingStore>(syncer: &Syncer<S>, event: &Event) -> Result<Outcome, ProcessError> {
+pub(super) async fn apply<S: BillingStore>(
+    syncer: &Syncer<S>,
+    kind: EventKind,
+    event: &Event,
+) -> Result<Outcome, ProcessError> {
     let invoice: Invoice = object(event)?;
     let Some(customer) = &invoice.customer else {
         return Ok(Outcome::Ignored);
@@ -22,7 +27,7 @@ pub(super) async fn apply<S: BillingStore>(syncer: &Syncer<S>, event: &Event) ->
             dunning.stage = DunningStage::Closed;
             dunning.watermark = dunning.watermark.max(event.created);
             syncer.store.put_dunning(&dunning).await?;
-            tracing::info!(event_id = %event.id, invoice_id = %invoice.id, "dunning closed: invoice paid");
+            tracing::info!(event_id = %event.id, invoice_id = %invoice.id, settled_by = kind.name(), "dunning closed");
         }
     }
     syncer.refresh_entitlement(customer_id, None).await?;

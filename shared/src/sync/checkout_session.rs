@@ -1,0 +1,128 @@
+//! `checkout.session.completed` and `checkout.session.async_payment_succeeded|failed`: the
+//! moment a user and a Stripe customer are tied together.
+//!
+//! Only a session this system created links: its id was stored with the user at creation, so
+//! neither `client_reference_id` (which Payment Links and pricing tables let the browser set)
+//! nor metadata can name someone else. Other sessions are counted and ignored unless
+//! `BILLING_ACCEPT_FOREIGN_SESSIONS` is on; even then a user already linked to another
+//! customer is never re-linked nor recomputed from the foreign one.
+//!
+//! A customer who paid two open sessions (two tabs) ends with one live subscription: the
+//! later one is cancelled at once and its payment refunded (`BILLING_DUPLICATE_SUBSCRIPTIONS`).
+
+use crate::processing::{Outcome, ProcessError};
+use crate::store::{BillingStore, LinkOutcome, UserId};
+use crate::stripe::{CheckoutSession, Event, Expandable, Subscription};
+use crate::telemetry;
+
+use super::{DuplicatePolicy, Syncer, bills, object};
+
+pub(super) async fn apply<S: BillingStore>(syncer: &Syncer<S>, event: &Event) -> Result<Outcome, ProcessError> {
+    let session: CheckoutSession = object(event)?;
+    let Some(customer) = session.customer.as_ref() else {
+        tracing::info!(event_id = %event.id, session_id = %session.id, "checkout session without a customer; nothing to link");
+        return Ok(Outcome::Ignored);
+    };
+    let customer_id = customer.as_str();
+    let user = match syncer.store.checkout_session_user(&session.id).await? {
+        Some(user) => user,
+        None if syncer.policy.accept_foreign_sessions => match claimed_user(&session) {
+            Some(user) => user,
+            None => {
+                tracing::info!(event_id = %event.id, session_id = %session.id, "foreign checkout session names no valid user");
+                return Ok(Outcome::Ignored);
+            }
+        },
+        None => {
+            telemetry::count("ForeignCheckoutSession");
+            tracing::warn!(event_id = %event.id, session_id = %session.id, customer_id,
+                "checkout session not created by this system; it links nothing (BILLING_ACCEPT_FOREIGN_SESSIONS)");
+            return Ok(Outcome::Ignored);
+        }
+    };
+    match syncer.store.link_customer(&user, customer_id).await? {
+        LinkOutcome::Linked => tracing::info!(event_id = %event.id, customer_id, "customer linked"),
+        LinkOutcome::AlreadyLinked(existing) if existing == customer_id => {}
+        LinkOutcome::AlreadyLinked(existing) => {
+            telemetry::count("CustomerLinkRefused");
+            tracing::warn!(event_id = %event.id, customer_id, existing_customer = %existing,
+                "user already linked to another customer; the session's customer is not theirs");
+            return Ok(Outcome::Ignored);
+        }
+        LinkOutcome::CustomerTaken(owner) => {
+            telemetry::count("CustomerLinkRefused");
+            tracing::warn!(event_id = %event.id, customer_id, owner = %owner,
+                "the session's customer belongs to another user");
+            return Ok(Outcome::Ignored);
+        }
+    }
+    if let Some(subscription) = &session.subscription {
+        syncer
+            .refetch_subscription(subscription.as_str(), event.created)
+            .await?;
+        if syncer.policy.duplicates == DuplicatePolicy::Refund {
+            undo_duplicate(syncer, event, customer_id, subscription.as_str()).await?;
+        }
+    }
+    syncer.refresh_entitlement(customer_id, Some(user)).await?;
+    Ok(Outcome::Applied)
+}
+
+fn claimed_user(session: &CheckoutSession) -> Option<UserId> {
+    let raw = session
+        .client_reference_id
+        .as_deref()
+        .or(session.metadata.get("user_id").map(String::as_str))?;
+    UserId::parse(raw).ok()
+}
+
+/// If the customer already had a live subscription when this one started, this one is the
+/// duplicate: cancel it and refund what it charged. "Earlier" is Stripe's `created`, then the
+/// id, a total order, so whichever completion is processed first or last, the same one stays.
+async fn undo_duplicate<S: BillingStore>(
+    syncer: &Syncer<S>,
+    event: &Event,
+    customer_id: &str,
+    subscription_id: &str,
+) -> Result<(), ProcessError> {
+    let all = syncer.stripe.list_subscriptions(customer_id).await?;
+    let billing: Vec<&Subscription> = all.iter().filter(|s| bills(s.status)).collect();
+    let Some(new) = billing.iter().find(|s| s.id == subscription_id) else {
+        return Ok(());
+    };
+    let Some(keeper) = billing
+        .iter()
+        .min_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
+    else {
+        return Ok(());
+    };
+    if keeper.id == new.id {
+        return Ok(());
+    }
+    let cancelled = syncer.stripe.cancel_subscription(&new.id).await?;
+    syncer.store_read(&cancelled, event.created).await?;
+    let mut refunded = 0;
+    if let Some(invoice_id) = new.latest_invoice.as_ref() {
+        let invoice = syncer
+            .stripe
+            .retrieve_invoice_with_payments(invoice_id.as_str())
+            .await?;
+        let intents = invoice
+            .payments
+            .iter()
+            .flat_map(|list| list.data.iter())
+            .filter_map(|payment| payment.payment.as_ref()?.payment_intent.as_ref())
+            .map(|intent| match intent {
+                Expandable::Id(id) => id.clone(),
+                Expandable::Object(intent) => intent.id.clone(),
+            });
+        for intent in intents.filter(|id| !id.is_empty()) {
+            syncer.stripe.refund_payment_intent(&intent, "duplicate").await?;
+            refunded += 1;
+        }
+    }
+    telemetry::count("DuplicateSubscriptionRefunded");
+    tracing::warn!(event_id = %event.id, customer_id, kept = %keeper.id, cancelled = %new.id, refunds = refunded,
+        "a second live subscription was cancelled and refunded (BILLING_DUPLICATE_SUBSCRIPTIONS=refund)");
+    Ok(())
+}
