@@ -3,10 +3,12 @@
 mod chaos;
 mod checkout;
 mod dunning;
+mod entitlement;
 mod events;
 mod fuzz;
 mod privacy;
 mod queue;
+mod races;
 mod reconcile;
 mod secrets;
 mod security;

@@ -6,8 +6,10 @@
 //! email by nature, not a defect to hunt.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
 
 use shared::notify::{DunningEmail, Notifier, NotifyError, PaymentFailedEvent};
 use shared::queue::{EventQueue, OutboundMessage, QueueError, QueueName, ReceivedMessage};
@@ -23,6 +25,15 @@ pub struct FaultPlan {
     rate: AtomicU64,
     before: AtomicU64,
     after: AtomicU64,
+    pause: Mutex<Option<Pause>>,
+}
+
+/// A call that stops at a named point until the test lets it go: interleavings made on purpose.
+#[derive(Debug)]
+struct Pause {
+    at: &'static str,
+    reached: oneshot::Sender<()>,
+    resume: oneshot::Receiver<()>,
 }
 
 #[derive(Clone, Copy)]
@@ -41,6 +52,29 @@ impl FaultPlan {
 
     pub fn set_rate(&self, rate: f64) {
         self.rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The next call that reaches `at` (a store method's name) stops there: the first channel
+    /// says it arrived, sending on the second lets it go on. One pause at a time.
+    pub fn pause_at(&self, at: &'static str) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (reached, arrived) = oneshot::channel();
+        let (go, resume) = oneshot::channel();
+        *self.pause.lock().unwrap() = Some(Pause { at, reached, resume });
+        (arrived, go)
+    }
+
+    async fn checkpoint(&self, point: &'static str) {
+        let pause = {
+            let mut armed = self.pause.lock().unwrap();
+            match armed.as_ref() {
+                Some(pause) if pause.at == point => armed.take(),
+                _ => None,
+            }
+        };
+        if let Some(pause) = pause {
+            let _ = pause.reached.send(());
+            let _ = pause.resume.await;
+        }
     }
 
     pub fn injected(&self) -> u64 {
@@ -139,6 +173,7 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
             .await
     }
     async fn subscriptions_of_customer(&self, customer_id: &str) -> Res<Vec<SubscriptionRecord>> {
+        self.plan.checkpoint("subscriptions_of_customer").await;
         self.plan
             .around(false, store_fault, self.inner.subscriptions_of_customer(customer_id))
             .await
@@ -149,11 +184,13 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
             .await
     }
     async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<WriteOutcome> {
+        self.plan.checkpoint("put_entitlement").await;
         self.plan
             .around(true, store_fault, self.inner.put_entitlement(entitlement))
             .await
     }
     async fn get_entitlement(&self, user: &UserId) -> Res<Option<Entitlement>> {
+        self.plan.checkpoint("get_entitlement").await;
         self.plan
             .around(false, store_fault, self.inner.get_entitlement(user))
             .await
@@ -193,6 +230,7 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
             .await
     }
     async fn dunning_of_customer(&self, customer_id: &str) -> Res<Vec<DunningRecord>> {
+        self.plan.checkpoint("dunning_of_customer").await;
         self.plan
             .around(false, store_fault, self.inner.dunning_of_customer(customer_id))
             .await
