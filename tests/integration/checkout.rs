@@ -30,7 +30,11 @@ fn posts_to<'a>(requests: &'a [Request], route: &str) -> Vec<&'a Request> {
 
 /// Like Stripe: one object per idempotency key, a fresh one for each new key.
 async fn stripe_with_idempotent_creates() -> StripeStandIn {
-    let stripe = StripeStandIn::start().await;
+    with_idempotent_creates(StripeStandIn::start().await).await
+}
+
+/// Mounts idempotent creates (and empty lists, at a lower priority) on `stripe`.
+async fn with_idempotent_creates(stripe: StripeStandIn) -> StripeStandIn {
     Mock::given(method("POST"))
         .and(path("/v1/customers"))
         .respond_with(|request: &Request| {
@@ -624,5 +628,160 @@ async fn reusing_an_idempotency_key_for_another_request_is_a_409() {
     assert!(
         key.starts_with("checkout-") && key.len() <= 255 && !key.contains("user-idem"),
         "{key}"
+    );
+}
+
+/// Two tabs: the second session expires the first, so only one can be paid.
+#[tokio::test]
+async fn opening_checkout_expires_the_users_other_open_sessions() {
+    let stripe = StripeStandIn::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"object": "list", "url": "/v1/checkout/sessions",
+            "has_more": false, "data": [fixtures::checkout_session("cs_test_first_tab")]})),
+        )
+        .with_priority(1)
+        .mount(&stripe.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions/cs_test_first_tab/expire"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixtures::checkout_session("cs_test_first_tab")))
+        .mount(&stripe.server)
+        .await;
+    let stripe = with_idempotent_creates(stripe).await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+    let user = unique("user-");
+
+    let answer = api
+        .call("POST", "/checkout/sessions", Some(&user), r#"{"plan":"pro"}"#)
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let requests = stripe.requests().await;
+    assert_eq!(
+        posts_to(&requests, "/v1/checkout/sessions/cs_test_first_tab/expire").len(),
+        1
+    );
+    let listed = requests
+        .iter()
+        .find(|r| r.method.as_str() == "GET" && r.url.path() == "/v1/checkout/sessions")
+        .expect("open sessions listed");
+    let query: Vec<(String, String)> = listed.url.query_pairs().into_owned().collect();
+    assert!(query.contains(&("status".into(), "open".into())), "{query:?}");
+    let new_id = answer.body["id"].as_str().unwrap();
+    assert!(
+        posts_to(&requests, &format!("/v1/checkout/sessions/{new_id}/expire")).is_empty(),
+        "the new session stays open"
+    );
+    assert_eq!(
+        api.store.checkout_session_user(new_id).await.unwrap(),
+        Some(UserId::parse(&user).unwrap()),
+        "the session is recorded as ours before its URL is handed out"
+    );
+    stripe.assert_requests_valid().await;
+}
+
+/// A trial once per user: not after a trial stored for them, nor when Stripe shows the
+/// customer already had a subscription.
+#[tokio::test]
+async fn a_trial_is_offered_once() {
+    let trial_of = |requests: &[Request]| {
+        let session = form(posts_to(requests, "/v1/checkout/sessions")[0]);
+        field(&session, "subscription_data[trial_period_days]").map(str::to_owned)
+    };
+
+    let stripe = stripe_with_idempotent_creates().await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+    let user = UserId::parse(&unique("user-")).unwrap();
+    let mut used = shared::entitlement::nothing(&user);
+    used.trial_used = true;
+    used.version = 1;
+    api.store.put_entitlement(&used).await.unwrap();
+    let answer = api
+        .call("POST", "/checkout/sessions", Some(user.as_str()), r#"{"plan":"pro"}"#)
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert_eq!(trial_of(&stripe.requests().await), None, "trial already used");
+
+    let stripe = StripeStandIn::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"object": "list", "url": "/v1/subscriptions",
+            "has_more": false, "data": [subscription_state("sub_before", "cus_x", "price_pro", "canceled", false)]})),
+        )
+        .with_priority(1)
+        .mount(&stripe.server)
+        .await;
+    let stripe = with_idempotent_creates(stripe).await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+    let answer = api
+        .call(
+            "POST",
+            "/checkout/sessions",
+            Some(&unique("user-")),
+            r#"{"plan":"pro"}"#,
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert_eq!(
+        trial_of(&stripe.requests().await),
+        None,
+        "the customer had a subscription in Stripe"
+    );
+}
+
+/// After `customer.deleted`, the next checkout creates and links a new customer instead of
+/// failing on the deleted one; the trial stays used.
+#[tokio::test]
+async fn a_deleted_customer_is_replaced_at_the_next_checkout() {
+    let stripe = stripe_with_idempotent_creates().await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+    let user = unique("user-");
+    let first = api
+        .call("POST", "/checkout/sessions", Some(&user), r#"{"plan":"pro"}"#)
+        .await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let user_id = UserId::parse(&user).unwrap();
+    let deleted = api.store.customer_of_user(&user_id).await.unwrap().expect("linked");
+
+    let syncer = shared::sync::Syncer {
+        store: api.store.clone(),
+        stripe: stripe.client(),
+        plans: shared::config::PlanCatalog::parse(billing_tests::lifecycle::PLANS).unwrap(),
+        grace_days: 14,
+        policy: Default::default(),
+    };
+    let event = fixtures::event(
+        &unique("evt_"),
+        "customer.deleted",
+        1_763_000_000,
+        json!({"id": deleted, "object": "customer", "deleted": true}),
+    );
+    use shared::processing::EventHandler;
+    assert_eq!(
+        syncer
+            .handle_message(&event.to_string(), 1_763_000_000, 1_763_000_060)
+            .await
+            .unwrap(),
+        shared::processing::Outcome::Applied
+    );
+    assert_eq!(api.store.customer_of_user(&user_id).await.unwrap(), None, "unlinked");
+    assert_eq!(api.store.user_of_customer(&deleted).await.unwrap(), None);
+
+    let second = api
+        .call("POST", "/checkout/sessions", Some(&user), r#"{"plan":"pro"}"#)
+        .await;
+    assert_eq!(second.status, 201, "{}", second.body);
+    let replacement = api.store.customer_of_user(&user_id).await.unwrap().expect("relinked");
+    assert_ne!(replacement, deleted, "a new customer, not the deleted one");
+    let keys: Vec<String> = posts_to(&stripe.requests().await, "/v1/customers")
+        .iter()
+        .map(|r| r.headers.get("idempotency-key").unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_ne!(
+        keys[0], keys[1],
+        "a new key, or Stripe would replay the deleted customer"
     );
 }

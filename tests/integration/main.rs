@@ -2,6 +2,7 @@
 
 mod chaos;
 mod checkout;
+mod customers;
 mod dunning;
 mod entitlement;
 mod events;
