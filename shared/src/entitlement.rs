@@ -235,6 +235,8 @@ mod tests {
             watermark: 1,
             emailed_attempt: 0,
             published_attempt: 0,
+            emailed_action_attempt: 0,
+            published_action_attempt: 0,
         };
         let entitlement = compute(&user(), "cus_1", &past_due, &[dunning], &plans(), 7);
         assert_eq!(entitlement.access_until, Some(1_200_000));
