@@ -242,6 +242,10 @@ async fn a_failure_moves_to_grace_and_notifies_once_by_email_and_app_event() {
         "{body}"
     );
     assert!(body.contains("try again on"), "{body}");
+    assert!(
+        body.ends_with("Your access continues in the meantime, until Sun, 30 Nov 2025 12:13:20 GMT."),
+        "grace deadline NOW + 7 days, as a date: {body}"
+    );
     let events = app_events(&sqs, &queue).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["type"], "billing.payment_failed");
@@ -486,4 +490,253 @@ async fn an_email_failure_is_retried_without_duplicating_what_was_sent() {
     );
     assert_eq!(sent_emails(&c.email).await.len(), 1);
     assert_eq!(app_events(&sqs, &queue).await.len(), 1);
+}
+
+/// Stripe's re-read of the invoice, changed by `patch` (mounted above `stripe_state`'s).
+async fn stripe_invoice(stripe: &StripeStandIn, case: &Case, patch: Value, priority: u8) {
+    let mut body = invoice(case, "open", 1);
+    if let (Some(body), Some(patch)) = (body.as_object_mut(), patch.as_object()) {
+        body.extend(patch.clone());
+    }
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/invoices/{}", case.invoice)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .with_priority(priority)
+        .mount(&stripe.server)
+        .await;
+}
+
+async fn dunning_record<S: BillingStore>(store: &S, case: &Case) -> shared::store::DunningRecord {
+    store.get_dunning(&case.customer, &case.invoice).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_failure_processed_after_payment_closes_the_open_episode_and_sends_nothing() {
+    let stripe = StripeStandIn::start().await;
+    let c = case();
+    stripe_state(&stripe, &c, "open", "past_due", 5).await;
+    let store = Arc::new(aws::fresh_store().await);
+    let processor = recording(store.clone(), &stripe);
+    linked(&*store, &c).await;
+    processor
+        .handle_message(&event(&c, "evt_s1", "invoice.payment_failed", NOW, "open"), NOW, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(dunning_record(&*store, &c).await.stage, DunningStage::Retrying);
+    assert_eq!(processor.notifier.emails().len(), 1);
+
+    // The customer pays; the next failure (and an SCA request) arrive before `invoice.paid`.
+    stripe_state(&stripe, &c, "paid", "active", 1).await;
+    for (id, event_type, created) in [
+        ("evt_s2", "invoice.payment_failed", NOW + 60),
+        ("evt_s3", "invoice.payment_action_required", NOW + 30),
+    ] {
+        assert_eq!(
+            processor
+                .handle_message(&event(&c, id, event_type, created, "open"), NOW, LEASE)
+                .await
+                .unwrap(),
+            Outcome::Applied
+        );
+    }
+
+    let record = dunning_record(&*store, &c).await;
+    assert_eq!(
+        (record.stage, record.watermark),
+        (DunningStage::Closed, NOW + 60),
+        "closed by the settled re-read, watermark moved to the newest event"
+    );
+    let entitlement = store.get_entitlement(&c.user).await.unwrap().unwrap();
+    assert_eq!((entitlement.access, entitlement.access_until), (Access::Active, None));
+    assert_eq!(processor.notifier.emails().len(), 1, "nothing sent after payment");
+    assert_eq!(processor.notifier.events().len(), 1, "nothing published after payment");
+    stripe.assert_requests_valid().await;
+}
+
+#[tokio::test]
+async fn sca_sends_the_failure_and_the_confirmation_for_one_attempt_in_either_order() {
+    for order in [
+        ["invoice.payment_failed", "invoice.payment_action_required"],
+        ["invoice.payment_action_required", "invoice.payment_failed"],
+    ] {
+        let stripe = StripeStandIn::start().await;
+        let c = case();
+        stripe_state(&stripe, &c, "open", "past_due", 5).await;
+        let processor = recording(MemoryStore::new(), &stripe);
+        linked(&processor.syncer.store, &c).await;
+        let messages: Vec<String> = order
+            .iter()
+            .enumerate()
+            .map(|(i, event_type)| event(&c, &format!("evt_sca{i}"), event_type, NOW + i as i64, "open"))
+            .collect();
+        for message in &messages {
+            assert_eq!(
+                processor.handle_message(message, NOW, LEASE).await.unwrap(),
+                Outcome::Applied
+            );
+        }
+        for message in &messages {
+            assert_eq!(
+                processor.handle_message(message, NOW, LEASE).await.unwrap(),
+                Outcome::Duplicate,
+                "{order:?}"
+            );
+        }
+
+        let emails = processor.notifier.emails();
+        assert_eq!(emails.len(), 2, "{order:?}: both notices for attempt 1");
+        let confirm = emails
+            .iter()
+            .find(|e| e.subject == "Action required: confirm your payment")
+            .unwrap_or_else(|| panic!("{order:?}: no confirmation email"));
+        assert!(
+            confirm.body.contains(&format!(
+                "Confirm the payment here: https://invoice.stripe.com/i/{}",
+                c.invoice
+            )),
+            "{}",
+            confirm.body
+        );
+        assert!(emails.iter().any(|e| e.subject == "Your payment failed"), "{order:?}");
+        let events = processor.notifier.events();
+        assert_eq!(events.len(), 2, "{order:?}");
+        assert!(events.iter().all(|e| e.attempt == 1));
+        assert!(events.iter().any(|e| e.action_required) && events.iter().any(|e| !e.action_required));
+        let record = dunning_record(&processor.syncer.store, &c).await;
+        assert_eq!(record.stage, DunningStage::ActionRequired, "{order:?}");
+        assert_eq!(
+            (
+                record.emailed_attempt,
+                record.emailed_action_attempt,
+                record.published_attempt,
+                record.published_action_attempt
+            ),
+            (1, 1, 1, 1)
+        );
+    }
+}
+
+#[tokio::test]
+async fn smart_retries_last_attempts_are_emailed_and_the_final_one_says_access_ends() {
+    let stripe = StripeStandIn::start().await;
+    let c = case();
+    stripe_state(&stripe, &c, "open", "past_due", 5).await;
+    let processor = recording(MemoryStore::new(), &stripe);
+    linked(&processor.syncer.store, &c).await;
+    processor
+        .handle_message(&event(&c, "evt_r1", "invoice.payment_failed", NOW, "open"), NOW, LEASE)
+        .await
+        .unwrap();
+    stripe_invoice(
+        &stripe,
+        &c,
+        json!({"attempt_count": 6, "next_payment_attempt": NOW + 3 * 86_400}),
+        4,
+    )
+    .await;
+    processor
+        .handle_message(
+            &event(&c, "evt_r6", "invoice.payment_failed", NOW + 86_400, "open"),
+            NOW,
+            LEASE,
+        )
+        .await
+        .unwrap();
+    stripe_invoice(
+        &stripe,
+        &c,
+        json!({"attempt_count": 8, "next_payment_attempt": null}),
+        3,
+    )
+    .await;
+    processor
+        .handle_message(
+            &event(&c, "evt_r8", "invoice.payment_failed", NOW + 3 * 86_400, "open"),
+            NOW,
+            LEASE,
+        )
+        .await
+        .unwrap();
+
+    let emails = processor.notifier.emails();
+    assert_eq!(emails.len(), 3, "attempts 1, 6 and the final 8");
+    assert!(emails[1].body.contains("(attempt 6)"), "{}", emails[1].body);
+    assert_eq!(
+        emails[2].body,
+        format!(
+            "We could not collect the payment of 20.00 USD for your subscription (attempt 8).\n\n\
+             This was the last automatic attempt: we will not try again.\n\n\
+             Your access ends on Sun, 30 Nov 2025 12:13:20 GMT unless you pay here before then: \
+             https://invoice.stripe.com/i/{}",
+            c.invoice
+        ),
+        "grace deadline is the first failure + 7 days"
+    );
+    let attempts: Vec<u32> = processor.notifier.events().iter().map(|e| e.attempt).collect();
+    assert_eq!(attempts, [1, 6, 8]);
+    assert_eq!(processor.notifier.events()[2].next_payment_attempt, None);
+
+    // However low the cap, the final attempt still goes out.
+    let stripe = StripeStandIn::start().await;
+    let c = case();
+    stripe_state(&stripe, &c, "open", "past_due", 5).await;
+    stripe_invoice(
+        &stripe,
+        &c,
+        json!({"attempt_count": 3, "next_payment_attempt": null}),
+        4,
+    )
+    .await;
+    let mut capped = recording(MemoryStore::new(), &stripe);
+    capped.policy = DunningPolicy {
+        notify_first_failure: false,
+        max_notifications: 1,
+    };
+    linked(&capped.syncer.store, &c).await;
+    capped
+        .handle_message(&event(&c, "evt_c3", "invoice.payment_failed", NOW, "open"), NOW, LEASE)
+        .await
+        .unwrap();
+    let emails = capped.notifier.emails();
+    assert_eq!(emails.len(), 1);
+    assert!(
+        emails[0].body.contains("This was the last automatic attempt"),
+        "{}",
+        emails[0].body
+    );
+}
+
+#[tokio::test]
+async fn a_partially_paid_one_off_invoice_asks_for_what_remains_in_its_currency() {
+    let stripe = StripeStandIn::start().await;
+    let c = case();
+    stripe_state(&stripe, &c, "open", "past_due", 5).await;
+    stripe_invoice(
+        &stripe,
+        &c,
+        json!({"subscription": null, "parent": null, "currency": "kwd",
+            "amount_due": 12345, "amount_paid": 2345, "amount_remaining": 10000}),
+        4,
+    )
+    .await;
+    let processor = recording(MemoryStore::new(), &stripe);
+    linked(&processor.syncer.store, &c).await;
+    processor
+        .handle_message(&event(&c, "evt_o1", "invoice.payment_failed", NOW, "open"), NOW, LEASE)
+        .await
+        .unwrap();
+
+    let emails = processor.notifier.emails();
+    assert_eq!(emails.len(), 1);
+    assert_eq!(
+        emails[0].body,
+        format!(
+            "We could not collect the payment of 10.000 KWD for your invoice (attempt 1).\n\n\
+             Of the 12.345 KWD total, 2.345 KWD has been paid; 10.000 KWD remains.\n\n\
+             We will try again on Wed, 26 Nov 2025 12:13:20 GMT.\n\n\
+             To pay now or update your card: https://invoice.stripe.com/i/{}",
+            c.invoice
+        )
+    );
+    assert_eq!(dunning_record(&processor.syncer.store, &c).await.subscription_id, None);
 }

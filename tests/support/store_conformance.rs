@@ -391,6 +391,8 @@ async fn dunning_records_round_trip<S: BillingStore>(store: &S) {
         watermark: 7,
         emailed_attempt: 1,
         published_attempt: 0,
+        emailed_action_attempt: 0,
+        published_action_attempt: 0,
     };
     store.put_dunning(&record).await.unwrap();
     record.stage = DunningStage::Closed;

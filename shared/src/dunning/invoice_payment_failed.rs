@@ -1,11 +1,14 @@
 //! `invoice.payment_failed` and `invoice.payment_action_required` (3-D Secure / SCA).
 //!
 //! 1. Ask Stripe for the invoice first: if it is already paid, void or written off, this
-//!    failure is stale (a late delivery after recovery) and changes nothing.
+//!    failure is stale (a late delivery after recovery): an open episode for the invoice is
+//!    closed, access is recomputed, and nothing is sent.
 //! 2. Record the episode per invoice and refresh the subscription, so access moves to grace
 //!    until a stored deadline — no job ends it, readers compare it with their clock.
 //! 3. Notify, recording each notification on the record as it succeeds: a retry after a
-//!    failure resends only what did not go out, and a redelivery sends nothing.
+//!    failure resends only what did not go out, and a redelivery sends nothing. The "payment
+//!    failed" and the "confirm your payment" notices are counted apart, as Stripe sends both
+//!    events for one 3-D Secure attempt, in either order.
 
 use crate::notify::{Notifier, PaymentFailedEvent};
 use crate::processing::{Outcome, ProcessError};
@@ -14,7 +17,7 @@ use crate::store::{BillingStore, DunningRecord, DunningStage};
 use crate::stripe::{Event, Invoice, InvoiceStatus};
 use crate::sync::object;
 
-use super::{DunningProcessor, render_email};
+use super::{DunningProcessor, EmailContext, Notice, render_email};
 
 pub(super) async fn apply<S: BillingStore, N: Notifier>(
     processor: &DunningProcessor<S, N>,
@@ -27,14 +30,26 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
         return Ok(Outcome::Ignored);
     };
     let invoice = syncer.stripe.retrieve_invoice_with_payments(&payload.id).await?;
+    let existing = syncer.store.get_dunning(&customer_id, &invoice.id).await?;
     if matches!(
         invoice.status,
         Some(InvoiceStatus::Paid | InvoiceStatus::Void | InvoiceStatus::Uncollectible)
     ) {
         tracing::info!(event_id = %event.id, invoice_id = %invoice.id, status = ?invoice.status, "stale failure: invoice already settled");
+        if let Some(mut record) = existing.filter(|record| record.stage != DunningStage::Closed) {
+            record.stage = DunningStage::Closed;
+            record.watermark = record.watermark.max(event.created);
+            syncer.store.put_dunning(&record).await?;
+            tracing::info!(event_id = %event.id, invoice_id = %invoice.id, "dunning closed: settled re-read");
+            // The invoice settled, so the subscription's status has moved too (e.g. past_due
+            // to active): store what Stripe says now before recomputing.
+            if let Some(subscription_id) = &record.subscription_id {
+                syncer.refetch_subscription(subscription_id, event.created).await?;
+            }
+            syncer.refresh_entitlement(&customer_id, None).await?;
+        }
         return Ok(Outcome::Applied);
     }
-    let existing = syncer.store.get_dunning(&customer_id, &invoice.id).await?;
     if existing
         .as_ref()
         .is_some_and(|record| record.stage == DunningStage::Closed)
@@ -45,18 +60,24 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
     let action_required = kind == EventKind::InvoicePaymentActionRequired;
     let error = invoice.last_payment_error();
     let grace_days = i64::from(syncer.grace_days);
+    let attempt_count = invoice
+        .attempt_count
+        .max(existing.as_ref().map_or(0, |r| r.attempt_count));
     let mut record = DunningRecord {
         invoice_id: invoice.id.clone(),
         customer_id: customer_id.clone(),
         subscription_id: invoice.subscription_id().map(str::to_owned),
-        stage: if action_required {
+        // The `payment_failed` of an attempt that needs authentication does not lift the need.
+        stage: if action_required
+            || existing
+                .as_ref()
+                .is_some_and(|r| r.stage == DunningStage::ActionRequired && r.attempt_count >= attempt_count)
+        {
             DunningStage::ActionRequired
         } else {
             DunningStage::Retrying
         },
-        attempt_count: invoice
-            .attempt_count
-            .max(existing.as_ref().map_or(0, |r| r.attempt_count)),
+        attempt_count,
         next_payment_attempt: invoice.next_payment_attempt,
         failure_code: error
             .and_then(|e| e.code.clone())
@@ -75,6 +96,8 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
             .map_or(event.created, |r| r.watermark.max(event.created)),
         emailed_attempt: existing.as_ref().map_or(0, |r| r.emailed_attempt),
         published_attempt: existing.as_ref().map_or(0, |r| r.published_attempt),
+        emailed_action_attempt: existing.as_ref().map_or(0, |r| r.emailed_action_attempt),
+        published_action_attempt: existing.as_ref().map_or(0, |r| r.published_action_attempt),
     };
     syncer.store.put_dunning(&record).await?;
     if let Some(subscription_id) = &record.subscription_id {
@@ -85,22 +108,50 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
         decline_code = record.decline_code.as_deref(), access = ?entitlement.as_ref().map(|e| e.access), "dunning recorded");
 
     let attempt = record.attempt_count.max(1);
-    if record.emailed_attempt < attempt && processor.policy.should_email(attempt, action_required) {
+    let notice = if action_required {
+        Notice::ActionRequired
+    } else if invoice.next_payment_attempt.is_none() {
+        Notice::FinalAttempt
+    } else {
+        Notice::Retrying
+    };
+    let emailed = if action_required {
+        record.emailed_action_attempt
+    } else {
+        record.emailed_attempt
+    };
+    if emailed < attempt && processor.policy.should_email(attempt, notice) {
         match invoice.customer_email.as_deref().filter(|to| !to.is_empty()) {
             Some(to) => {
-                let email = render_email(&invoice, to, attempt, action_required);
+                let context = EmailContext {
+                    attempt,
+                    notice,
+                    grace_until: record.grace_until,
+                    now: event.created,
+                };
+                let email = render_email(&invoice, to, &context);
                 processor
                     .notifier
                     .send_email(&email)
                     .await
                     .map_err(|error| ProcessError::Notify(error.to_string()))?;
-                record.emailed_attempt = attempt;
+                if action_required {
+                    record.emailed_action_attempt = attempt;
+                } else {
+                    record.emailed_attempt = attempt;
+                }
                 syncer.store.put_dunning(&record).await?;
+                tracing::info!(event_id = %event.id, invoice_id = %invoice.id, attempt, notice = ?notice, "dunning email sent");
             }
             None => tracing::warn!(invoice_id = %invoice.id, "invoice has no customer email; dunning email skipped"),
         }
     }
-    if record.published_attempt < attempt {
+    let published = if action_required {
+        record.published_action_attempt
+    } else {
+        record.published_attempt
+    };
+    if published < attempt {
         let app_event = PaymentFailedEvent {
             event_type: "billing.payment_failed",
             stripe_event_id: event.id.clone(),
@@ -119,7 +170,11 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
             .publish(&app_event)
             .await
             .map_err(|error| ProcessError::Notify(error.to_string()))?;
-        record.published_attempt = attempt;
+        if action_required {
+            record.published_action_attempt = attempt;
+        } else {
+            record.published_attempt = attempt;
+        }
         syncer.store.put_dunning(&record).await?;
     }
     Ok(Outcome::Applied)

@@ -13,25 +13,49 @@ use crate::store::BillingStore;
 use crate::stripe::Event;
 use crate::sync::Syncer;
 
-pub use email::render_email;
+pub use email::{EmailContext, render_email};
 
-/// Policy knobs (environment): `DUNNING_NOTIFY_FIRST_FAILURE` (default true: email from the
-/// first failure; false: from the second, as Stripe's first retry often succeeds) and
-/// `DUNNING_MAX_NOTIFICATIONS` (default 4: no email after that attempt). The grace period is
-/// the syncer's `DUNNING_GRACE_DAYS`. App events are published for every attempt regardless.
+/// Policy knobs (environment):
+///
+/// - `DUNNING_NOTIFY_FIRST_FAILURE` (default true: email from the first failure; false: from
+///   the second, as Stripe's first retry often succeeds).
+/// - `DUNNING_MAX_NOTIFICATIONS` (default 8): no "payment failed" email for a retry after that
+///   attempt. 8 because Stripe's recommended Smart Retries policy makes up to 8 tries
+///   (<https://docs.stripe.com/billing/revenue-recovery/smart-retries>), so a lower cap would
+///   silence the last ones. The cap never silences the final attempt (the invoice's
+///   `next_payment_attempt` is null: Stripe will not retry, and the customer must learn that
+///   access ends at the grace deadline) nor a 3-D Secure "confirm your payment" email (the
+///   payment cannot succeed without the customer).
+///
+/// The grace period is the syncer's `DUNNING_GRACE_DAYS`. App events are published for every
+/// attempt regardless, the action-required one apart from the failure one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DunningPolicy {
     pub notify_first_failure: bool,
     pub max_notifications: u32,
 }
 
+/// Stripe's Smart Retries recommendation: up to 8 tries.
+pub const DEFAULT_MAX_NOTIFICATIONS: u32 = 8;
+
 impl Default for DunningPolicy {
     fn default() -> Self {
         Self {
             notify_first_failure: true,
-            max_notifications: 4,
+            max_notifications: DEFAULT_MAX_NOTIFICATIONS,
         }
     }
+}
+
+/// What kind of notice an attempt calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// A failed attempt Stripe will retry (`next_payment_attempt` set).
+    Retrying,
+    /// A failed attempt after which Stripe will not retry (`next_payment_attempt` null).
+    FinalAttempt,
+    /// The customer must authenticate (3-D Secure) for the attempt to go through.
+    ActionRequired,
 }
 
 impl DunningPolicy {
@@ -55,9 +79,11 @@ impl DunningPolicy {
         Ok(policy)
     }
 
-    pub fn should_email(&self, attempt: u32, action_required: bool) -> bool {
-        let wanted = action_required || attempt > 1 || self.notify_first_failure;
-        wanted && attempt <= self.max_notifications
+    pub fn should_email(&self, attempt: u32, notice: Notice) -> bool {
+        match notice {
+            Notice::ActionRequired | Notice::FinalAttempt => true,
+            Notice::Retrying => (attempt > 1 || self.notify_first_failure) && attempt <= self.max_notifications,
+        }
     }
 }
 
@@ -90,17 +116,19 @@ mod tests {
     #[test]
     fn policy_knobs() {
         let default = DunningPolicy::default();
-        assert!(default.should_email(1, false) && default.should_email(4, false) && !default.should_email(5, false));
+        assert_eq!(default.max_notifications, 8, "Smart Retries' recommended 8 tries");
+        assert!((1..=8).all(|attempt| default.should_email(attempt, Notice::Retrying)));
+        assert!(!default.should_email(9, Notice::Retrying));
         let quiet_first = DunningPolicy {
             notify_first_failure: false,
             max_notifications: 2,
         };
-        assert!(!quiet_first.should_email(1, false));
+        assert!(!quiet_first.should_email(1, Notice::Retrying));
         assert!(
-            quiet_first.should_email(1, true),
+            quiet_first.should_email(1, Notice::ActionRequired),
             "authentication requests always go out"
         );
-        assert!(quiet_first.should_email(2, false) && !quiet_first.should_email(3, false));
+        assert!(quiet_first.should_email(2, Notice::Retrying) && !quiet_first.should_email(3, Notice::Retrying));
         let env = Env::from_pairs([
             ("DUNNING_NOTIFY_FIRST_FAILURE", "false"),
             ("DUNNING_MAX_NOTIFICATIONS", "3"),
@@ -113,5 +141,47 @@ mod tests {
             }
         );
         assert!(DunningPolicy::from_env(&Env::from_pairs([("DUNNING_NOTIFY_FIRST_FAILURE", "maybe")])).is_err());
+    }
+
+    #[test]
+    fn the_cap_never_silences_the_final_attempt_nor_an_authentication_request() {
+        for policy in [
+            DunningPolicy::default(),
+            DunningPolicy {
+                notify_first_failure: false,
+                max_notifications: 0,
+            },
+        ] {
+            for attempt in [1, 4, 5, 9, 20] {
+                assert!(
+                    policy.should_email(attempt, Notice::FinalAttempt),
+                    "{policy:?} {attempt}"
+                );
+                assert!(
+                    policy.should_email(attempt, Notice::ActionRequired),
+                    "{policy:?} {attempt}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stored_records_without_the_action_counters_still_parse() {
+        // A record as the previous release stored it (no action-required counters).
+        let stored = serde_json::json!({
+            "invoice_id": "in_1", "customer_id": "cus_1", "subscription_id": "sub_1",
+            "stage": "retrying", "attempt_count": 2, "next_payment_attempt": null,
+            "failure_code": null, "decline_code": null, "hosted_invoice_url": null,
+            "grace_until": 1_900_000_000, "watermark": 5, "emailed_attempt": 2, "published_attempt": 2
+        });
+        let record: crate::store::DunningRecord = serde_json::from_value(stored).unwrap();
+        assert_eq!(
+            (
+                record.emailed_attempt,
+                record.emailed_action_attempt,
+                record.published_action_attempt
+            ),
+            (2, 0, 0)
+        );
     }
 }

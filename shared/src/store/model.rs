@@ -174,7 +174,7 @@ pub enum DunningStage {
     Retrying,
     /// The customer must authenticate (3-D Secure) on the hosted invoice page.
     ActionRequired,
-    /// Paid or voided: the episode is over.
+    /// Paid, voided or written off (an event, or a settled re-read): the episode is over.
     Closed,
 }
 
@@ -198,6 +198,13 @@ pub struct DunningRecord {
     pub emailed_attempt: u32,
     #[serde(default)]
     pub published_attempt: u32,
+    /// The same two for the 3-D Secure "confirm your payment" notice, counted apart: Stripe
+    /// sends `invoice.payment_failed` and `invoice.payment_action_required` for one attempt,
+    /// in either order, and the customer must get the confirmation link either way.
+    #[serde(default)]
+    pub emailed_action_attempt: u32,
+    #[serde(default)]
+    pub published_action_attempt: u32,
 }
 
 #[cfg(test)]
