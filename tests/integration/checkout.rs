@@ -785,3 +785,33 @@ async fn a_deleted_customer_is_replaced_at_the_next_checkout() {
         "a new key, or Stripe would replay the deleted customer"
     );
 }
+
+/// A subscription ending on a date (`cancel_at`, the portal's "cancel on date") is cancelling:
+/// resume clears the date, and access runs until it meanwhile.
+#[tokio::test]
+async fn an_end_date_counts_as_cancelling_and_resume_clears_it() {
+    let stripe = StripeStandIn::start().await;
+    let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
+    let user = unique("user-date-");
+    let (customer, subscription) = seed_subscription(&api, &user, "price_basic", false).await;
+    serve_subscription_changes(&stripe, &subscription, &customer, "price_basic").await;
+    let mut dated = api.store.get_subscription(&customer, &subscription).await.unwrap().unwrap();
+    dated.cancel_at = Some(billing_tests::lifecycle::PERIOD_END - 86_400);
+    dated.watermark = 2;
+    api.store.put_subscription(&dated, WriteRule::IfNewer).await.unwrap();
+
+    let cancel = api
+        .call("POST", "/subscription/cancel", Some(&user), r#"{"at_period_end":true}"#)
+        .await;
+    assert_eq!(
+        (cancel.status, cancel.body["error"].as_str()),
+        (409, Some("already_cancelling"))
+    );
+    let resumed = api.call("POST", "/subscription/resume", Some(&user), "").await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    let requests = stripe.requests().await;
+    let update = form(posts_to(&requests, &format!("/v1/subscriptions/{subscription}"))[0]);
+    assert_eq!(field(&update, "cancel_at"), Some(""), "the end date is cleared");
+    assert_eq!(field(&update, "cancel_at_period_end"), Some("false"));
+    stripe.assert_requests_valid().await;
+}

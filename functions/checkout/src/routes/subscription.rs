@@ -110,7 +110,7 @@ pub async fn cancel<S: BillingStore>(
     let stripe = &state.syncer.stripe;
     let path = format!("/v1/subscriptions/{}", record.subscription_id);
     let updated: Subscription = if request.at_period_end {
-        if record.cancel_at_period_end {
+        if record.cancel_at_period_end || record.cancel_at.is_some() {
             return Err(ApiError::Conflict {
                 code: "already_cancelling",
                 hint: "use POST /subscription/resume to undo",
@@ -132,13 +132,18 @@ pub async fn resume<S: BillingStore>(
     JsonBody(NoFields {}): JsonBody<NoFields>,
 ) -> Result<Json<EntitlementView>, ApiError> {
     let record = current(&state, &user).await?;
-    if !record.cancel_at_period_end {
+    if !record.cancel_at_period_end && record.cancel_at.is_none() {
         return Err(ApiError::Conflict {
             code: "not_cancelling",
             hint: "the subscription has no pending cancellation",
         });
     }
-    let params = json!({ "cancel_at_period_end": false });
+    // Both kinds of end: at period end, and on a date (the portal's "cancel on date"); Stripe
+    // clears `cancel_at` with an empty value.
+    let mut params = json!({ "cancel_at_period_end": false });
+    if record.cancel_at.is_some() {
+        params["cancel_at"] = json!("");
+    }
     let updated = state
         .syncer
         .stripe
