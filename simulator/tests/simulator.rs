@@ -183,7 +183,11 @@ async fn each_control_action_delivers_the_signed_events_stripe_would_send() {
             &[],
         )
         .await;
-    let (_, stored) = sim.get(&format!("/v1/invoices/{invoice}")).await;
+    let (_, stored) = sim
+        .get(&format!(
+            "/v1/invoices/{invoice}?expand[]=payments.data.payment.payment_intent"
+        ))
+        .await;
     sim.post(&format!("/sim/invoices/{invoice}/pay"), &[]).await;
     let (_, canceled) = sim
         .post(&format!("/sim/subscriptions/{subscription}/cancel"), &[])
@@ -201,6 +205,7 @@ async fn each_control_action_delivers_the_signed_events_stripe_would_send() {
     assert_eq!(
         sim.delivered_types(),
         [
+            "invoice.payment_failed",
             "invoice.payment_action_required",
             "customer.subscription.updated",
             "invoice.payment_failed",
