@@ -30,7 +30,9 @@ impl Spec {
         ] {
             let spec: Value = serde_json::from_str(text).unwrap_or_default();
             for (path, operations) in spec["paths"].as_object().into_iter().flatten() {
-                let entry = paths.entry(path.clone()).or_insert_with(|| Value::Object(Default::default()));
+                let entry = paths
+                    .entry(path.clone())
+                    .or_insert_with(|| Value::Object(Default::default()));
                 if let (Some(entry), Some(operations)) = (entry.as_object_mut(), operations.as_object()) {
                     entry.extend(operations.clone());
                 }

@@ -146,7 +146,10 @@ impl Harness {
             ("cancel_url", "https://app.example.com/no"),
         ];
         if !extra.iter().any(|(key, _)| key.starts_with("line_items")) {
-            form.extend([("line_items[0][price]", "price_basic"), ("line_items[0][quantity]", "1")]);
+            form.extend([
+                ("line_items[0][price]", "price_basic"),
+                ("line_items[0][quantity]", "1"),
+            ]);
         }
         form.extend_from_slice(extra);
         let (status, session) = self.post("/v1/checkout/sessions", &form).await;
@@ -396,9 +399,15 @@ async fn checkout_sessions_are_retrieved_listed_and_expired_as_stripe_does() {
         assert_eq!(ids(&list(format!("customer={customer}&status={status}")).await), [id]);
     }
     let page = list(format!("customer={customer}&limit=2")).await;
-    assert_eq!((ids(&page), page["has_more"].as_bool()), (vec![third.to_owned(), second.to_owned()], Some(true)));
+    assert_eq!(
+        (ids(&page), page["has_more"].as_bool()),
+        (vec![third.to_owned(), second.to_owned()], Some(true))
+    );
     let rest = list(format!("customer={customer}&limit=2&starting_after={second}")).await;
-    assert_eq!((ids(&rest), rest["has_more"].as_bool()), (vec![first.to_owned()], Some(false)));
+    assert_eq!(
+        (ids(&rest), rest["has_more"].as_bool()),
+        (vec![first.to_owned()], Some(false))
+    );
     let (bad, _) = sim.get("/v1/checkout/sessions?status=lost").await;
     assert_eq!(bad, 400, "status is one of open, complete, expired");
 
@@ -444,7 +453,11 @@ async fn several_line_items_complete_into_one_subscription_with_an_item_each() {
     assert_eq!(sub["latest_invoice"], done["invoice"]);
     assert_eq!(invoice["amount_due"], 4 * 2000, "the sum of the line items");
     assert_eq!(invoice["amount_paid"], 4 * 2000);
-    assert_eq!(sim.delivered_of("customer.subscription.created").len(), 1, "one subscription");
+    assert_eq!(
+        sim.delivered_of("customer.subscription.created").len(),
+        1,
+        "one subscription"
+    );
 }
 
 #[tokio::test]
@@ -477,11 +490,17 @@ async fn every_paid_invoice_carries_a_succeeded_payment_intent_with_a_charge() {
         let charge = shown["latest_charge"].as_str().unwrap();
         assert!(charge.starts_with("ch_"));
         let (_, charge) = sim.get(&format!("/v1/charges/{charge}")).await;
-        assert_eq!((charge["amount"].clone(), charge["payment_intent"].as_str()), (invoice["amount_paid"].clone(), Some(intent)));
+        assert_eq!(
+            (charge["amount"].clone(), charge["payment_intent"].as_str()),
+            (invoice["amount_paid"].clone(), Some(intent))
+        );
         intents.insert(intent.to_owned());
     }
     assert_eq!(intents.len(), 3, "one payment intent per invoice");
-    assert!(intents.contains(&declined_intent), "a retried invoice keeps its payment intent");
+    assert!(
+        intents.contains(&declined_intent),
+        "a retried invoice keeps its payment intent"
+    );
     let (_, sub) = sim.get(&format!("/v1/subscriptions/{subscription}")).await;
     assert_eq!(sub["latest_invoice"], paid[2]["data"]["object"]["id"]);
 }
@@ -492,7 +511,10 @@ async fn two_sessions_of_one_customer_make_two_subscriptions() {
     let customer = sim.customer().await;
     let first = sim.session(&customer, &[]).await;
     let second = sim
-        .session(&customer, &[("line_items[0][price]", "price_pro"), ("line_items[0][quantity]", "1")])
+        .session(
+            &customer,
+            &[("line_items[0][price]", "price_pro"), ("line_items[0][quantity]", "1")],
+        )
         .await;
     let first = sim.complete(first["id"].as_str().unwrap()).await;
     let second = sim.complete(second["id"].as_str().unwrap()).await;
@@ -501,7 +523,10 @@ async fn two_sessions_of_one_customer_make_two_subscriptions() {
     assert_ne!(first["subscription"], second["subscription"]);
     assert_eq!(
         ids(&listed),
-        [second["subscription"].as_str().unwrap(), first["subscription"].as_str().unwrap()]
+        [
+            second["subscription"].as_str().unwrap(),
+            first["subscription"].as_str().unwrap()
+        ]
     );
     assert_eq!(sim.delivered_of("customer.subscription.created").len(), 2);
 }
@@ -536,21 +561,32 @@ async fn refunds_are_made_against_payment_intents_and_can_be_counted() {
     assert_eq!(partial["payment_intent"], first.as_str());
     assert_eq!(partial["reason"], "requested_by_customer");
     assert_eq!(partial["metadata"]["ticket"], "T-1");
-    let (too_much, refused) = sim.post("/v1/refunds", &[("payment_intent", &first), ("amount", "1501")]).await;
+    let (too_much, refused) = sim
+        .post("/v1/refunds", &[("payment_intent", &first), ("amount", "1501")])
+        .await;
     assert_eq!(too_much, 400, "only 1500 remain: {refused}");
     let (status, rest) = sim.post("/v1/refunds", &[("payment_intent", &first)]).await;
-    assert_eq!((status, rest["amount"].as_i64()), (200, Some(1500)), "the remainder by default");
+    assert_eq!(
+        (status, rest["amount"].as_i64()),
+        (200, Some(1500)),
+        "the remainder by default"
+    );
     let (again, _) = sim.post("/v1/refunds", &[("payment_intent", &first)]).await;
     assert_eq!(again, 400, "nothing is left to refund");
     let (unknown, missing) = sim.post("/v1/refunds", &[("payment_intent", "pi_nope")]).await;
     assert_eq!(unknown, 404);
     assert_eq!(missing["error"]["code"], "resource_missing");
     assert_eq!(missing["error"]["param"], "payment_intent");
-    let (status, _) = sim.post("/v1/refunds", &[("payment_intent", &second), ("amount", "100")]).await;
+    let (status, _) = sim
+        .post("/v1/refunds", &[("payment_intent", &second), ("amount", "100")])
+        .await;
     assert_eq!(status, 200);
 
     let (_, of_first) = sim.get(&format!("/v1/refunds?payment_intent={first}")).await;
-    assert_eq!(ids(&of_first), [rest["id"].as_str().unwrap(), partial["id"].as_str().unwrap()]);
+    assert_eq!(
+        ids(&of_first),
+        [rest["id"].as_str().unwrap(), partial["id"].as_str().unwrap()]
+    );
     let (_, all) = sim.get("/v1/refunds?limit=100").await;
     let intents: Vec<&str> = all["data"]
         .as_array()
@@ -558,7 +594,11 @@ async fn refunds_are_made_against_payment_intents_and_can_be_counted() {
         .iter()
         .map(|refund| refund["payment_intent"].as_str().unwrap())
         .collect();
-    assert_eq!(intents, [second.as_str(), first.as_str(), first.as_str()], "three refunds, newest first");
+    assert_eq!(
+        intents,
+        [second.as_str(), first.as_str(), first.as_str()],
+        "three refunds, newest first"
+    );
 
     let charges: Vec<(i64, bool)> = sim
         .delivered_of("charge.refunded")
@@ -600,8 +640,16 @@ async fn deleting_a_customer_cancels_its_subscriptions_and_leaves_the_deleted_fo
     let customer_deleted = sim.delivered_of("customer.deleted");
     assert_eq!(customer_deleted.len(), 1);
     assert_eq!(customer_deleted[0]["data"]["object"], gone);
-    let (_, all) = sim.get(&format!("/v1/subscriptions?customer={customer}&status=all")).await;
-    assert!(all["data"].as_array().unwrap().iter().all(|s| s["status"] == "canceled"));
+    let (_, all) = sim
+        .get(&format!("/v1/subscriptions?customer={customer}&status=all"))
+        .await;
+    assert!(
+        all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "canceled")
+    );
 
     let (status, refused) = sim
         .post(
@@ -614,7 +662,10 @@ async fn deleting_a_customer_cancels_its_subscriptions_and_leaves_the_deleted_fo
             ],
         )
         .await;
-    assert_eq!(status, 404, "Stripe's \"No such customer\" for a deleted one: {refused}");
+    assert_eq!(
+        status, 404,
+        "Stripe's \"No such customer\" for a deleted one: {refused}"
+    );
     assert_eq!(refused["error"]["code"], "resource_missing");
     assert_eq!(refused["error"]["param"], "customer");
     let (status, _) = sim
@@ -632,9 +683,17 @@ async fn open_invoices_are_voided_or_marked_uncollectible_and_listed() {
     let (_, failed) = sim.post(&fail, &[]).await;
     let first = failed["result"]["invoice"].as_str().unwrap().to_owned();
     let (status, uncollectible) = sim.post(&format!("/v1/invoices/{first}/mark_uncollectible"), &[]).await;
-    assert_eq!((status, uncollectible["status"].as_str()), (200, Some("uncollectible")), "{uncollectible}");
+    assert_eq!(
+        (status, uncollectible["status"].as_str()),
+        (200, Some("uncollectible")),
+        "{uncollectible}"
+    );
     let (status, voided) = sim.post(&format!("/v1/invoices/{first}/void"), &[]).await;
-    assert_eq!((status, voided["status"].as_str()), (200, Some("void")), "an uncollectible invoice can be voided");
+    assert_eq!(
+        (status, voided["status"].as_str()),
+        (200, Some("void")),
+        "an uncollectible invoice can be voided"
+    );
     let (status, _) = sim.post(&format!("/v1/invoices/{first}/mark_uncollectible"), &[]).await;
     assert_eq!(status, 400, "a void invoice stays void");
     let (status, _) = sim.post(&format!("/sim/invoices/{first}/pay"), &[]).await;
@@ -656,15 +715,25 @@ async fn open_invoices_are_voided_or_marked_uncollectible_and_listed() {
         assert_eq!(refused["error"]["type"], "invalid_request_error");
     }
     assert_eq!(ids(&all), [second.as_str(), first.as_str(), checkout.as_str()]);
-    let (_, paid_list) = sim.get(&format!("/v1/invoices?subscription={subscription}&status=paid")).await;
+    let (_, paid_list) = sim
+        .get(&format!("/v1/invoices?subscription={subscription}&status=paid"))
+        .await;
     assert_eq!(ids(&paid_list), [checkout.as_str()]);
     let customer = all["data"][0]["customer"].as_str().unwrap();
     let (_, page) = sim.get(&format!("/v1/invoices?customer={customer}&limit=1")).await;
-    assert_eq!((ids(&page), page["has_more"].as_bool()), (vec![second.clone()], Some(true)));
+    assert_eq!(
+        (ids(&page), page["has_more"].as_bool()),
+        (vec![second.clone()], Some(true))
+    );
     let (_, next) = sim
-        .get(&format!("/v1/invoices?customer={customer}&limit=2&starting_after={second}"))
+        .get(&format!(
+            "/v1/invoices?customer={customer}&limit=2&starting_after={second}"
+        ))
         .await;
-    assert_eq!((ids(&next), next["has_more"].as_bool()), (vec![first.clone(), checkout.clone()], Some(false)));
+    assert_eq!(
+        (ids(&next), next["has_more"].as_bool()),
+        (vec![first.clone(), checkout.clone()], Some(false))
+    );
     let (_, void_list) = sim.get("/v1/invoices?status=void").await;
     assert_eq!(void_list["data"].as_array().unwrap().len(), 2);
 
@@ -672,7 +741,12 @@ async fn open_invoices_are_voided_or_marked_uncollectible_and_listed() {
         .delivered()
         .iter()
         .filter(|e| e["type"] == "invoice.voided" || e["type"] == "invoice.marked_uncollectible")
-        .map(|e| (e["type"].as_str().unwrap().to_owned(), e["data"]["object"]["id"].clone()))
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["data"]["object"]["id"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         closed,
@@ -716,14 +790,24 @@ async fn subscription_updates_schedule_cancellation_pause_collection_and_change_
     let (bad, _) = update(vec![("pause_collection[behavior]", "forever".into())]).await;
     assert_eq!(bad, 400);
     sim.forget_deliveries();
-    let (_, renewed) = sim.post(&format!("/sim/subscriptions/{subscription}/end_period"), &[]).await;
+    let (_, renewed) = sim
+        .post(&format!("/sim/subscriptions/{subscription}/end_period"), &[])
+        .await;
     assert_eq!(
         sim.delivered_types(),
-        ["invoice.created", "invoice.finalized", "invoice.voided", "customer.subscription.updated"],
+        [
+            "invoice.created",
+            "invoice.finalized",
+            "invoice.voided",
+            "customer.subscription.updated"
+        ],
         "a renewal while collection is paused with `void` is voided"
     );
     let (_, voided) = sim
-        .get(&format!("/v1/invoices/{}", renewed["result"]["invoice"].as_str().unwrap()))
+        .get(&format!(
+            "/v1/invoices/{}",
+            renewed["result"]["invoice"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(voided["status"], "void");
     let (_, resumed) = update(vec![("pause_collection", String::new())]).await;
@@ -741,11 +825,18 @@ async fn subscription_updates_schedule_cancellation_pause_collection_and_change_
     assert_eq!(items.len(), 2);
     let addon = items[1]["id"].as_str().unwrap().to_owned();
     assert!(addon.starts_with("si_") && addon != basic);
-    assert_eq!((items[1]["price"]["id"].as_str(), items[1]["quantity"].as_i64()), (Some("price_addon"), Some(2)));
+    assert_eq!(
+        (items[1]["price"]["id"].as_str(), items[1]["quantity"].as_i64()),
+        (Some("price_addon"), Some(2))
+    );
     let (status, _) = update(vec![("items[0][price]", "price_addon".into())]).await;
     assert_eq!(status, 400, "Stripe refuses a second item of one price");
     let (_, three) = update(vec![("items[0][price]", "price_extra".into())]).await;
-    assert_eq!(three["items"]["data"].as_array().unwrap().len(), 3, "an item without an id is added");
+    assert_eq!(
+        three["items"]["data"].as_array().unwrap().len(),
+        3,
+        "an item without an id is added"
+    );
     let extra = three["items"]["data"][2]["id"].as_str().unwrap().to_owned();
     let (_, changed) = update(vec![
         ("items[0][id]", basic.clone()),
@@ -759,10 +850,23 @@ async fn subscription_updates_schedule_cancellation_pause_collection_and_change_
     let items = changed["items"]["data"].as_array().unwrap();
     let shown: Vec<(&str, &str, i64)> = items
         .iter()
-        .map(|i| (i["id"].as_str().unwrap(), i["price"]["id"].as_str().unwrap(), i["quantity"].as_i64().unwrap()))
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap(),
+                i["price"]["id"].as_str().unwrap(),
+                i["quantity"].as_i64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(shown, [(basic.as_str(), "price_pro", 1), (addon.as_str(), "price_addon", 5)]);
-    let (status, _) = update(vec![("items[0][id]", "si_nope".into()), ("items[0][quantity]", "2".into())]).await;
+    assert_eq!(
+        shown,
+        [(basic.as_str(), "price_pro", 1), (addon.as_str(), "price_addon", 5)]
+    );
+    let (status, _) = update(vec![
+        ("items[0][id]", "si_nope".into()),
+        ("items[0][quantity]", "2".into()),
+    ])
+    .await;
     assert_eq!(status, 404);
     let (status, _) = update(vec![
         ("items[0][id]", basic.clone()),
@@ -775,11 +879,18 @@ async fn subscription_updates_schedule_cancellation_pause_collection_and_change_
     sim.post(&format!("/sim/subscriptions/{subscription}/end_period"), &[])
         .await;
     let last = sim.delivered_of("invoice.paid").pop().unwrap();
-    assert_eq!(last["data"]["object"]["amount_due"], 2000 + 5 * 2000, "the renewal bills every item");
+    assert_eq!(
+        last["data"]["object"]["amount_due"],
+        2000 + 5 * 2000,
+        "the renewal bills every item"
+    );
 
     let single = sim.subscribed().await;
     let (_, switched) = sim
-        .post(&format!("/v1/subscriptions/{single}"), &[("items[0][price]", "price_pro")])
+        .post(
+            &format!("/v1/subscriptions/{single}"),
+            &[("items[0][price]", "price_pro")],
+        )
         .await;
     let items = switched["items"]["data"].as_array().unwrap();
     assert_eq!(
@@ -790,8 +901,13 @@ async fn subscription_updates_schedule_cancellation_pause_collection_and_change_
 
     let (_, ending) = update(vec![("cancel_at", (shared::unix_now() + 86_400).to_string())]).await;
     assert!(ending["canceled_at"].is_i64());
-    let (_, ended) = sim.post(&format!("/sim/subscriptions/{subscription}/end_period"), &[]).await;
-    assert_eq!(ended["result"]["status"], "canceled", "a cancel_at within the period ends it");
+    let (_, ended) = sim
+        .post(&format!("/sim/subscriptions/{subscription}/end_period"), &[])
+        .await;
+    assert_eq!(
+        ended["result"]["status"], "canceled",
+        "a cancel_at within the period ends it"
+    );
 }
 
 #[tokio::test]
@@ -812,14 +928,22 @@ async fn pausing_and_scheduling_emit_subscription_updated() {
     let updates = sim.delivered_of("customer.subscription.updated");
     let shown: Vec<(Value, Value)> = updates
         .iter()
-        .map(|e| (e["data"]["object"]["cancel_at"].clone(), e["data"]["object"]["pause_collection"].clone()))
+        .map(|e| {
+            (
+                e["data"]["object"]["cancel_at"].clone(),
+                e["data"]["object"]["pause_collection"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         shown,
         [
             (Value::from(4_102_444_800_i64), Value::Null),
             (Value::Null, Value::Null),
-            (Value::Null, serde_json::json!({"behavior": "keep_as_draft", "resumes_at": null})),
+            (
+                Value::Null,
+                serde_json::json!({"behavior": "keep_as_draft", "resumes_at": null})
+            ),
             (Value::Null, Value::Null),
         ]
     );
@@ -855,17 +979,25 @@ async fn a_final_authentication_failure_emits_failed_and_action_required_once_ea
             "customer.subscription.updated",
         ]
     );
-    assert!(events[0]["data"]["object"]["next_payment_attempt"].is_i64(), "a retry is scheduled");
+    assert!(
+        events[0]["data"]["object"]["next_payment_attempt"].is_i64(),
+        "a retry is scheduled"
+    );
     for event in &events[2..4] {
         let invoice = &event["data"]["object"];
         assert_eq!(invoice["id"], last["result"]["invoice"]);
-        assert!(invoice["next_payment_attempt"].is_null(), "the final attempt: {invoice}");
+        assert!(
+            invoice["next_payment_attempt"].is_null(),
+            "the final attempt: {invoice}"
+        );
         assert_eq!(invoice["attempt_count"], 2);
     }
     assert_eq!(events[4]["data"]["object"]["status"], "past_due");
     let invoice = last["result"]["invoice"].as_str().unwrap();
     let (_, expanded) = sim
-        .get(&format!("/v1/invoices/{invoice}?expand[]=payments.data.payment.payment_intent"))
+        .get(&format!(
+            "/v1/invoices/{invoice}?expand[]=payments.data.payment.payment_intent"
+        ))
         .await;
     let intent = &expanded["payments"]["data"][0]["payment"]["payment_intent"];
     assert_eq!(intent["status"], "requires_action");
@@ -879,7 +1011,12 @@ async fn subscriptions_list_like_stripe_without_the_canceled_and_in_pages() {
     let mut live = Vec::new();
     for _ in 0..13 {
         let session = sim.session(&customer, &[]).await;
-        live.push(sim.complete(session["id"].as_str().unwrap()).await["subscription"].as_str().unwrap().to_owned());
+        live.push(
+            sim.complete(session["id"].as_str().unwrap()).await["subscription"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let canceled = live.remove(0);
     sim.post(&format!("/sim/subscriptions/{canceled}/cancel"), &[]).await;
@@ -910,7 +1047,10 @@ async fn subscriptions_list_like_stripe_without_the_canceled_and_in_pages() {
         let customer = customer.clone();
         async move {
             let (_, list) = sim.get(&format!("/v1/subscriptions?customer={customer}&{query}")).await;
-            (list["data"].as_array().unwrap().len(), list["has_more"].as_bool().unwrap())
+            (
+                list["data"].as_array().unwrap().len(),
+                list["has_more"].as_bool().unwrap(),
+            )
         }
     };
     assert_eq!(count("status=all&limit=100").await, (13, false));

@@ -76,14 +76,24 @@ impl Sim {
             .filter(|s| query["status"].is_null() || s["status"] == query["status"])
             .filter(|s| query["subscription"].is_null() || s["subscription"] == query["subscription"])
             .collect();
-        let list = page(matching, query, "/v1/checkout/sessions", &self.sessions, "checkout.session")?;
+        let list = page(
+            matching,
+            query,
+            "/v1/checkout/sessions",
+            &self.sessions,
+            "checkout.session",
+        )?;
         Ok((list, Vec::new()))
     }
 
     /// "A Checkout Session can be expired when it is in one of these statuses: open", else
     /// an error (https://docs.stripe.com/api/checkout/sessions/expire).
     pub(super) fn expire_session(&mut self, id: &str) -> ApiResult {
-        let mut session = self.sessions.get(id).cloned().ok_or_else(|| not_found("checkout.session", id))?;
+        let mut session = self
+            .sessions
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found("checkout.session", id))?;
         if session["status"] != "open" {
             return Err(ApiError::invalid(format!(
                 "Only Checkout Sessions with a status of `open` can be expired; {id} has status `{}`.",

@@ -81,7 +81,14 @@ impl Sim {
         }
         let id = self.id("pi");
         let mut intent = fixture("payment_intent");
-        for field in ["canceled_at", "last_payment_error", "latest_charge", "next_action", "processing", "source"] {
+        for field in [
+            "canceled_at",
+            "last_payment_error",
+            "latest_charge",
+            "next_action",
+            "processing",
+            "source",
+        ] {
             intent[field] = Value::Null;
         }
         intent["id"] = json!(id);
@@ -137,7 +144,13 @@ impl Sim {
     fn new_charge(&mut self, intent: &str, customer: &Value, amount: i64, now: i64) -> String {
         let id = self.id("ch");
         let mut charge = fixture("charge");
-        for field in ["balance_transaction", "description", "receipt_url", "source", "transfer_data"] {
+        for field in [
+            "balance_transaction",
+            "description",
+            "receipt_url",
+            "source",
+            "transfer_data",
+        ] {
             charge[field] = Value::Null;
         }
         charge["id"] = json!(id);
@@ -152,7 +165,8 @@ impl Sim {
         charge["paid"] = json!(true);
         charge["payment_intent"] = json!(intent);
         charge["refunded"] = json!(false);
-        charge["refunds"] = json!({"object": "list", "has_more": false, "data": [], "url": format!("/v1/charges/{id}/refunds")});
+        charge["refunds"] =
+            json!({"object": "list", "has_more": false, "data": [], "url": format!("/v1/charges/{id}/refunds")});
         charge["status"] = json!("succeeded");
         self.charges.insert(id.clone(), charge);
         id
@@ -204,8 +218,16 @@ impl Sim {
         let mut invoice = self.invoices.get(id).cloned().ok_or_else(|| not_found("invoice", id))?;
         let status = invoice["status"].as_str().unwrap_or_default().to_owned();
         let (allowed, event_type, stamp) = match to {
-            "void" => (matches!(status.as_str(), "open" | "uncollectible"), "invoice.voided", "voided_at"),
-            _ => (status == "open", "invoice.marked_uncollectible", "marked_uncollectible_at"),
+            "void" => (
+                matches!(status.as_str(), "open" | "uncollectible"),
+                "invoice.voided",
+                "voided_at",
+            ),
+            _ => (
+                status == "open",
+                "invoice.marked_uncollectible",
+                "marked_uncollectible_at",
+            ),
         };
         if !allowed {
             let verb = if to == "void" { "void" } else { "mark uncollectible" };
@@ -241,12 +263,18 @@ impl Sim {
     /// `amount` says less; never more than remains unrefunded.
     pub(super) fn create_refund(&mut self, params: &Value) -> ApiResult {
         let charge_id = self.refundable_charge(params)?;
-        let mut charge = self.charges.get(&charge_id).cloned().ok_or_else(|| not_found("charge", &charge_id))?;
+        let mut charge = self
+            .charges
+            .get(&charge_id)
+            .cloned()
+            .ok_or_else(|| not_found("charge", &charge_id))?;
         let total = charge["amount"].as_i64().unwrap_or(0);
         let remaining = total - charge["amount_refunded"].as_i64().unwrap_or(0);
         if remaining <= 0 {
-            return Err(ApiError::invalid(format!("Charge {charge_id} has already been refunded."))
-                .with_code("charge_already_refunded"));
+            return Err(
+                ApiError::invalid(format!("Charge {charge_id} has already been refunded."))
+                    .with_code("charge_already_refunded"),
+            );
         }
         let amount = integer(&params["amount"], "amount")?.unwrap_or(remaining);
         if amount <= 0 {
@@ -298,8 +326,10 @@ impl Sim {
             return text(&intent["latest_charge"])
                 .filter(|_| intent["status"] == "succeeded")
                 .ok_or_else(|| {
-                    ApiError::invalid(format!("This PaymentIntent ({id}) does not have a successful charge to refund."))
-                        .with_param("payment_intent")
+                    ApiError::invalid(format!(
+                        "This PaymentIntent ({id}) does not have a successful charge to refund."
+                    ))
+                    .with_param("payment_intent")
                 });
         }
         match params["charge"].as_str() {
@@ -324,10 +354,11 @@ impl Sim {
         Ok((list, Vec::new()))
     }
 
-    /// A renewal attempt fails. With `action_required` Stripe emits both
-    /// `invoice.payment_failed` and `invoice.payment_action_required` for the one attempt
-    /// (https://docs.stripe.com/billing/subscriptions/overview#requires-action); after the
-    /// last attempt `next_payment_attempt` is null.
+    /// A renewal attempt fails. An attempt that needs authentication (SCA) is still a failed
+    /// attempt: real Stripe emits `invoice.payment_failed` and, for the same attempt,
+    /// `invoice.payment_action_required` (the events of
+    /// https://docs.stripe.com/billing/subscriptions/webhooks). After the last attempt of the
+    /// retry schedule `next_payment_attempt` is null.
     pub(super) fn fail_payment(&mut self, id: &str, failure: &Failure) -> ControlResult {
         let mut sub = self
             .subscriptions
@@ -428,6 +459,9 @@ mod tests {
 
     #[test]
     fn public_hides_bookkeeping() {
-        assert_eq!(super::super::public(&json!({"id": "x", "_simulated_lines": []})), json!({"id": "x"}));
+        assert_eq!(
+            super::super::public(&json!({"id": "x", "_simulated_lines": []})),
+            json!({"id": "x"})
+        );
     }
 }

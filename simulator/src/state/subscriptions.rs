@@ -16,7 +16,10 @@ struct ItemChange<'a> {
 impl<'a> ItemChange<'a> {
     fn read(at: usize, entry: &'a Value) -> Result<Self, ApiError> {
         let quantity = integer(&entry["quantity"], &format!("items[{at}][quantity]"))?
-            .map(|q| u64::try_from(q).map_err(|_| ApiError::invalid("Invalid quantity").with_param(format!("items[{at}][quantity]"))))
+            .map(|q| {
+                u64::try_from(q)
+                    .map_err(|_| ApiError::invalid("Invalid quantity").with_param(format!("items[{at}][quantity]")))
+            })
             .transpose()?;
         Ok(Self {
             at,
@@ -130,7 +133,13 @@ impl Sim {
             .filter(|s| query["price"].is_null() || has_price(s))
             .filter(|s| listed(s["status"].as_str().unwrap_or_default()))
             .collect();
-        let list = page(matching, query, "/v1/subscriptions", &self.subscriptions, "subscription")?;
+        let list = page(
+            matching,
+            query,
+            "/v1/subscriptions",
+            &self.subscriptions,
+            "subscription",
+        )?;
         Ok((list, Vec::new()))
     }
 
@@ -225,7 +234,13 @@ impl Sim {
         Ok(())
     }
 
-    fn added_item(&mut self, sub_id: &str, current: &[Value], change: &ItemChange, now: i64) -> Result<Value, ApiError> {
+    fn added_item(
+        &mut self,
+        sub_id: &str,
+        current: &[Value],
+        change: &ItemChange,
+        now: i64,
+    ) -> Result<Value, ApiError> {
         if change.deleted {
             return Err(ApiError::invalid("An item to delete needs its id.").with_param(change.param("id")));
         }
@@ -315,7 +330,10 @@ impl Sim {
             events.push(self.event(closing, &invoice, now));
         }
         events.push(self.event("customer.subscription.updated", &renewed, now));
-        Ok((json!({"subscription": id, "status": "active", "invoice": invoice["id"]}), events))
+        Ok((
+            json!({"subscription": id, "status": "active", "invoice": invoice["id"]}),
+            events,
+        ))
     }
 }
 
