@@ -146,6 +146,18 @@ pub fn stripe_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, axum::Json(json!({"error": {"type": kind, "message": message}}))).into_response()
 }
 
+/// A call the simulator refuses, with Stripe's `code` and `param` where it has them.
+fn api_error(error: &state::ApiError) -> Response {
+    let mut body = json!({"type": "invalid_request_error", "message": error.message});
+    if let Some(code) = error.code {
+        body["code"] = json!(code);
+    }
+    if let Some(param) = &error.param {
+        body["param"] = json!(param);
+    }
+    (error.status, axum::Json(json!({ "error": body }))).into_response()
+}
+
 /// A request the spec refuses, with the `code` and `param` Stripe gives for its first problem.
 fn invalid_request(problems: &[String]) -> Response {
     let first = problems.first().map(String::as_str).unwrap_or_default();
@@ -222,7 +234,7 @@ async fn handle(
             deliver(&shared, events).await;
             axum::Json(object).into_response()
         }
-        Err((status, message)) => stripe_error(status, "invalid_request_error", &message),
+        Err(error) => api_error(&error),
     };
     if let Some(Fault::Slow(delay)) = fault {
         tokio::time::sleep(delay).await;
