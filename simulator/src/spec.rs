@@ -1,5 +1,5 @@
 //! Validates requests against Stripe's official OpenAPI spec (the subsets in
-//! tests/fixtures/stripe/spec-subset.json and src/stripe/spec-extra.json), the way Stripe does: the form body
+//! tests/fixtures/stripe/spec-subset.json), the way Stripe does: the form body
 //! `a[b][0][c]=v` is decoded into nested values, strings are coerced to the schema's types,
 //! and any parameter the schema does not define is an error.
 
@@ -20,24 +20,10 @@ pub struct Spec {
 impl Spec {
     /// The spec subset is compiled in; an unreadable one is a build defect, caught by every
     /// test that validates a request, so it yields an empty spec rather than a panic.
-    /// The repo's shared subset is joined by the simulator's own (stripe/spec-extra.json,
-    /// written by stripe/extract.py): the operations only the simulator answers.
     pub fn load() -> Self {
-        let mut paths = serde_json::Map::new();
-        for text in [
-            include_str!("../../tests/fixtures/stripe/spec-subset.json"),
-            include_str!("stripe/spec-extra.json"),
-        ] {
-            let spec: Value = serde_json::from_str(text).unwrap_or_default();
-            for (path, operations) in spec["paths"].as_object().into_iter().flatten() {
-                let entry = paths
-                    .entry(path.clone())
-                    .or_insert_with(|| Value::Object(Default::default()));
-                if let (Some(entry), Some(operations)) = (entry.as_object_mut(), operations.as_object()) {
-                    entry.extend(operations.clone());
-                }
-            }
-        }
+        let spec: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/stripe/spec-subset.json")).unwrap_or_default();
+        let paths = spec["paths"].as_object().cloned().unwrap_or_default();
         Self { paths }
     }
 

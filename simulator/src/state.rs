@@ -21,10 +21,10 @@ fn fixture(name: &str) -> Value {
         "invoice" => include_str!("../../tests/fixtures/stripe/invoice.json"),
         "price" => include_str!("../../tests/fixtures/stripe/price.json"),
         "billing_portal.session" => include_str!("../../tests/fixtures/stripe/billing_portal.session.json"),
-        "refund" => include_str!("stripe/refund.json"),
-        "charge" => include_str!("stripe/charge.json"),
-        "payment_intent" => include_str!("stripe/payment_intent.json"),
-        "invoice_payment" => include_str!("stripe/invoice_payment.json"),
+        "refund" => include_str!("../../tests/fixtures/stripe/refund.json"),
+        "charge" => include_str!("../../tests/fixtures/stripe/charge.json"),
+        "payment_intent" => include_str!("../../tests/fixtures/stripe/payment_intent.json"),
+        "invoice_payment" => include_str!("../../tests/fixtures/stripe/invoice_payment.json"),
         _ => include_str!("../../tests/fixtures/stripe/event.json"),
     };
     serde_json::from_str(text).unwrap_or(Value::Null)

@@ -795,7 +795,12 @@ async fn an_end_date_counts_as_cancelling_and_resume_clears_it() {
     let user = unique("user-date-");
     let (customer, subscription) = seed_subscription(&api, &user, "price_basic", false).await;
     serve_subscription_changes(&stripe, &subscription, &customer, "price_basic").await;
-    let mut dated = api.store.get_subscription(&customer, &subscription).await.unwrap().unwrap();
+    let mut dated = api
+        .store
+        .get_subscription(&customer, &subscription)
+        .await
+        .unwrap()
+        .unwrap();
     dated.cancel_at = Some(billing_tests::lifecycle::PERIOD_END - 86_400);
     dated.watermark = 2;
     api.store.put_subscription(&dated, WriteRule::IfNewer).await.unwrap();
