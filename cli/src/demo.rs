@@ -35,18 +35,46 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> Walk<'_, S, Q> {
     }
 
     async fn bank(&self, action: &str) -> Result<Value, LocalError> {
+        let answer = self.bank_before_the_webhook(action).await?;
+        self.system.drain().await?;
+        Ok(answer)
+    }
+
+    /// A customer or bank action whose events are delivered but not yet processed: what the
+    /// app sees while its queue is behind.
+    async fn bank_before_the_webhook(&self, action: &str) -> Result<Value, LocalError> {
         let url = format!("{}/sim/{action}", self.simulator);
-        let answer: Value = self
-            .http
+        self.http
             .post(url)
             .send()
             .await
             .map_err(|e| failed(e.to_string()))?
             .json()
             .await
-            .map_err(|e| failed(e.to_string()))?;
-        self.system.drain().await?;
-        Ok(answer)
+            .map_err(|e| failed(e.to_string()))
+    }
+
+    /// What Stripe (the simulator) holds, read through its API.
+    async fn stripe(&self, path: &str) -> Result<Value, LocalError> {
+        self.http
+            .get(format!("{}{path}", self.simulator))
+            .bearer_auth("sk_test_demo")
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| failed(e.to_string()))
+    }
+
+    async fn checkout(&self, plan: &str) -> Result<String, LocalError> {
+        let (status, session) = self
+            .api(reqwest::Method::POST, "/checkout/sessions", json!({ "plan": plan }))
+            .await?;
+        session["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| failed(format!("checkout answered {status}: {session}")))
     }
 
     async fn me(&self) -> Result<Value, LocalError> {
@@ -185,6 +213,99 @@ async fn walk<S: BillingStore + Clone + 'static, Q: LocalQueue>(
     Ok(view)
 }
 
+/// What real customers do: two tabs, both tabs paid before the webhook is processed, and a
+/// second checkout after a cancelled trial. Each user is fresh.
+async fn real_customers<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+    system: &LocalSystem<S, Q>,
+    run_id: &str,
+) -> Result<(), LocalError> {
+    use reqwest::Method;
+    let simulator = system
+        .simulator
+        .as_ref()
+        .ok_or_else(|| failed("the demo runs against the simulator: unset STRIPE_SECRET_KEY"))?;
+    let mut w = Walk {
+        system,
+        http: reqwest::Client::new(),
+        user: format!("demo-tabs-{run_id}"),
+        simulator: simulator.base_url.clone(),
+        step: 0,
+    };
+
+    let first_tab = w.checkout("basic").await?;
+    let second_tab = w.checkout("basic").await?;
+    let first = w.stripe(&format!("/v1/checkout/sessions/{first_tab}")).await?;
+    w.check(
+        "two tabs: opening the second expires the first",
+        &json!({"first_tab": first["status"]}),
+        &[("first_tab", json!("expired"))],
+    )?;
+    w.bank(&format!("checkout/{second_tab}/complete")).await?;
+    let view = w.me().await?;
+    w.check("the second tab is paid", &view, &[("access", json!("active"))])?;
+
+    w.user = format!("demo-race-{run_id}");
+    let first_tab = w.checkout("basic").await?;
+    w.bank_before_the_webhook(&format!("checkout/{first_tab}/complete"))
+        .await?;
+    let second_tab = w.checkout("basic").await?;
+    w.bank_before_the_webhook(&format!("checkout/{second_tab}/complete"))
+        .await?;
+    w.system.drain().await?;
+    let session = w.stripe(&format!("/v1/checkout/sessions/{second_tab}")).await?;
+    let customer = session["customer"].as_str().unwrap_or_default().to_owned();
+    let live = w
+        .stripe(&format!("/v1/subscriptions?customer={customer}&status=active"))
+        .await?;
+    let live = live["data"].as_array().map_or(0, Vec::len);
+    let mut refunds = 0;
+    for subscription in w
+        .stripe(&format!("/v1/subscriptions?customer={customer}&status=all"))
+        .await?["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let invoice_id = subscription["latest_invoice"].as_str().unwrap_or_default();
+        let invoice = w.stripe(&format!("/v1/invoices/{invoice_id}")).await?;
+        for payment in invoice["payments"]["data"].as_array().into_iter().flatten() {
+            let intent = payment["payment"]["payment_intent"].as_str().unwrap_or_default();
+            let listed = w.stripe(&format!("/v1/refunds?payment_intent={intent}")).await?;
+            refunds += listed["data"].as_array().map_or(0, Vec::len);
+        }
+    }
+    let view = w.me().await?;
+    w.check(
+        "both tabs paid before the webhook: one kept, one refunded",
+        &json!({"live": live, "refunds": refunds, "access": view["access"]}),
+        &[("live", json!(1)), ("refunds", json!(1)), ("access", json!("active"))],
+    )?;
+
+    w.user = format!("demo-trial-{run_id}");
+    let session = w.checkout("pro").await?;
+    w.bank(&format!("checkout/{session}/complete")).await?;
+    let view = w.me().await?;
+    w.check(
+        "checkout with a 14-day trial",
+        &view,
+        &[("status", json!("trialing")), ("access", json!("active"))],
+    )?;
+    let (_, view) = w
+        .api(Method::POST, "/subscription/cancel", json!({"at_period_end": false}))
+        .await?;
+    w.system.drain().await?;
+    w.check("cancelled during the trial", &view, &[("access", json!("none"))])?;
+    let session = w.checkout("pro").await?;
+    w.bank(&format!("checkout/{session}/complete")).await?;
+    let view = w.me().await?;
+    w.check(
+        "checking out again: no second trial",
+        &view,
+        &[("status", json!("active")), ("access", json!("active"))],
+    )?;
+    Ok(())
+}
+
 /// `billing demo`.
 pub struct Demo;
 
@@ -217,7 +338,7 @@ async fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(system: LocalSyst
     simulator.set_delivery(stripe_simulator::Delivery {
         duplicates: true,
         shuffle: true,
-        ..base
+        ..base.clone()
     });
     let chaotic = walk(&system, &second).await?;
 
@@ -232,7 +353,10 @@ async fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(system: LocalSyst
         )));
     }
     println!("\nBoth passes reached the same final state: {chaotic}");
-    Ok(())
+
+    println!("\nPass 3: what real customers do (two tabs, a race with the webhook, a second trial)");
+    simulator.set_delivery(base);
+    real_customers(&system, &run_id[..8]).await
 }
 
 fn simulator_delivery<S, Q>(system: &LocalSystem<S, Q>) -> stripe_simulator::Delivery {

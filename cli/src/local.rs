@@ -30,7 +30,7 @@ use stripe_simulator::Simulator;
 
 /// The plans of local runs; `BILLING_PLANS` replaces them.
 pub const DEMO_PLANS: &str = r#"{"basic":{"price_id":"price_basic","features":["reports"]},
- "pro":{"price_id":"price_pro","features":["reports","api","exports"],"allow_promotion_codes":true}}"#;
+ "pro":{"price_id":"price_pro","features":["reports","api","exports"],"trial_days":14,"allow_promotion_codes":true}}"#;
 pub const LOCAL_WEBHOOK_SECRET: &str = "whsec_local_simulator_secret";
 
 #[derive(Debug, thiserror::Error)]

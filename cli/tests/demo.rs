@@ -13,6 +13,13 @@ async fn the_demo_walks_the_whole_lifecycle_in_both_delivery_modes() {
     assert_eq!(stdout.matches("period ends").count(), 2, "{stdout}");
     assert!(stdout.contains("renewal payment fails: grace, one email"), "{stdout}");
     assert!(stdout.contains("Both passes reached the same final state"), "{stdout}");
+    for step in [
+        "two tabs: opening the second expires the first",
+        "both tabs paid before the webhook: one kept, one refunded",
+        "checking out again: no second trial",
+    ] {
+        assert!(stdout.contains(step), "{stdout}");
+    }
 }
 
 /// The same lifecycle with DynamoDB and SQS on moto, configured through a `.env` file as the
@@ -54,10 +61,17 @@ async fn the_demo_walks_the_lifecycle_on_dynamodb_and_sqs_from_a_dotenv() {
     let stored = shared::store::BillingStore::sample_subscriptions(&store, 100)
         .await
         .unwrap();
-    assert_eq!(stored.len(), 2, "{stored:?}");
-    assert!(
-        stored
-            .iter()
-            .all(|s| s.status == shared::stripe::SubscriptionStatus::Canceled)
-    );
+    // Passes 1 and 2 end canceled; pass 3 leaves each of its three customers exactly one
+    // live subscription: the second tab, the kept one of the race (the other cancelled), the
+    // re-checkout after the cancelled trial.
+    assert_eq!(stored.len(), 7, "{stored:?}");
+    let active: Vec<&str> = stored
+        .iter()
+        .filter(|s| s.status == shared::stripe::SubscriptionStatus::Active)
+        .map(|s| s.customer_id.as_str())
+        .collect();
+    let mut customers = active.clone();
+    customers.sort_unstable();
+    customers.dedup();
+    assert_eq!((active.len(), customers.len()), (3, 3), "{stored:?}");
 }

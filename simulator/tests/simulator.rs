@@ -886,17 +886,17 @@ async fn subscription_updates_schedule_cancellation_pause_collection_and_change_
     );
 
     let single = sim.subscribed().await;
-    let (_, switched) = sim
+    let (_, added) = sim
         .post(
             &format!("/v1/subscriptions/{single}"),
             &[("items[0][price]", "price_pro")],
         )
         .await;
-    let items = switched["items"]["data"].as_array().unwrap();
+    let items = added["items"]["data"].as_array().unwrap();
     assert_eq!(
-        (items.len(), items[0]["price"]["id"].as_str()),
-        (1, Some("price_pro")),
-        "a lone id-less item on a one-item subscription still switches its price"
+        (items.len(), items[1]["price"]["id"].as_str()),
+        (2, Some("price_pro")),
+        "as in Stripe, an item without an id is added even beside a single item"
     );
 
     let (_, ending) = update(vec![("cancel_at", (shared::unix_now() + 86_400).to_string())]).await;

@@ -461,8 +461,15 @@ async fn simulate_lives(sim: &Sim, system: &System, config: &ChaosConfig) -> Res
             }
             13..=16 => {
                 let price = if fastrand::bool() { "price_basic" } else { "price_pro" };
-                sim.call(&format!("/v1/subscriptions/{sub}"), &[("items[0][price]", price)])
-                    .await?;
+                // A plan switch names the item it changes, as Stripe requires (without an id,
+                // Stripe would add a second item).
+                let current = sim.get(&format!("/sim/objects/subscriptions/{sub}")).await?;
+                let item = text(&current, "/result/items/data/0/id")?;
+                sim.call(
+                    &format!("/v1/subscriptions/{sub}"),
+                    &[("items[0][id]", item.as_str()), ("items[0][price]", price)],
+                )
+                .await?;
             }
             17..=18 => {
                 let flag = if fastrand::bool() { "true" } else { "false" };

@@ -199,10 +199,6 @@ impl Sim {
             .map(|(at, entry)| ItemChange::read(at, entry))
             .collect::<Result<Vec<_>, _>>()?;
         let mut current = sub["items"]["data"].as_array().cloned().unwrap_or_default();
-        // Before multi-item subscriptions `items[0][price]` without an id switched the price
-        // of a one-item subscription, and tests/support/chaos.rs still switches plans so.
-        // Stripe would add an item; only that exact shape keeps its old meaning.
-        let legacy = changes.len() == 1 && current.len() == 1 && changes[0].id.is_none() && !changes[0].deleted;
         let sub_id = text(&sub["id"]).unwrap_or_default();
         for change in &changes {
             match change.id {
@@ -217,7 +213,6 @@ impl Sim {
                         apply(&mut current[at], change);
                     }
                 }
-                None if legacy => apply(&mut current[0], change),
                 None => {
                     let item = self.added_item(&sub_id, &current, change, now)?;
                     current.push(item);
