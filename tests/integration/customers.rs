@@ -175,6 +175,7 @@ async fn a_second_paid_subscription_is_cancelled_and_refunded_once() {
             .unwrap();
     }
     let syncer = syncer(store.clone(), &stripe, SyncPolicy::default());
+    let counted = shared::telemetry::count_of("DuplicateSubscriptionRefunded");
     let keep = completed(&format!("cs_a{tag}"), &customer, &first, &user);
     let duplicate = completed(&format!("cs_b{tag}"), &customer, &second, &user);
     for body in [&duplicate, &keep, &duplicate] {
@@ -200,6 +201,10 @@ async fn a_second_paid_subscription_is_cancelled_and_refunded_once() {
         refunds[0].headers.get("idempotency-key").unwrap(),
         &format!("refund-pi_{tag}"),
         "a retried event cannot refund twice"
+    );
+    assert!(
+        shared::telemetry::count_of("DuplicateSubscriptionRefunded") > counted,
+        "the operator is told"
     );
     let stored = store.get_subscription(&customer, &second).await.unwrap().unwrap();
     assert_eq!(stored.status, shared::stripe::SubscriptionStatus::Canceled);
