@@ -233,6 +233,9 @@ async fn real_customers<S: BillingStore + Clone + 'static, Q: LocalQueue>(
     };
 
     let first_tab = w.checkout("basic").await?;
+    // The second tab a moment later: sessions opened in the same second do not expire each
+    // other (two requests at once must not cancel each other), the refund backstop covers them.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let second_tab = w.checkout("basic").await?;
     let first = w.stripe(&format!("/v1/checkout/sessions/{first_tab}")).await?;
     w.check(

@@ -635,11 +635,14 @@ async fn reusing_an_idempotency_key_for_another_request_is_a_409() {
 #[tokio::test]
 async fn opening_checkout_expires_the_users_other_open_sessions() {
     let stripe = StripeStandIn::start().await;
+    // Opened before the new one, which has the fixture's `created`.
+    let mut first_tab = fixtures::checkout_session("cs_test_first_tab");
+    first_tab["created"] = json!(1_234_567_830);
     Mock::given(method("GET"))
         .and(path("/v1/checkout/sessions"))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(json!({"object": "list", "url": "/v1/checkout/sessions",
-            "has_more": false, "data": [fixtures::checkout_session("cs_test_first_tab")]})),
+            "has_more": false, "data": [first_tab]})),
         )
         .with_priority(1)
         .mount(&stripe.server)

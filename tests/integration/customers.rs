@@ -147,16 +147,40 @@ async fn a_second_paid_subscription_is_cancelled_and_refunded_once() {
     invoice["payments"] = json!({"object": "list", "has_more": false, "data": [
         {"payment": {"type": "payment_intent", "payment_intent": {"id": format!("pi_{tag}"), "object": "payment_intent"}}}]});
     serve(&stripe, "GET", format!("/v1/subscriptions/{first}"), older.clone()).await;
-    serve(&stripe, "GET", format!("/v1/subscriptions/{second}"), newer.clone()).await;
+    // Stripe's list before the cancel, then after it.
+    let mut cancelled = newer.clone();
+    cancelled["status"] = json!("canceled");
     Mock::given(method("GET"))
         .and(path("/v1/subscriptions"))
         .respond_with(list("/v1/subscriptions", vec![newer.clone(), older.clone()], false))
+        .up_to_n_times(1)
+        .with_priority(1)
         .mount(&stripe.server)
         .await;
-    let mut cancelled = newer.clone();
-    cancelled["status"] = json!("canceled");
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .respond_with(list("/v1/subscriptions", vec![cancelled.clone(), older.clone()], false))
+        .mount(&stripe.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/subscriptions/{second}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&newer))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&stripe.server)
+        .await;
+    serve(&stripe, "GET", format!("/v1/subscriptions/{second}"), cancelled.clone()).await;
     serve(&stripe, "DELETE", format!("/v1/subscriptions/{second}"), cancelled).await;
     serve(&stripe, "GET", format!("/v1/invoices/in_{tag}"), invoice).await;
+    // The first refund attempt fails for good (the cancel went through): the redelivery, which
+    // finds the duplicate already cancelled, must still refund it.
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(ResponseTemplate::new(500).insert_header("Stripe-Should-Retry", "false"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&stripe.server)
+        .await;
     serve(
         &stripe,
         "POST",
@@ -178,9 +202,16 @@ async fn a_second_paid_subscription_is_cancelled_and_refunded_once() {
     let counted = shared::telemetry::count_of("DuplicateSubscriptionRefunded");
     let keep = completed(&format!("cs_a{tag}"), &customer, &first, &user);
     let duplicate = completed(&format!("cs_b{tag}"), &customer, &second, &user);
-    for body in [&duplicate, &keep, &duplicate] {
-        syncer.handle_message(body, NOW, NOW + 60).await.unwrap();
-    }
+    assert!(
+        syncer.handle_message(&duplicate, NOW, NOW + 60).await.is_err(),
+        "the refund failed, so the event is retried"
+    );
+    let outcomes = [
+        syncer.handle_message(&duplicate, NOW, NOW + 60).await.unwrap(),
+        syncer.handle_message(&keep, NOW, NOW + 60).await.unwrap(),
+        syncer.handle_message(&duplicate, NOW, NOW + 60).await.unwrap(),
+    ];
+    assert_eq!(outcomes, [Outcome::Applied, Outcome::Applied, Outcome::Duplicate]);
     let requests = stripe.requests().await;
     assert_eq!(
         calls(&requests, "DELETE", &format!("/v1/subscriptions/{second}")).len(),
@@ -191,7 +222,12 @@ async fn a_second_paid_subscription_is_cancelled_and_refunded_once() {
         "the first one stays"
     );
     let refunds = calls(&requests, "POST", "/v1/refunds");
-    assert_eq!(refunds.len(), 1, "the duplicate delivery was deduplicated");
+    assert_eq!(refunds.len(), 2, "the failed attempt and the retry that succeeded");
+    assert_eq!(
+        refunds[0].headers.get("idempotency-key"),
+        refunds[1].headers.get("idempotency-key"),
+        "one key for both: Stripe refunds once"
+    );
     let refund: Vec<(String, String)> = url::form_urlencoded::parse(&refunds[0].body).into_owned().collect();
     assert!(
         refund.contains(&("payment_intent".into(), format!("pi_{tag}"))),

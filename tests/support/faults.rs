@@ -219,7 +219,7 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
             .around(false, store_fault, self.inner.event_state(event_id))
             .await
     }
-    async fn put_dunning(&self, record: &DunningRecord) -> Res<()> {
+    async fn put_dunning(&self, record: &DunningRecord) -> Res<WriteOutcome> {
         self.plan
             .around(true, store_fault, self.inner.put_dunning(record))
             .await

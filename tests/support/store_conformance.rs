@@ -394,9 +394,16 @@ async fn dunning_records_round_trip<S: BillingStore>(store: &S) {
         emailed_action_attempt: 0,
         published_action_attempt: 0,
     };
-    store.put_dunning(&record).await.unwrap();
+    assert_eq!(store.put_dunning(&record).await.unwrap(), WriteOutcome::Written);
     record.stage = DunningStage::Closed;
-    store.put_dunning(&record).await.unwrap();
+    assert_eq!(store.put_dunning(&record).await.unwrap(), WriteOutcome::Written);
+    let mut reopened = record.clone();
+    reopened.stage = DunningStage::Retrying;
+    assert_eq!(
+        store.put_dunning(&reopened).await.unwrap(),
+        WriteOutcome::Stale,
+        "a closed episode is never reopened"
+    );
     assert_eq!(
         store.get_dunning(&customer, "in_1").await.unwrap().as_ref(),
         Some(&record)

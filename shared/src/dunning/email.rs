@@ -48,8 +48,12 @@ fn amount(minor: i64, currency: &str) -> String {
     format!("{sign}{}.{:0width$} {code}", magnitude / scale, magnitude % scale)
 }
 
+/// The last second HTTP dates can show (31 Dec 9999): `httpdate` refuses later ones.
+const LAST_HTTP_DATE: u64 = 253_402_300_799;
+
 fn date(unix: i64) -> String {
-    let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or_default());
+    let secs = u64::try_from(unix).unwrap_or_default().min(LAST_HTTP_DATE);
+    let when = UNIX_EPOCH + Duration::from_secs(secs);
     httpdate::fmt_http_date(when)
 }
 

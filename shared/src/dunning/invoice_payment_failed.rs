@@ -13,7 +13,7 @@
 use crate::notify::{Notifier, PaymentFailedEvent};
 use crate::processing::{Outcome, ProcessError};
 use crate::routing::EventKind;
-use crate::store::{BillingStore, DunningRecord, DunningStage};
+use crate::store::{BillingStore, DunningRecord, DunningStage, WriteOutcome};
 use crate::stripe::{Event, Invoice, InvoiceStatus};
 use crate::sync::object;
 
@@ -90,7 +90,7 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
         grace_until: existing
             .as_ref()
             .and_then(|r| r.grace_until)
-            .or(Some(event.created + grace_days * 86_400)),
+            .or(Some(event.created.saturating_add(grace_days.saturating_mul(86_400)))),
         watermark: existing
             .as_ref()
             .map_or(event.created, |r| r.watermark.max(event.created)),
@@ -99,7 +99,11 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
         emailed_action_attempt: existing.as_ref().map_or(0, |r| r.emailed_action_attempt),
         published_action_attempt: existing.as_ref().map_or(0, |r| r.published_action_attempt),
     };
-    syncer.store.put_dunning(&record).await?;
+    if syncer.store.put_dunning(&record).await? == WriteOutcome::Stale {
+        // Closed between our read of the invoice and this write: it was paid or voided.
+        tracing::info!(event_id = %event.id, invoice_id = %invoice.id, "stale failure: dunning closed meanwhile");
+        return Ok(Outcome::Applied);
+    }
     if let Some(subscription_id) = &record.subscription_id {
         syncer.refetch_subscription(subscription_id, event.created).await?;
     }

@@ -189,7 +189,8 @@ impl DynamoStore {
     }
 
     /// Links written before the reverse item existed are found through the index (eventually
-    /// consistent); two users on one customer there is corruption, not a choice to make.
+    /// consistent, so confirmed below); two users on one customer there is corruption, not a
+    /// choice to make.
     async fn legacy_user_of_customer(&self, customer_id: &str) -> Res<Option<String>> {
         let output = self
             .client
@@ -209,12 +210,36 @@ impl DynamoStore {
             .iter()
             .filter_map(|item| string_attr(item, "user_id"))
             .collect();
-        match users.as_slice() {
-            [] => Ok(None),
-            [user] => Ok(Some(user.clone())),
-            _ => Err(StoreError::Corrupt(format!(
-                "customer {customer_id} is linked to several users"
-            ))),
+        let user = match users.as_slice() {
+            [] => return Ok(None),
+            [user] => user.clone(),
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "customer {customer_id} is linked to several users"
+                )));
+            }
+        };
+        // The index may still show a link that is gone: only the user's own item, read
+        // consistently, says it holds. A confirmed legacy link gets its reverse item, so the
+        // next lookup is one consistent read and no second user can take the customer.
+        let parsed = UserId::parse(&user).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        if self.customer_of_user(&parsed).await?.as_deref() != Some(customer_id) {
+            return Ok(None);
+        }
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(customer_pk(customer_id)))
+            .item("sk", s("USER"))
+            .item("user_id", s(user.clone()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(user)),
+            Err(error) if is_conditional_failure(&error) => Ok(Some(user)),
+            Err(error) => Err(backend(error)),
         }
     }
 
@@ -314,7 +339,14 @@ impl BillingStore for DynamoStore {
                     Some(TransactWriteItemsError::TransactionCanceledException(_))
                 ) =>
             {
-                Ok(false)
+                // The condition failed — or a concurrent transaction on the same items did:
+                // only a read tells which, and a link still in place must not be reported gone.
+                match self.customer_of_user(user).await? {
+                    Some(linked) if linked == customer_id => Err(StoreError::Backend(format!(
+                        "unlinking {customer_id} from {user} conflicted with another write"
+                    ))),
+                    _ => Ok(false),
+                }
             }
             Err(error) => Err(backend(error)),
         }
@@ -564,12 +596,27 @@ impl BillingStore for DynamoStore {
             .and_then(ledger_state))
     }
 
-    async fn put_dunning(&self, record: &DunningRecord) -> Res<()> {
+    async fn put_dunning(&self, record: &DunningRecord) -> Res<WriteOutcome> {
         let keys = [
             ("pk", customer_pk(&record.customer_id)),
             ("sk", format!("DUNNING#{}", record.invoice_id)),
         ];
-        self.put(to_item(record, &keys)?).await
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(record, &keys)?));
+        if record.stage != DunningStage::Closed {
+            request = request
+                .condition_expression("attribute_not_exists(pk) OR #stage <> :closed")
+                .expression_attribute_names("#stage", "stage")
+                .expression_attribute_values(":closed", s("closed"));
+        }
+        match request.send().await {
+            Ok(_) => Ok(WriteOutcome::Written),
+            Err(error) if is_conditional_failure(&error) => Ok(WriteOutcome::Stale),
+            Err(error) => Err(backend(error)),
+        }
     }
 
     async fn get_dunning(&self, customer_id: &str, invoice_id: &str) -> Res<Option<DunningRecord>> {

@@ -212,13 +212,20 @@ impl BillingStore for MemoryStore {
         }))
     }
 
-    async fn put_dunning(&self, record: &DunningRecord) -> Res<()> {
-        self.with(|state| {
-            state
-                .dunning
-                .insert((record.customer_id.clone(), record.invoice_id.clone()), record.clone())
-        });
-        Ok(())
+    async fn put_dunning(&self, record: &DunningRecord) -> Res<WriteOutcome> {
+        Ok(self.with(|state| {
+            let key = (record.customer_id.clone(), record.invoice_id.clone());
+            let reopens = record.stage != DunningStage::Closed
+                && state
+                    .dunning
+                    .get(&key)
+                    .is_some_and(|stored| stored.stage == DunningStage::Closed);
+            if reopens {
+                return WriteOutcome::Stale;
+            }
+            state.dunning.insert(key, record.clone());
+            WriteOutcome::Written
+        }))
     }
 
     async fn get_dunning(&self, customer_id: &str, invoice_id: &str) -> Res<Option<DunningRecord>> {

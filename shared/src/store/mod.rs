@@ -82,7 +82,9 @@ pub trait BillingStore: Send + Sync {
     fn release_event(&self, event_id: &str, token: &str) -> impl Future<Output = Res<()>> + Send;
     fn event_state(&self, event_id: &str) -> impl Future<Output = Res<Option<LedgerState>>> + Send;
 
-    fn put_dunning(&self, record: &DunningRecord) -> impl Future<Output = Res<()>> + Send;
+    /// Writes a dunning record, except over a closed one with an open one: an episode that
+    /// ended (paid, voided) is never reopened by a slower writer; `Stale` then.
+    fn put_dunning(&self, record: &DunningRecord) -> impl Future<Output = Res<WriteOutcome>> + Send;
     fn get_dunning(
         &self,
         customer_id: &str,
@@ -162,7 +164,7 @@ impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
     fn event_state(&self, event_id: &str) -> impl Future<Output = Res<Option<LedgerState>>> + Send {
         (**self).event_state(event_id)
     }
-    fn put_dunning(&self, record: &DunningRecord) -> impl Future<Output = Res<()>> + Send {
+    fn put_dunning(&self, record: &DunningRecord) -> impl Future<Output = Res<WriteOutcome>> + Send {
         (**self).put_dunning(record)
     }
     fn get_dunning(

@@ -31,6 +31,8 @@ pub struct Customer {
 pub struct CheckoutSession {
     pub id: String,
     #[serde(default)]
+    pub created: i64,
+    #[serde(default)]
     pub url: Option<String>,
     #[serde(default)]
     pub mode: Option<String>,

@@ -76,9 +76,11 @@ fn claimed_user(session: &CheckoutSession) -> Option<UserId> {
     UserId::parse(raw).ok()
 }
 
-/// If the customer already had a live subscription when this one started, this one is the
+/// If the customer already had a billing subscription when this one started, this one is the
 /// duplicate: cancel it and refund what it charged. "Earlier" is Stripe's `created`, then the
 /// id, a total order, so whichever completion is processed first or last, the same one stays.
+/// The duplicate's own status does not matter: a retry after the cancel went through (and the
+/// refund did not) still refunds, and each refund's key makes a repeat free.
 async fn undo_duplicate<S: BillingStore>(
     syncer: &Syncer<S>,
     event: &Event,
@@ -86,21 +88,17 @@ async fn undo_duplicate<S: BillingStore>(
     subscription_id: &str,
 ) -> Result<(), ProcessError> {
     let all = syncer.stripe.list_subscriptions(customer_id).await?;
-    let billing: Vec<&Subscription> = all.iter().filter(|s| bills(s.status)).collect();
-    let Some(new) = billing.iter().find(|s| s.id == subscription_id) else {
+    let Some(new) = all.iter().find(|s| s.id == subscription_id) else {
         return Ok(());
     };
-    let Some(keeper) = billing
-        .iter()
-        .min_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
-    else {
+    let earlier = |s: &&Subscription| (s.created, &s.id) < (new.created, &new.id);
+    let Some(keeper) = all.iter().filter(|s| bills(s.status)).find(earlier) else {
         return Ok(());
     };
-    if keeper.id == new.id {
-        return Ok(());
+    if bills(new.status) {
+        let cancelled = syncer.stripe.cancel_subscription(&new.id).await?;
+        syncer.store_read(&cancelled, event.created).await?;
     }
-    let cancelled = syncer.stripe.cancel_subscription(&new.id).await?;
-    syncer.store_read(&cancelled, event.created).await?;
     let mut refunded = 0;
     if let Some(invoice_id) = new.latest_invoice.as_ref() {
         let invoice = syncer

@@ -21,8 +21,10 @@ pub(super) async fn apply<S: BillingStore>(
         let Some(user) = linked else {
             return Ok(Outcome::Ignored);
         };
+        // Access is cleared while the link still names the user, then the link goes: if the
+        // unlink fails, the redelivery still finds the user and does both again.
+        syncer.clear_entitlement(&user).await?;
         if syncer.store.unlink_customer(&user, &customer.id).await? {
-            syncer.clear_entitlement(&user).await?;
             tracing::info!(event_id = %event.id, customer_id = %customer.id, "deleted customer unlinked");
         }
         return Ok(Outcome::Applied);

@@ -216,6 +216,17 @@ impl<S: BillingStore> Syncer<S> {
     async fn write_entitlement(&self, user: &UserId, customer_id: Option<&str>) -> Result<Entitlement, ProcessError> {
         for _ in 0..ENTITLEMENT_ATTEMPTS {
             let previous = self.store.get_entitlement(user).await?;
+            // The entitlement was last computed from another customer (or none): write over it
+            // only if the user is linked to this one now, so a deleted customer's late events
+            // never overwrite what the user's new customer grants. One read, on changes only.
+            if let (Some(stored), Some(customer_id)) = (previous.as_ref(), customer_id) {
+                if stored.customer_id.as_deref() != Some(customer_id)
+                    && self.store.customer_of_user(user).await?.as_deref() != Some(customer_id)
+                {
+                    tracing::info!(user = %user, "the user is not linked to this customer; entitlement left alone");
+                    return Ok(stored.clone());
+                }
+            }
             let mut entitlement = match customer_id {
                 Some(customer_id) => {
                     let subscriptions = self.store.subscriptions_of_customer(customer_id).await?;

@@ -187,7 +187,7 @@ pub async fn create<S: BillingStore>(
             shared::unix_now().saturating_add(SESSION_RECORD_SECS),
         )
         .await?;
-    expire_other_sessions(&state, &customer, &session.id).await;
+    expire_older_sessions(&state, &customer, &session).await;
     tracing::info!(session_id = %session.id, plan = %request.plan, "checkout session created");
     Ok((
         StatusCode::CREATED,
@@ -208,10 +208,11 @@ async fn trial_allowed<S: BillingStore>(state: &AppState<S>, user: &UserId, cust
     Ok(state.syncer.stripe.list_subscriptions(customer).await?.is_empty())
 }
 
-/// Every other open session of the customer is expired, so a second tab (or a retry without
-/// an `Idempotency-Key`) cannot be paid as well. Best effort: if Stripe refuses, the events
-/// processor still cancels and refunds a second subscription.
-async fn expire_other_sessions<S: BillingStore>(state: &AppState<S>, customer: &str, keep: &str) {
+/// Every older open session of the customer is expired, so a second tab (or a retry without
+/// an `Idempotency-Key`) cannot be paid as well. Only older ones: two requests at once must
+/// not expire each other's sessions. Best effort: if Stripe refuses, or both were made in the
+/// same second, the events processor still cancels and refunds a second subscription.
+async fn expire_older_sessions<S: BillingStore>(state: &AppState<S>, customer: &str, new: &CheckoutSession) {
     let stripe = &state.syncer.stripe;
     let open = match stripe.list_open_checkout_sessions(customer).await {
         Ok(open) => open,
@@ -220,7 +221,7 @@ async fn expire_other_sessions<S: BillingStore>(state: &AppState<S>, customer: &
             return;
         }
     };
-    for session in open.iter().filter(|s| s.id != keep) {
+    for session in open.iter().filter(|s| s.id != new.id && s.created < new.created) {
         match stripe.expire_checkout_session(&session.id).await {
             Ok(_) => tracing::info!(session_id = %session.id, "older open checkout session expired"),
             Err(error) => {
