@@ -138,21 +138,17 @@ pub async fn setup(name: &str, n: usize, stripe: &StripeStandIn, aws_endpoint: &
             })
             .collect(),
         // Each event newer than the last, so every one is applied, none skipped as stale.
-        "events" => (0..n)
-            .map(|i| sqs_record(&subscription_event(now - 10_000 + i as i64), "cus_bench"))
-            .collect(),
+        "events" => {
+            env.push(("BILLING_EVENTS_TOPIC_ARN".into(), app_topic().await));
+            (0..n)
+                .map(|i| sqs_record(&subscription_event(now - 10_000 + i as i64), "cus_bench"))
+                .collect()
+        }
         "payment-failed" => {
             let sdk = aws::sdk_config().await;
             let ses = aws_sdk_sesv2::Client::new(&sdk);
             let _ = ses.create_email_identity().email_identity(FROM).send().await;
-            let topic = aws_sdk_sns::Client::new(&sdk)
-                .create_topic()
-                .name(unique("bench-"))
-                .send()
-                .await
-                .ok()
-                .and_then(|t| t.topic_arn)
-                .unwrap_or_default();
+            let topic = app_topic().await;
             env.extend([
                 ("BILLING_NOTIFY_FROM".into(), FROM.into()),
                 ("BILLING_EVENTS_TOPIC_ARN".into(), topic),
@@ -181,4 +177,17 @@ pub async fn setup(name: &str, n: usize, stripe: &StripeStandIn, aws_endpoint: &
         _ => Vec::new(),
     };
     Setup { env, events }
+}
+
+/// A fresh app-events topic on moto, as the stack's `AppEventsTopic`.
+async fn app_topic() -> String {
+    let sdk = aws::sdk_config().await;
+    aws_sdk_sns::Client::new(&sdk)
+        .create_topic()
+        .name(unique("bench-"))
+        .send()
+        .await
+        .ok()
+        .and_then(|t| t.topic_arn)
+        .unwrap_or_default()
 }

@@ -18,7 +18,7 @@ use checkout::{AppState, IdentitySource};
 use secrecy::SecretString;
 use shared::config::{Env, PlanCatalog, QueueSettings, StoreSettings, StripeSettings};
 use shared::dunning::{DunningPolicy, DunningProcessor};
-use shared::notify::MemoryNotifier;
+use shared::notify::{MemoryNotifier, NoAppEvents};
 use shared::processing::EventHandler;
 use shared::processing::batch::sqs_event;
 use shared::queue::{EventQueue, MemoryQueue, QueueName, SqsQueue};
@@ -175,7 +175,7 @@ pub struct LocalSystem<S, Q> {
     pub simulator: Option<Simulator>,
     pub queue: Q,
     pub notifier: Arc<MemoryNotifier>,
-    events: Syncer<S>,
+    events: Syncer<S, Arc<MemoryNotifier>>,
     dunning: DunningProcessor<S, Arc<MemoryNotifier>>,
 }
 
@@ -244,6 +244,7 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
             plans: plans.clone(),
             grace_days,
             policy: sync_policy,
+            app_events: NoAppEvents,
         };
         let secrets: Vec<SecretString> = webhook_secret
             .split(',')
@@ -275,7 +276,14 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
         Ok(Self {
             api_url,
             simulator,
-            events: syncer(store.clone()),
+            events: Syncer {
+                store: store.clone(),
+                stripe: stripe.clone(),
+                plans: plans.clone(),
+                grace_days,
+                policy: sync_policy,
+                app_events: notifier.clone(),
+            },
             dunning,
             queue,
             notifier,

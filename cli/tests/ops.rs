@@ -230,6 +230,7 @@ async fn inspect_prints_the_stored_model_and_access_now() {
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
+        app_events: shared::notify::NoAppEvents,
     };
     let user_id = UserId::parse(&user).unwrap();
     syncer.store.link_customer(&user_id, &customer).await.unwrap();
@@ -274,6 +275,7 @@ async fn drift_repairs_a_subscription_whose_event_was_lost() {
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
+        app_events: shared::notify::NoAppEvents,
     };
     let stale: Subscription = serde_json::from_value(stale).unwrap();
     syncer

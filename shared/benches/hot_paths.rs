@@ -147,6 +147,7 @@ fn event_apply(c: &mut Criterion) {
         plans: PlanCatalog::parse(PLANS).expect("plans"),
         grace_days: 14,
         policy: Default::default(),
+        app_events: shared::notify::NoAppEvents,
     };
     let mut subscription = fixture("subscription");
     subscription["customer"] = json!("cus_CUSTOMER");

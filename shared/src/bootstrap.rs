@@ -3,6 +3,7 @@
 
 use crate::config::{ConfigError, Env, PlanCatalog, StoreSettings, StripeSettings, load_secrets_overlay};
 use crate::entitlement::DEFAULT_GRACE_DAYS;
+use crate::notify::{NoAppEvents, SnsPublisher};
 use crate::store::DynamoStore;
 use crate::stripe::StripeClient;
 use crate::sync::{SyncPolicy, Syncer};
@@ -64,5 +65,30 @@ pub fn syncer(sdk: &aws_config::SdkConfig, env: &Env) -> Result<Syncer<DynamoSto
         plans: PlanCatalog::from_env(env)?,
         grace_days: grace_days(env)?,
         policy: SyncPolicy::from_env(env)?,
+        app_events: NoAppEvents,
+    })
+}
+
+/// The events processor's sync core: it also tells the app (SNS, `BILLING_EVENTS_TOPIC_ARN`)
+/// when it cancels and refunds a duplicate subscription.
+pub fn events_syncer(sdk: &aws_config::SdkConfig, env: &Env) -> Result<Syncer<DynamoStore, SnsPublisher>, ConfigError> {
+    let Syncer {
+        store,
+        stripe,
+        plans,
+        grace_days,
+        policy,
+        app_events: NoAppEvents,
+    } = syncer(sdk, env)?;
+    Ok(Syncer {
+        store,
+        stripe,
+        plans,
+        grace_days,
+        policy,
+        app_events: SnsPublisher::new(
+            aws_sdk_sns::Client::new(sdk),
+            env.require("BILLING_EVENTS_TOPIC_ARN")?.to_owned(),
+        ),
     })
 }

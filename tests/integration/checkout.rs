@@ -754,6 +754,7 @@ async fn a_deleted_customer_is_replaced_at_the_next_checkout() {
         plans: shared::config::PlanCatalog::parse(billing_tests::lifecycle::PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
+        app_events: shared::notify::NoAppEvents,
     };
     let event = fixtures::event(
         &unique("evt_"),

@@ -8,6 +8,7 @@ use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{fixtures, unique};
 use serde_json::{Value, json};
 use shared::config::PlanCatalog;
+use shared::notify::MemoryNotifier;
 use shared::processing::{EventHandler, Outcome};
 use shared::store::{Access, BillingStore, DunningStage, MemoryStore, UserId};
 use shared::sync::{SyncPolicy, Syncer};
@@ -23,6 +24,7 @@ fn syncer(store: Arc<MemoryStore>, stripe: &StripeStandIn, policy: SyncPolicy) -
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy,
+        app_events: shared::notify::NoAppEvents,
     }
 }
 
@@ -198,7 +200,15 @@ async fn a_second_paid_subscription_is_cancelled_and_refunded_once() {
             .await
             .unwrap();
     }
-    let syncer = syncer(store.clone(), &stripe, SyncPolicy::default());
+    let app = Arc::new(MemoryNotifier::new());
+    let syncer = Syncer {
+        app_events: app.clone(),
+        store: store.clone(),
+        stripe: stripe.client(),
+        plans: PlanCatalog::parse(PLANS).unwrap(),
+        grace_days: 14,
+        policy: SyncPolicy::default(),
+    };
     let counted = shared::telemetry::count_of("DuplicateSubscriptionRefunded");
     let keep = completed(&format!("cs_a{tag}"), &customer, &first, &user);
     let duplicate = completed(&format!("cs_b{tag}"), &customer, &second, &user);
@@ -242,6 +252,21 @@ async fn a_second_paid_subscription_is_cancelled_and_refunded_once() {
         shared::telemetry::count_of("DuplicateSubscriptionRefunded") > counted,
         "the operator is told"
     );
+    let told: Vec<Value> = app
+        .published()
+        .into_iter()
+        .filter(|e| e["type"] == "billing.duplicate_subscription_refunded")
+        .collect();
+    assert_eq!(told.len(), 1, "the app is told once the refund went through: {told:?}");
+    assert_eq!(
+        (
+            &told[0]["kept_subscription_id"],
+            &told[0]["cancelled_subscription_id"],
+            &told[0]["user_id"]
+        ),
+        (&json!(first), &json!(second), &json!(user))
+    );
+    assert_eq!(told[0]["refunded_payment_intents"], json!([format!("pi_{tag}")]));
     let stored = store.get_subscription(&customer, &second).await.unwrap().unwrap();
     assert_eq!(stored.status, shared::stripe::SubscriptionStatus::Canceled);
     let entitlement = store.get_entitlement(&user_id).await.unwrap().unwrap();

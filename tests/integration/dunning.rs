@@ -47,6 +47,7 @@ fn syncer<S: BillingStore>(store: S, stripe: &StripeStandIn) -> Syncer<S> {
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 7,
         policy: Default::default(),
+        app_events: shared::notify::NoAppEvents,
     }
 }
 

@@ -128,6 +128,7 @@ async fn personal_data_and_secrets_never_reach_the_logs() {
             plans: PlanCatalog::parse(PLANS).unwrap(),
             grace_days: 14,
             policy: Default::default(),
+            app_events: shared::notify::NoAppEvents,
         },
         notifier: MemoryNotifier::new(),
         policy: DunningPolicy::default(),

@@ -69,6 +69,7 @@ async fn a_paused_writer_never_overwrites_a_newer_entitlement() {
             plans: PlanCatalog::parse(PLANS).unwrap(),
             grace_days: 14,
             policy: Default::default(),
+            app_events: shared::notify::NoAppEvents,
         };
         let payment_failed = Arc::new(DunningProcessor {
             syncer: syncer(),

@@ -227,6 +227,7 @@ async fn a_crash_before_the_cursor_write_causes_no_double_effect() {
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
+        app_events: shared::notify::NoAppEvents,
     };
     let window = NOW - 3600;
 
@@ -274,6 +275,7 @@ async fn the_drift_check_replaces_drifted_subscriptions_with_stripes_state() {
         plans: PlanCatalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
+        app_events: shared::notify::NoAppEvents,
     };
     let user = UserId::parse(&alice).unwrap();
     syncer.store.link_customer(&user, &drifted_customer).await.unwrap();

@@ -36,6 +36,7 @@ pub fn spawn_api<S: BillingStore + 'static>(store: Arc<S>, stripe: &StripeStandI
             plans: PlanCatalog::parse(PLANS).unwrap(),
             grace_days: 14,
             policy: Default::default(),
+            app_events: shared::notify::NoAppEvents,
         },
         app_base_url: url::Url::parse(APP_BASE_URL).unwrap(),
         identity: IdentitySource::ApiGatewayJwt,

@@ -330,6 +330,7 @@ async fn start_system(sim: &Sim, fault_rate: f64) -> Result<System, String> {
         plans: plans.clone(),
         grace_days: GRACE_DAYS,
         policy: Default::default(),
+        app_events: shared::notify::NoAppEvents,
     };
     let tolerance = NonZeroU64::new(300).ok_or("a zero tolerance")?;
     let verifier = SignatureVerifier::new(&[SecretString::from(SECRET)], tolerance);

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use shared::notify::{DunningEmail, Notifier, NotifyError, PaymentFailedEvent};
+use shared::notify::{AppEvent, DunningEmail, Notifier, NotifyError, Publisher};
 use shared::queue::{EventQueue, OutboundMessage, QueueError, QueueName, ReceivedMessage};
 use shared::store::{
     BillingStore, DunningRecord, Entitlement, LedgerClaim, LedgerState, LinkOutcome, StoreError, SubscriptionRecord,
@@ -290,8 +290,10 @@ impl<N: Notifier> Notifier for FlakyNotifier<N> {
         let fail = || NotifyError::Email("injected fault".into());
         self.plan.around(false, fail, self.inner.send_email(email)).await
     }
+}
 
-    async fn publish(&self, event: &PaymentFailedEvent) -> Result<(), NotifyError> {
+impl<N: Notifier> Publisher for FlakyNotifier<N> {
+    async fn publish<E: AppEvent>(&self, event: &E) -> Result<(), NotifyError> {
         let fail = || NotifyError::Publish("injected fault".into());
         self.plan.around(false, fail, self.inner.publish(event)).await
     }

@@ -10,7 +10,7 @@ use shared::processing::EventHandler;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let (sdk, env) = bootstrap::start().await?;
-    let syncer = bootstrap::syncer(&sdk, &env)?;
+    let syncer = bootstrap::events_syncer(&sdk, &env)?;
     let syncer = &syncer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let lease_until = bootstrap::lease_until(event.context.deadline);

@@ -10,7 +10,7 @@
 //!    failed" and the "confirm your payment" notices are counted apart, as Stripe sends both
 //!    events for one 3-D Secure attempt, in either order.
 
-use crate::notify::{Notifier, PaymentFailedEvent};
+use crate::notify::{AppEvent, Notifier, PaymentFailedEvent};
 use crate::processing::{Outcome, ProcessError};
 use crate::routing::EventKind;
 use crate::store::{BillingStore, DunningRecord, DunningStage, WriteOutcome};
@@ -157,7 +157,7 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
     };
     if published < attempt {
         let app_event = PaymentFailedEvent {
-            event_type: "billing.payment_failed",
+            event_type: PaymentFailedEvent::TYPE,
             stripe_event_id: event.id.clone(),
             user_id: entitlement.as_ref().map(|e| e.user_id.to_string()),
             customer_id,

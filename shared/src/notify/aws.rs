@@ -2,24 +2,35 @@ use aws_sdk_sesv2::error::ProvideErrorMetadata;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 use aws_sdk_sns::types::MessageAttributeValue;
 
-use super::{DunningEmail, Notifier, NotifyError, PaymentFailedEvent};
+use super::{AppEvent, DunningEmail, Notifier, NotifyError, Publisher};
+
+/// App events on one SNS topic, the `type` as a message attribute to filter on.
+#[derive(Debug, Clone)]
+pub struct SnsPublisher {
+    sns: aws_sdk_sns::Client,
+    topic_arn: String,
+}
+
+impl SnsPublisher {
+    pub fn new(sns: aws_sdk_sns::Client, topic_arn: String) -> Self {
+        Self { sns, topic_arn }
+    }
+}
 
 /// SES v2 for email, SNS for app events; clients built once at start.
 #[derive(Debug, Clone)]
 pub struct AwsNotifier {
     ses: aws_sdk_sesv2::Client,
-    sns: aws_sdk_sns::Client,
     from: String,
-    topic_arn: String,
+    publisher: SnsPublisher,
 }
 
 impl AwsNotifier {
     pub fn new(ses: aws_sdk_sesv2::Client, sns: aws_sdk_sns::Client, from: String, topic_arn: String) -> Self {
         Self {
             ses,
-            sns,
             from,
-            topic_arn,
+            publisher: SnsPublisher::new(sns, topic_arn),
         }
     }
 }
@@ -57,12 +68,14 @@ impl Notifier for AwsNotifier {
             .map_err(|error| NotifyError::Email(error_code(&error)))?;
         Ok(())
     }
+}
 
-    async fn publish(&self, event: &PaymentFailedEvent) -> Result<(), NotifyError> {
+impl Publisher for SnsPublisher {
+    async fn publish<E: AppEvent>(&self, event: &E) -> Result<(), NotifyError> {
         let body = serde_json::to_string(event).map_err(|error| NotifyError::Publish(error.to_string()))?;
         let kind = MessageAttributeValue::builder()
             .data_type("String")
-            .string_value(event.event_type)
+            .string_value(E::TYPE)
             .build()
             .map_err(|error| NotifyError::Publish(error.to_string()))?;
         self.sns
@@ -74,5 +87,11 @@ impl Notifier for AwsNotifier {
             .await
             .map_err(|error| NotifyError::Publish(error_code(&error)))?;
         Ok(())
+    }
+}
+
+impl Publisher for AwsNotifier {
+    async fn publish<E: AppEvent>(&self, event: &E) -> Result<(), NotifyError> {
+        self.publisher.publish(event).await
     }
 }

@@ -1,5 +1,7 @@
 //! The notification port: the dunning email to the customer (Amazon SES) and the app-level
-//! `billing.payment_failed` event the SaaS subscribes to (Amazon SNS).
+//! events the SaaS subscribes to (Amazon SNS): `billing.payment_failed` and
+//! `billing.duplicate_subscription_refunded`. App events are delivered at least once (a
+//! retried message may publish again); consumers deduplicate on `stripe_event_id`.
 //!
 //! SNS rather than EventBridge: the consumers are the SaaS's own services, which subscribe an
 //! SQS queue, a Lambda or an HTTPS endpoint to one topic and filter on the `type` attribute;
@@ -12,7 +14,7 @@ use std::future::Future;
 
 use serde::Serialize;
 
-pub use aws::AwsNotifier;
+pub use aws::{AwsNotifier, SnsPublisher};
 pub use memory::MemoryNotifier;
 
 /// What the customer is told; rendered into the email.
@@ -40,6 +42,33 @@ pub struct PaymentFailedEvent {
     pub hosted_invoice_url: Option<String>,
 }
 
+/// A second paid subscription of one customer (two tabs both paid) was cancelled and its
+/// payment refunded: the app may want to tell the customer, and the operator sees it too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DuplicateSubscriptionEvent {
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub stripe_event_id: String,
+    pub user_id: Option<String>,
+    pub customer_id: String,
+    pub kept_subscription_id: String,
+    pub cancelled_subscription_id: String,
+    pub refunded_payment_intents: Vec<String>,
+}
+
+/// An event the app is told about, with its `type` (the SNS message attribute to filter on).
+pub trait AppEvent: Serialize + Send + Sync + 'static {
+    const TYPE: &'static str;
+}
+
+impl AppEvent for PaymentFailedEvent {
+    const TYPE: &'static str = "billing.payment_failed";
+}
+
+impl AppEvent for DuplicateSubscriptionEvent {
+    const TYPE: &'static str = "billing.duplicate_subscription_refunded";
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     #[error("sending the email failed: {0}")]
@@ -48,17 +77,37 @@ pub enum NotifyError {
     Publish(String),
 }
 
-pub trait Notifier: Send + Sync {
+/// Where app events go.
+pub trait Publisher: Send + Sync {
+    fn publish<E: AppEvent>(&self, event: &E) -> impl Future<Output = Result<(), NotifyError>> + Send;
+}
+
+/// App events and the customer's email.
+pub trait Notifier: Publisher {
     fn send_email(&self, email: &DunningEmail) -> impl Future<Output = Result<(), NotifyError>> + Send;
-    fn publish(&self, event: &PaymentFailedEvent) -> impl Future<Output = Result<(), NotifyError>> + Send;
+}
+
+impl<P: Publisher> Publisher for std::sync::Arc<P> {
+    fn publish<E: AppEvent>(&self, event: &E) -> impl Future<Output = Result<(), NotifyError>> + Send {
+        (**self).publish(event)
+    }
 }
 
 impl<N: Notifier> Notifier for std::sync::Arc<N> {
     fn send_email(&self, email: &DunningEmail) -> impl Future<Output = Result<(), NotifyError>> + Send {
         (**self).send_email(email)
     }
+}
 
-    fn publish(&self, event: &PaymentFailedEvent) -> impl Future<Output = Result<(), NotifyError>> + Send {
-        (**self).publish(event)
+/// The publisher of a sync core that meets no app event: the checkout API's `POST /billing/sync`
+/// and the payment-failed processor's inner syncer never complete a checkout session, the only
+/// place the sync core publishes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAppEvents;
+
+impl Publisher for NoAppEvents {
+    async fn publish<E: AppEvent>(&self, _event: &E) -> Result<(), NotifyError> {
+        tracing::warn!(event_type = E::TYPE, "an app event arose where none is published");
+        Ok(())
     }
 }

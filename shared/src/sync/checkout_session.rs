@@ -10,6 +10,7 @@
 //! A customer who paid two open sessions (two tabs) ends with one live subscription: the
 //! later one is cancelled at once and its payment refunded (`BILLING_DUPLICATE_SUBSCRIPTIONS`).
 
+use crate::notify::{AppEvent, DuplicateSubscriptionEvent, Publisher};
 use crate::processing::{Outcome, ProcessError};
 use crate::store::{BillingStore, LinkOutcome, UserId};
 use crate::stripe::{CheckoutSession, Event, Expandable, Subscription};
@@ -17,7 +18,10 @@ use crate::telemetry;
 
 use super::{DuplicatePolicy, Syncer, bills, object};
 
-pub(super) async fn apply<S: BillingStore>(syncer: &Syncer<S>, event: &Event) -> Result<Outcome, ProcessError> {
+pub(super) async fn apply<S: BillingStore, P: Publisher>(
+    syncer: &Syncer<S, P>,
+    event: &Event,
+) -> Result<Outcome, ProcessError> {
     let session: CheckoutSession = object(event)?;
     let Some(customer) = session.customer.as_ref() else {
         tracing::info!(event_id = %event.id, session_id = %session.id, "checkout session without a customer; nothing to link");
@@ -61,7 +65,7 @@ pub(super) async fn apply<S: BillingStore>(syncer: &Syncer<S>, event: &Event) ->
             .refetch_subscription(subscription.as_str(), event.created)
             .await?;
         if syncer.policy.duplicates == DuplicatePolicy::Refund {
-            undo_duplicate(syncer, event, customer_id, subscription.as_str()).await?;
+            undo_duplicate(syncer, event, &user, customer_id, subscription.as_str()).await?;
         }
     }
     syncer.refresh_entitlement(customer_id, Some(user)).await?;
@@ -81,9 +85,10 @@ fn claimed_user(session: &CheckoutSession) -> Option<UserId> {
 /// id, a total order, so whichever completion is processed first or last, the same one stays.
 /// The duplicate's own status does not matter: a retry after the cancel went through (and the
 /// refund did not) still refunds, and each refund's key makes a repeat free.
-async fn undo_duplicate<S: BillingStore>(
-    syncer: &Syncer<S>,
+async fn undo_duplicate<S: BillingStore, P: Publisher>(
+    syncer: &Syncer<S, P>,
     event: &Event,
+    user: &UserId,
     customer_id: &str,
     subscription_id: &str,
 ) -> Result<(), ProcessError> {
@@ -99,7 +104,7 @@ async fn undo_duplicate<S: BillingStore>(
         let cancelled = syncer.stripe.cancel_subscription(&new.id).await?;
         syncer.store_read(&cancelled, event.created).await?;
     }
-    let mut refunded = 0;
+    let mut refunded = Vec::new();
     if let Some(invoice_id) = new.latest_invoice.as_ref() {
         let invoice = syncer
             .stripe
@@ -116,11 +121,24 @@ async fn undo_duplicate<S: BillingStore>(
             });
         for intent in intents.filter(|id| !id.is_empty()) {
             syncer.stripe.refund_payment_intent(&intent, "duplicate").await?;
-            refunded += 1;
+            refunded.push(intent);
         }
     }
     telemetry::count("DuplicateSubscriptionRefunded");
-    tracing::warn!(event_id = %event.id, customer_id, kept = %keeper.id, cancelled = %new.id, refunds = refunded,
+    tracing::warn!(event_id = %event.id, customer_id, kept = %keeper.id, cancelled = %new.id, refunds = refunded.len(),
         "a second live subscription was cancelled and refunded (BILLING_DUPLICATE_SUBSCRIPTIONS=refund)");
-    Ok(())
+    let told = DuplicateSubscriptionEvent {
+        event_type: DuplicateSubscriptionEvent::TYPE,
+        stripe_event_id: event.id.clone(),
+        user_id: Some(user.to_string()),
+        customer_id: customer_id.to_owned(),
+        kept_subscription_id: keeper.id.clone(),
+        cancelled_subscription_id: new.id.clone(),
+        refunded_payment_intents: refunded,
+    };
+    syncer
+        .app_events
+        .publish(&told)
+        .await
+        .map_err(|error| ProcessError::Notify(error.to_string()))
 }

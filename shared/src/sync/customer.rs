@@ -3,6 +3,7 @@
 //! and the subscriptions already stored under it start counting for that user. A deleted
 //! customer is unlinked (if it is still the user's), so the next checkout creates a new one.
 
+use crate::notify::Publisher;
 use crate::processing::{Outcome, ProcessError};
 use crate::routing::EventKind;
 use crate::store::{BillingStore, LinkOutcome, UserId};
@@ -10,8 +11,8 @@ use crate::stripe::{Customer, Event};
 
 use super::{Syncer, object};
 
-pub(super) async fn apply<S: BillingStore>(
-    syncer: &Syncer<S>,
+pub(super) async fn apply<S: BillingStore, P: Publisher>(
+    syncer: &Syncer<S, P>,
     kind: EventKind,
     event: &Event,
 ) -> Result<Outcome, ProcessError> {

@@ -2,6 +2,7 @@
 //! the invoice is settled one way or another, so its dunning episode is over. The
 //! subscription's status may move (e.g. `past_due` → `active`), so it is read from Stripe.
 
+use crate::notify::Publisher;
 use crate::processing::{Outcome, ProcessError};
 use crate::routing::EventKind;
 use crate::store::{BillingStore, DunningStage};
@@ -9,8 +10,8 @@ use crate::stripe::{Event, Invoice};
 
 use super::{Syncer, object};
 
-pub(super) async fn apply<S: BillingStore>(
-    syncer: &Syncer<S>,
+pub(super) async fn apply<S: BillingStore, P: Publisher>(
+    syncer: &Syncer<S, P>,
     kind: EventKind,
     event: &Event,
 ) -> Result<Outcome, ProcessError> {

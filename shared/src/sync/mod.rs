@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{ConfigError, Env, PlanCatalog};
 use crate::entitlement;
+use crate::notify::{NoAppEvents, Publisher};
 use crate::processing::{EventHandler, Outcome, ProcessError};
 use crate::routing::{EventKind, Handler};
 use crate::store::{BillingStore, Entitlement, ItemRecord, SubscriptionRecord, UserId, WriteOutcome, WriteRule};
@@ -82,12 +83,14 @@ impl SyncPolicy {
     }
 }
 
-pub struct Syncer<S> {
+pub struct Syncer<S, P = NoAppEvents> {
     pub store: S,
     pub stripe: StripeClient,
     pub plans: PlanCatalog,
     pub grace_days: u32,
     pub policy: SyncPolicy,
+    /// Where the events processor tells the app about a refunded duplicate subscription.
+    pub app_events: P,
 }
 
 pub(crate) fn object<T: DeserializeOwned>(event: &Event) -> Result<T, ProcessError> {
@@ -95,7 +98,7 @@ pub(crate) fn object<T: DeserializeOwned>(event: &Event) -> Result<T, ProcessErr
         .map_err(|error| ProcessError::InvalidMessage(format!("{} payload: {error}", event.event_type)))
 }
 
-impl<S: BillingStore> EventHandler for Syncer<S> {
+impl<S: BillingStore, P: Publisher> EventHandler for Syncer<S, P> {
     type Store = S;
 
     fn store(&self) -> &S {
@@ -131,7 +134,7 @@ pub fn bills(status: crate::stripe::SubscriptionStatus) -> bool {
     }
 }
 
-impl<S: BillingStore> Syncer<S> {
+impl<S: BillingStore, P: Publisher> Syncer<S, P> {
     pub fn record_of(&self, subscription: &Subscription, watermark: i64) -> SubscriptionRecord {
         let item = subscription.primary_item();
         let price_id = item.map(|item| item.price.id.clone());

@@ -2,13 +2,17 @@
 //! carries the whole subscription. A strictly newer event overwrites; an older one is stale
 //! and dropped; a tie (same `created` second, so the order is unknowable) asks Stripe.
 
+use crate::notify::Publisher;
 use crate::processing::{Outcome, ProcessError};
 use crate::store::{BillingStore, WriteOutcome, WriteRule};
 use crate::stripe::{Event, Subscription};
 
 use super::{Syncer, object};
 
-pub(super) async fn apply<S: BillingStore>(syncer: &Syncer<S>, event: &Event) -> Result<Outcome, ProcessError> {
+pub(super) async fn apply<S: BillingStore, P: Publisher>(
+    syncer: &Syncer<S, P>,
+    event: &Event,
+) -> Result<Outcome, ProcessError> {
     let subscription: Subscription = object(event)?;
     let record = syncer.record_of(&subscription, event.created);
     let customer_id = record.customer_id.clone();
