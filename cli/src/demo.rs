@@ -20,7 +20,21 @@ fn failed(message: impl Into<String>) -> LocalError {
     LocalError::Step(message.into())
 }
 
-impl<S: BillingStore + Clone + 'static, Q: LocalQueue> Walk<'_, S, Q> {
+impl<'a, S: BillingStore + Clone + 'static, Q: LocalQueue> Walk<'a, S, Q> {
+    fn new(system: &'a LocalSystem<S, Q>, user: String) -> Result<Self, LocalError> {
+        let simulator = system
+            .simulator
+            .as_ref()
+            .ok_or_else(|| failed("the demo runs against the simulator: unset STRIPE_SECRET_KEY"))?;
+        Ok(Self {
+            system,
+            http: reqwest::Client::new(),
+            user,
+            simulator: simulator.base_url.clone(),
+            step: 0,
+        })
+    }
+
     async fn api(&self, method: reqwest::Method, path: &str, body: Value) -> Result<(u16, Value), LocalError> {
         let response = self
             .http
@@ -104,17 +118,7 @@ async fn walk<S: BillingStore + Clone + 'static, Q: LocalQueue>(
     system: &LocalSystem<S, Q>,
     user: &str,
 ) -> Result<Value, LocalError> {
-    let simulator = system
-        .simulator
-        .as_ref()
-        .ok_or_else(|| failed("the demo runs against the simulator: unset STRIPE_SECRET_KEY"))?;
-    let mut w = Walk {
-        system,
-        http: reqwest::Client::new(),
-        user: user.to_owned(),
-        simulator: simulator.base_url.clone(),
-        step: 0,
-    };
+    let mut w = Walk::new(system, user.to_owned())?;
     use reqwest::Method;
 
     let (status, view) = w.api(Method::GET, "/billing/me", Value::Null).await?;
@@ -220,17 +224,7 @@ async fn real_customers<S: BillingStore + Clone + 'static, Q: LocalQueue>(
     run_id: &str,
 ) -> Result<(), LocalError> {
     use reqwest::Method;
-    let simulator = system
-        .simulator
-        .as_ref()
-        .ok_or_else(|| failed("the demo runs against the simulator: unset STRIPE_SECRET_KEY"))?;
-    let mut w = Walk {
-        system,
-        http: reqwest::Client::new(),
-        user: format!("demo-tabs-{run_id}"),
-        simulator: simulator.base_url.clone(),
-        step: 0,
-    };
+    let mut w = Walk::new(system, format!("demo-tabs-{run_id}"))?;
 
     let first_tab = w.checkout("basic").await?;
     // The second tab a moment later: sessions opened in the same second do not expire each

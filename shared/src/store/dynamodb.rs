@@ -188,6 +188,29 @@ impl DynamoStore {
         }
     }
 
+    /// Writes all `items` or none: true if written, false if the transaction was cancelled (a
+    /// condition failed, or a concurrent transaction touched the same items).
+    async fn transact<const N: usize>(&self, items: [TransactWriteItem; N]) -> Res<bool> {
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items.into()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(backend(error)),
+        }
+    }
+
     /// Links written before the reverse item existed are found through the index (eventually
     /// consistent, so confirmed below); two users on one customer there is corruption, not a
     /// choice to make.
@@ -278,23 +301,12 @@ impl BillingStore for DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(|error| StoreError::Backend(error.to_string()))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(forward).build())
-            .transact_items(TransactWriteItem::builder().put(reverse).build())
-            .send()
-            .await;
-        let error = match result {
-            Ok(_) => return Ok(LinkOutcome::Linked),
-            Err(error) => error,
-        };
-        let cancelled = matches!(
-            error.as_service_error(),
-            Some(TransactWriteItemsError::TransactionCanceledException(_))
-        );
-        if !cancelled {
-            return Err(backend(error));
+        let both = [
+            TransactWriteItem::builder().put(forward).build(),
+            TransactWriteItem::builder().put(reverse).build(),
+        ];
+        if self.transact(both).await? {
+            return Ok(LinkOutcome::Linked);
         }
         // Which condition failed is read back rather than taken from the cancellation reasons,
         // which not every DynamoDB implementation fills in.
@@ -324,31 +336,20 @@ impl BillingStore for DynamoStore {
             .key("sk", s("USER"))
             .build()
             .map_err(|error| StoreError::Backend(error.to_string()))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().delete(forward).build())
-            .transact_items(TransactWriteItem::builder().delete(reverse).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(TransactWriteItemsError::TransactionCanceledException(_))
-                ) =>
-            {
-                // The condition failed — or a concurrent transaction on the same items did:
-                // only a read tells which, and a link still in place must not be reported gone.
-                match self.customer_of_user(user).await? {
-                    Some(linked) if linked == customer_id => Err(StoreError::Backend(format!(
-                        "unlinking {customer_id} from {user} conflicted with another write"
-                    ))),
-                    _ => Ok(false),
-                }
-            }
-            Err(error) => Err(backend(error)),
+        let both = [
+            TransactWriteItem::builder().delete(forward).build(),
+            TransactWriteItem::builder().delete(reverse).build(),
+        ];
+        if self.transact(both).await? {
+            return Ok(true);
+        }
+        // The condition failed — or a concurrent transaction on the same items did: only a
+        // read tells which, and a link still in place must not be reported gone.
+        match self.customer_of_user(user).await? {
+            Some(linked) if linked == customer_id => Err(StoreError::Backend(format!(
+                "unlinking {customer_id} from {user} conflicted with another write"
+            ))),
+            _ => Ok(false),
         }
     }
 
