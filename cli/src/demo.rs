@@ -300,6 +300,26 @@ async fn real_customers<S: BillingStore + Clone + 'static, Q: LocalQueue>(
         &view,
         &[("status", json!("active")), ("access", json!("active"))],
     )?;
+
+    let deleted = w.stripe(&format!("/v1/checkout/sessions/{session}")).await?["customer"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    w.http
+        .delete(format!("{}/v1/customers/{deleted}", w.simulator))
+        .bearer_auth("sk_test_demo")
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    w.system.drain().await?;
+    let view = w.me().await?;
+    let session = w.checkout("basic").await?;
+    let replacement = w.stripe(&format!("/v1/checkout/sessions/{session}")).await?["customer"].clone();
+    w.check(
+        "customer deleted in Stripe: access ends, the next checkout makes a new one",
+        &json!({"access": view["access"], "new_customer": replacement != json!(deleted)}),
+        &[("access", json!("none")), ("new_customer", json!(true))],
+    )?;
     Ok(())
 }
 
