@@ -267,3 +267,25 @@ async fn every_request_the_client_sends_is_one_stripe_accepts() {
     assert_eq!(stripe.requests().await.len(), 9);
     stripe.assert_requests_valid().await;
 }
+
+/// A `Retry-After` beyond any deadline (here the largest number the header can carry) ends
+/// the call with Stripe's error at once, instead of overflowing the clock or sleeping.
+#[tokio::test]
+async fn an_absurd_retry_after_ends_the_call_without_waiting() {
+    let stripe = StripeStandIn::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "18446744073709551615")
+                .set_body_json(stripe_error("invalid_request_error", "rate_limit")),
+        )
+        .mount(&stripe.server)
+        .await;
+    let result = stripe
+        .client()
+        .create_customer(&json!({"metadata": {"user_id": "u1"}}), "customer-u1")
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(stripe.requests().await.len(), 1, "no retry the deadline cannot hold");
+}

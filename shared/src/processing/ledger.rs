@@ -36,7 +36,7 @@ where
     match apply().await {
         Ok(outcome) => {
             store
-                .complete_event(event_id, &token, now + COMPLETED_RETENTION_SECS)
+                .complete_event(event_id, &token, now.saturating_add(COMPLETED_RETENTION_SECS))
                 .await?;
             Ok(outcome)
         }

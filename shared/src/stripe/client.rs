@@ -354,7 +354,7 @@ impl StripeClient {
                 return Err(error);
             }
             let wait = self.backoff(retries).max(retry_after.unwrap_or_default());
-            if Instant::now() + wait >= deadline {
+            if Instant::now().checked_add(wait).is_none_or(|ready| ready >= deadline) {
                 return Err(error);
             }
             tracing::warn!(retry = retries + 1, wait_ms = wait.as_millis() as u64, error = %error, "retrying Stripe request");
@@ -453,13 +453,20 @@ fn api_error(status: StatusCode, body: &[u8], request_id: Option<String>) -> Api
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
+/// The longest `Retry-After` honoured: a longer one cannot fit any call's deadline anyway, and
+/// an absurd value must not reach time arithmetic.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// `Retry-After` as delta-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
 fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(seconds) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    let wait = match value.trim().parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let when = httpdate::parse_http_date(value).ok()?;
+            when.duration_since(std::time::SystemTime::now()).unwrap_or_default()
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Ids go into URL paths; anything but Stripe's id alphabet is refused rather than escaped.
@@ -481,6 +488,15 @@ mod tests {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(Duration::from_secs(300)),
+            "capped"
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(Duration::from_secs(300))
+        );
     }
 
     #[test]
