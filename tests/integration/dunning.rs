@@ -112,12 +112,7 @@ fn event(case: &Case, id: &str, event_type: &str, created: i64, invoice_status: 
 }
 
 async fn sent_emails(to: &str) -> Vec<Value> {
-    let dump: Value = reqwest::get(format!("{}/moto-api/data.json", aws::endpoint().await))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dump = moto_state().await;
     dump["ses"]["Message"]
         .as_array()
         .cloned()
@@ -129,6 +124,20 @@ async fn sent_emails(to: &str) -> Vec<Value> {
                 .is_some_and(|a| a.iter().any(|d| d == to))
         })
         .collect()
+}
+
+/// moto's whole state as JSON. moto serialises every backend for this while other tests keep
+/// writing to them, and now and then answers with an error instead: ask again.
+async fn moto_state() -> Value {
+    let url = format!("{}/moto-api/data.json", aws::endpoint().await);
+    for _ in 0..20 {
+        let answer = reqwest::get(&url).await.unwrap();
+        if let Ok(dump) = answer.json::<Value>().await {
+            return dump;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("moto's state dump kept failing")
 }
 
 /// The AWS notifier on moto, with a queue subscribed to the app-events topic.
