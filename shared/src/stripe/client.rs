@@ -19,7 +19,7 @@ use super::objects::{BillingPortalSession, CheckoutSession, Customer, Invoice, L
 
 /// The one API version this system is written against; sent on every request so the shapes
 /// Stripe returns never change under us when the account's default version moves.
-pub const API_VERSION: &str = "2025-08-27.basil";
+pub const API_VERSION: &str = "2026-10-28.endive";
 
 pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
 

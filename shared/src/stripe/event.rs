@@ -86,7 +86,7 @@ mod tests {
     #[test]
     fn envelope_borrows_and_finds_the_customer() {
         let body = br#"{"id":"evt_1","object":"event","type":"invoice.paid","created":1700000000,"livemode":false,
-            "api_version":"2025-08-27.basil","data":{"object":{"id":"in_1","object":"invoice","customer":"cus_9","lines":{"data":[]}}}}"#;
+            "api_version":"2026-10-28.endive","data":{"object":{"id":"in_1","object":"invoice","customer":"cus_9","lines":{"data":[]}}}}"#;
         let envelope = EventEnvelope::parse(body).unwrap();
         assert!(matches!(envelope.id, Cow::Borrowed("evt_1")));
         assert_eq!(envelope.event_type, "invoice.paid");
