@@ -5,7 +5,8 @@
 //! `match`, so a new type cannot be added without saying where it goes and who applies it.
 
 use crate::queue::{OutboundMessage, QueueName};
-use crate::stripe::EventEnvelope;
+use crate::stripe::event::THIN_TYPE_PREFIX;
+use crate::stripe::{EventEnvelope, Resource};
 
 /// Every event type the system handles. Anything else is acknowledged and dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,6 +139,19 @@ impl Handler {
     }
 }
 
+impl Handler {
+    /// The Stripe object its events are about, read from Stripe when the payload does not
+    /// carry it usably (a thin event, another API version's shape).
+    pub const fn resource(self) -> Resource {
+        match self {
+            Handler::CheckoutSession | Handler::CheckoutSessionExpired => Resource::CheckoutSession,
+            Handler::Subscription => Resource::Subscription,
+            Handler::Customer => Resource::Customer,
+            Handler::InvoiceSettled | Handler::Dunning => Resource::Invoice,
+        }
+    }
+}
+
 pub fn route(event_type: &str) -> Option<QueueName> {
     EventKind::parse(event_type).map(EventKind::queue)
 }
@@ -145,7 +159,7 @@ pub fn route(event_type: &str) -> Option<QueueName> {
 /// The queue and message for an event, or `None` for types the system does not handle. The
 /// webhook and the reconciler both enqueue through this, so their messages deduplicate.
 pub fn message_for<'a>(envelope: &'a EventEnvelope<'a>, body: &'a str) -> Option<(QueueName, OutboundMessage<'a>)> {
-    let queue = route(&envelope.event_type)?;
+    let queue = route(envelope.snapshot_type())?;
     let message = OutboundMessage {
         body,
         group_id: envelope.ordering_key(),
@@ -159,6 +173,11 @@ pub fn message_for<'a>(envelope: &'a EventEnvelope<'a>, body: &'a str) -> Option
 
 pub fn handled_event_types() -> impl Iterator<Item = &'static str> {
     EventKind::ALL.into_iter().map(EventKind::name)
+}
+
+/// The same catalogue as thin event types (`v1.invoice.paid`), for a thin-payload destination.
+pub fn handled_thin_event_types() -> impl Iterator<Item = String> {
+    handled_event_types().map(|name| format!("{THIN_TYPE_PREFIX}{name}"))
 }
 
 #[cfg(test)]
@@ -187,6 +206,19 @@ mod tests {
         assert!(EventKind::ALL.len() <= 20);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.name()), Some(kind));
+        }
+    }
+
+    /// A thin event's object is the object its snapshot twin carries: checked against the
+    /// `related_object.type` of Stripe's own thin events in `thin_events.txt` (from
+    /// stripe-python 16.1's `stripe/events/_v1_*_event.py`).
+    #[test]
+    fn thin_types_are_stripes_and_name_the_object_their_handler_reads() {
+        let listed = include_str!("../../tests/fixtures/stripe/thin_events.txt");
+        let known: Vec<(&str, &str)> = listed.lines().filter_map(|line| line.split_once(' ')).collect();
+        for (kind, thin) in EventKind::ALL.into_iter().zip(handled_thin_event_types()) {
+            let object = known.iter().find(|(name, _)| *name == thin).map(|(_, object)| *object);
+            assert_eq!(object, Some(kind.handler().resource().object()), "{thin}");
         }
     }
 

@@ -49,13 +49,47 @@ pub fn count(metric: &'static str) {
     *tally.entry(metric).or_insert(0) += 1;
     drop(tally);
     if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let now_ms = unix_ms();
         println!(
             r#"{{"_aws":{{"Timestamp":{now_ms},"CloudWatchMetrics":[{{"Namespace":"StripeBilling","Dimensions":[[]],"Metrics":[{{"Name":"{metric}","Unit":"Count"}}]}}]}},"{metric}":1}}"#
         );
     }
+}
+
+/// Like [`count`], with one dimension (e.g. `ApiVersion` = the version an event came in), so
+/// the operator sees which value it was; the tally counts the metric over all values.
+pub fn count_by(metric: &'static str, dimension: &'static str, value: &str) {
+    let mut tally = tally().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    *tally.entry(metric).or_insert(0) += 1;
+    drop(tally);
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        println!("{}", emf_with_dimension(metric, dimension, value, unix_ms()));
+    }
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// The value comes from outside (a payload): serialised as JSON, never spliced into it.
+fn emf_with_dimension(metric: &str, dimension: &str, value: &str, now_ms: u128) -> String {
+    let mut line = serde_json::json!({
+        "_aws": {
+            "Timestamp": now_ms as u64,
+            "CloudWatchMetrics": [{
+                "Namespace": "StripeBilling",
+                "Dimensions": [[dimension]],
+                "Metrics": [{"Name": metric, "Unit": "Count"}]
+            }]
+        },
+    });
+    if let Some(fields) = line.as_object_mut() {
+        fields.insert(dimension.to_owned(), value.chars().take(64).collect::<String>().into());
+        fields.insert(metric.to_owned(), 1.into());
+    }
+    line.to_string()
 }
 
 /// How often [`count`] was called for `metric` in this process.
@@ -80,6 +114,16 @@ mod tests {
 
     fn level(pairs: &[(&str, &str)]) -> Option<LevelFilter> {
         level_from(|name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+    }
+
+    #[test]
+    fn a_dimension_value_from_a_payload_stays_a_json_string() {
+        let line = emf_with_dimension("ApiVersionMismatch", "ApiVersion", "2017-08-15\",\"x\":1", 5);
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["ApiVersion"], "2017-08-15\",\"x\":1");
+        assert_eq!(parsed["ApiVersionMismatch"], 1);
+        assert_eq!(parsed["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0], "ApiVersion");
+        assert!(parsed.get("x").is_none());
     }
 
     #[test]

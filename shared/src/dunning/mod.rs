@@ -100,6 +100,10 @@ impl<S: BillingStore, N: Notifier> EventHandler for DunningProcessor<S, N> {
         &self.syncer.store
     }
 
+    fn stripe(&self) -> &crate::stripe::StripeClient {
+        &self.syncer.stripe
+    }
+
     fn handles(&self, handler: Handler) -> bool {
         handler == Handler::Dunning
     }

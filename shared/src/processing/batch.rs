@@ -34,6 +34,7 @@ pub struct BatchCounts {
     pub applied: usize,
     pub duplicates: usize,
     pub ignored: usize,
+    pub rejected: usize,
     pub failed: usize,
     pub held_back: usize,
 }
@@ -61,6 +62,7 @@ where
             Some(Ok(Outcome::Applied)) => counts.applied += 1,
             Some(Ok(Outcome::Duplicate)) => counts.duplicates += 1,
             Some(Ok(Outcome::Ignored)) => counts.ignored += 1,
+            Some(Ok(Outcome::Rejected)) => counts.rejected += 1,
             Some(Err(error)) => {
                 counts.failed += 1;
                 tracing::warn!(message_id = message_id.as_deref().unwrap_or(""), error = %error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "message failed; it will be retried");

@@ -1,7 +1,9 @@
 //! Exactly-once effects from at-least-once delivery: every queue consumer runs each message
 //! through the event ledger ([`ledger`]) inside a FIFO-aware partial-batch runner ([`batch`]).
+//! Before a handler runs, the event's object is made one the pinned models read ([`current`]).
 
 pub mod batch;
+mod current;
 pub mod ledger;
 
 use std::future::Future;
@@ -10,13 +12,15 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 
 use crate::routing::{EventKind, Handler};
 use crate::store::{BillingStore, StoreError};
-use crate::stripe::{Event, StripeError};
+use crate::stripe::{Event, StripeClient, StripeError};
+use crate::telemetry;
 use batch::UnnamedFailure;
 
 /// Why one message was not processed; every variant leaves the message to be retried.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("the message is not a Stripe event: {0}")]
+    /// A Stripe event whose object, even as read from Stripe, the handler cannot use.
+    #[error("the event cannot be applied: {0}")]
     InvalidMessage(String),
     #[error("another invocation is processing event {0}")]
     Busy(String),
@@ -36,8 +40,12 @@ pub enum Outcome {
     Applied,
     /// Already completed earlier: a duplicate delivery, acknowledged without effects.
     Duplicate,
-    /// Not a type this consumer handles: acknowledged, not failed.
+    /// Not a type this consumer handles, or an event from the other mode (live/test) than the
+    /// API key's: acknowledged, not failed.
     Ignored,
+    /// Not a Stripe event at all: no retry can make it one, so it is acknowledged as final,
+    /// logged and counted (`RejectedMessages`, alarmed) instead of cycling to the DLQ.
+    Rejected,
 }
 
 /// A queue consumer: which event types it applies and how. Parsing, the ledger and the
@@ -46,6 +54,9 @@ pub trait EventHandler: Sync {
     type Store: BillingStore;
 
     fn store(&self) -> &Self::Store;
+
+    /// The client objects are read with; its key also says which mode's events are ours.
+    fn stripe(&self) -> &StripeClient;
 
     /// The handlers of the routing catalogue this consumer owns.
     fn handles(&self, handler: Handler) -> bool;
@@ -60,13 +71,30 @@ pub trait EventHandler: Sync {
         lease_until: i64,
     ) -> impl Future<Output = Result<Outcome, ProcessError>> + Send {
         async move {
-            let event: Event =
-                serde_json::from_str(body).map_err(|error| ProcessError::InvalidMessage(error.to_string()))?;
+            let event = match Event::parse(body) {
+                Ok(event) => event,
+                Err(reason) => {
+                    telemetry::count("RejectedMessages");
+                    tracing::error!(%reason, bytes = body.len(), "message is not a Stripe event; dropped as final");
+                    return Ok(Outcome::Rejected);
+                }
+            };
             let Some(kind) = EventKind::parse(&event.event_type).filter(|kind| self.handles(kind.handler())) else {
                 return Ok(Outcome::Ignored);
             };
-            let outcome = ledger::once(self.store(), &event.id, now, lease_until, || self.apply(kind, &event)).await?;
-            tracing::info!(event_id = %event.id, event_type = %event.event_type, outcome = ?outcome, "event processed");
+            if let Some(live) = self.stripe().livemode().filter(|live| *live != event.livemode) {
+                telemetry::count("LivemodeMismatch");
+                tracing::warn!(event_id = %event.id, key_livemode = live, event_livemode = event.livemode,
+                    "event from the other mode than the API key; not processed");
+                return Ok(Outcome::Ignored);
+            }
+            let (event_id, event_type) = (event.id.clone(), event.event_type.clone());
+            let outcome = ledger::once(self.store(), &event_id, now, lease_until, || async move {
+                let event = current::at_pinned_version(self.stripe(), kind, event).await?;
+                self.apply(kind, &event).await
+            })
+            .await?;
+            tracing::info!(event_id = %event_id, event_type = %event_type, outcome = ?outcome, "event processed");
             Ok(outcome)
         }
     }
@@ -87,6 +115,7 @@ pub trait EventHandler: Sync {
                 applied = counts.applied,
                 duplicates = counts.duplicates,
                 ignored = counts.ignored,
+                rejected = counts.rejected,
                 failed = counts.failed,
                 held_back = counts.held_back,
                 "batch done"

@@ -16,6 +16,7 @@ use url::Url;
 
 use super::form;
 use super::objects::{BillingPortalSession, CheckoutSession, Customer, Invoice, List, Refund, Subscription};
+use super::resource::Resource;
 
 /// The one API version this system is written against; sent on every request so the shapes
 /// Stripe returns never change under us when the account's default version moves.
@@ -159,6 +160,20 @@ impl StripeClient {
             .build()
     }
 
+    /// The mode the key works in: `sk_live_`/`rk_live_` → live, `sk_test_`/`rk_test_` → test;
+    /// `None` for a key of another form (a local stand-in's), which checks nothing.
+    pub fn livemode(&self) -> Option<bool> {
+        let key = self.secret_key.expose_secret();
+        let mode = key.strip_prefix("sk_").or_else(|| key.strip_prefix("rk_"))?;
+        if mode.starts_with("live_") {
+            Some(true)
+        } else if mode.starts_with("test_") {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, StripeError> {
         let mut url = self.url(path);
         if !query.is_empty() {
@@ -300,6 +315,28 @@ impl StripeClient {
         let path = format!("/v1/invoices/{}", path_id(id)?);
         self.get(&path, &[("expand[]", "payments.data.payment.payment_intent")])
             .await
+    }
+
+    /// An object an event is about, as Stripe shows it now at the pinned version, raw.
+    pub async fn retrieve_resource(&self, resource: Resource, id: &str) -> Result<serde_json::Value, StripeError> {
+        self.get(&format!("{}/{}", resource.path(), path_id(id)?), &[]).await
+    }
+
+    /// A page of `GET /v2/core/events` (thin events): the first with `query`, the next ones by
+    /// the `next_page_url` the previous page returned, which must stay on that path.
+    pub async fn list_thin_events(&self, page: ThinEventsPage<'_>) -> Result<V2List, StripeError> {
+        match page {
+            ThinEventsPage::First(query) => self.get(THIN_EVENTS_PATH, query).await,
+            ThinEventsPage::Next(next) => {
+                let url = self
+                    .base
+                    .join(next)
+                    .ok()
+                    .filter(|url| url.origin() == self.base.origin() && url.path() == THIN_EVENTS_PATH)
+                    .ok_or_else(|| StripeError::InvalidId(next.chars().take(64).collect()))?;
+                self.send(Method::GET, url, None, None).await
+            }
+        }
     }
 
     /// One event as Stripe keeps it (30 days), raw: `billing replay` enqueues it as delivered.
@@ -470,6 +507,23 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// Ids go into URL paths; anything but Stripe's id alphabet is refused rather than escaped.
+const THIN_EVENTS_PATH: &str = "/v2/core/events";
+
+/// Which page of thin events to read.
+#[derive(Debug, Clone, Copy)]
+pub enum ThinEventsPage<'a> {
+    First(&'a [(&'a str, &'a str)]),
+    Next(&'a str),
+}
+
+/// A v2 list: its items and, when there are more, the URL of the next page.
+#[derive(Debug, Clone, Deserialize)]
+pub struct V2List {
+    pub data: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub next_page_url: Option<String>,
+}
+
 fn path_id(id: &str) -> Result<&str, StripeError> {
     let valid = !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if valid {

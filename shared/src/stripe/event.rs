@@ -1,11 +1,34 @@
-//! Stripe's Event object: a borrowed envelope for the webhook's hot path, and the owned event
-//! the processors work with.
+//! Stripe's events as they arrive: a borrowed envelope for the receivers' hot path, and the
+//! owned event the processors work with. Both shapes Stripe delivers are read:
+//!
+//! * **snapshot** events (`object: "event"`, type `invoice.paid`) carry the object as it was,
+//!   rendered at the API version of the endpoint that received them;
+//! * **thin** events (`object: "v2.core.event"`, type `v1.invoice.paid`) carry only a reference
+//!   to the object (`related_object`), which the processor reads at the pinned version.
+//!
+//! Thin events' `created` is an RFC 3339 string, snapshot events' a Unix second; both become
+//! Unix seconds here, so the watermarks of the two kinds compare.
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::ids::BorrowedId;
+
+/// The `object` value of a thin event.
+pub const THIN_OBJECT: &str = "v2.core.event";
+/// Thin event types are the snapshot type with this prefix (`v1.customer.subscription.updated`).
+pub const THIN_TYPE_PREFIX: &str = "v1.";
+
+/// Which of Stripe's two event shapes a payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Snapshot,
+    Thin,
+}
 
 /// Just what routing needs, parsed without copying strings out of the body and skipping the
 /// rest of `data.object` unparsed.
@@ -13,14 +36,20 @@ use super::ids::BorrowedId;
 pub struct EventEnvelope<'a> {
     #[serde(borrow)]
     pub id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub object: Option<Cow<'a, str>>,
     #[serde(borrow, rename = "type")]
     pub event_type: Cow<'a, str>,
+    #[serde(deserialize_with = "unix_seconds")]
     pub created: i64,
+    #[serde(default)]
     pub livemode: bool,
     #[serde(borrow, default)]
     pub api_version: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub data: EnvelopeData<'a>,
+    #[serde(borrow, default)]
+    pub data: Option<EnvelopeData<'a>>,
+    #[serde(borrow, default)]
+    pub related_object: Option<EnvelopeRelated<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,14 +68,55 @@ pub struct EnvelopeObject<'a> {
     pub customer: Option<BorrowedId<'a>>,
 }
 
+#[derive(Debug, Deserialize)]
+pub struct EnvelopeRelated<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    pub object_type: Cow<'a, str>,
+}
+
+/// Why a payload is not a Stripe event at all: retrying it cannot help. Only positions and
+/// type names are kept, never the payload's text (it may hold personal data).
+#[derive(Debug, thiserror::Error)]
+pub enum NotAnEvent {
+    #[error("not the JSON of an event (line {line}, column {column})")]
+    Malformed { line: usize, column: usize },
+    #[error("an event with neither data.object (snapshot) nor related_object (thin)")]
+    NoObject,
+    #[error("an object of type {0:?}, not an event")]
+    WrongObject(String),
+}
+
+impl From<serde_json::Error> for NotAnEvent {
+    fn from(error: serde_json::Error) -> Self {
+        NotAnEvent::Malformed {
+            line: error.line(),
+            column: error.column(),
+        }
+    }
+}
+
 impl<'a> EventEnvelope<'a> {
-    pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(body)
+    pub fn parse(body: &'a [u8]) -> Result<Self, NotAnEvent> {
+        let envelope: Self = serde_json::from_slice(body)?;
+        envelope.shape()?;
+        Ok(envelope)
+    }
+
+    pub fn shape(&self) -> Result<Shape, NotAnEvent> {
+        shape_of(self.object.as_deref(), self.data.is_some(), self.related_object.is_some())
+    }
+
+    /// The type as a snapshot event names it: a thin `v1.invoice.paid` is `invoice.paid`.
+    pub fn snapshot_type(&self) -> &str {
+        snapshot_type(self.object.as_deref(), &self.event_type)
     }
 
     /// The Stripe customer the event is about. A customer event's object *is* the customer.
+    /// Thin events name only their object, so they have none.
     pub fn customer_id(&self) -> Option<&str> {
-        let object = &self.data.object;
+        let object = &self.data.as_ref()?.object;
         match (&object.customer, object.object.as_deref(), object.id.as_deref()) {
             (Some(customer), _, _) => Some(customer.0.as_ref()),
             (None, Some("customer"), Some(id)) => Some(id),
@@ -54,29 +124,132 @@ impl<'a> EventEnvelope<'a> {
         }
     }
 
-    /// The FIFO ordering key: all events of one customer are applied one at a time, in order.
+    /// The FIFO ordering key: all events of one customer are applied one at a time, in order;
+    /// a thin event, which names only its object, is ordered with that object's events.
     pub fn ordering_key(&self) -> &str {
         self.customer_id()
-            .or(self.data.object.id.as_deref())
+            .or(self.data.as_ref().and_then(|data| data.object.id.as_deref()))
+            .or(self.related_object.as_ref().map(|related| related.id.as_ref()))
             .unwrap_or(self.id.as_ref())
     }
 }
 
-/// An event with its object kept as JSON, typed by the handler that knows what it holds.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Event {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub created: i64,
-    #[serde(default)]
-    pub livemode: bool,
-    pub data: EventData,
+fn shape_of(object: Option<&str>, has_data: bool, has_related: bool) -> Result<Shape, NotAnEvent> {
+    match (object, has_data, has_related) {
+        (Some(THIN_OBJECT), _, true) => Ok(Shape::Thin),
+        (Some("event") | None, true, _) => Ok(Shape::Snapshot),
+        (Some(THIN_OBJECT | "event") | None, _, _) => Err(NotAnEvent::NoObject),
+        (Some(other), _, _) => Err(NotAnEvent::WrongObject(other.chars().take(64).collect())),
+    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+fn snapshot_type<'t>(object: Option<&str>, event_type: &'t str) -> &'t str {
+    match object {
+        Some(THIN_OBJECT) => event_type.strip_prefix(THIN_TYPE_PREFIX).unwrap_or(event_type),
+        _ => event_type,
+    }
+}
+
+/// `created` as Unix seconds: a number (snapshot events) or an RFC 3339 string (thin events).
+fn unix_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Created<'a> {
+        Seconds(i64),
+        Text(#[serde(borrow)] Cow<'a, str>),
+    }
+    match Created::deserialize(deserializer)? {
+        Created::Seconds(seconds) => Ok(seconds),
+        Created::Text(text) => OffsetDateTime::parse(&text, &Rfc3339)
+            .map(OffsetDateTime::unix_timestamp)
+            .map_err(|_| de::Error::custom("created is neither Unix seconds nor an RFC 3339 time")),
+    }
+}
+
+/// The object a thin event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelatedObject {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub object_type: String,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// An event as a processor handles it. A snapshot event holds its object as JSON, typed by the
+/// handler that knows what it holds; a thin one holds only `related`, until the processor has
+/// read the object ([`Event::with_current`]).
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    /// The snapshot type (`invoice.paid`), whichever shape delivered it.
+    pub event_type: String,
+    pub created: i64,
+    pub livemode: bool,
+    pub api_version: Option<String>,
+    pub shape: Shape,
+    pub data: EventData,
+    pub related: Option<RelatedObject>,
+    /// The object was read from Stripe just now, at the pinned version, rather than taken
+    /// from the payload: it is Stripe's current state, at least as new as the event.
+    pub read_now: bool,
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct EventData {
     pub object: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    id: String,
+    #[serde(default)]
+    object: Option<String>,
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(deserialize_with = "unix_seconds")]
+    created: i64,
+    #[serde(default)]
+    livemode: bool,
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    data: Option<RawData>,
+    #[serde(default)]
+    related_object: Option<RelatedObject>,
+}
+
+#[derive(Deserialize)]
+struct RawData {
+    object: serde_json::Value,
+}
+
+impl Event {
+    pub fn parse(body: &str) -> Result<Self, NotAnEvent> {
+        let raw: RawEvent = serde_json::from_str(body)?;
+        let shape = shape_of(raw.object.as_deref(), raw.data.is_some(), raw.related_object.is_some())?;
+        let event_type = snapshot_type(raw.object.as_deref(), &raw.event_type).to_owned();
+        Ok(Self {
+            id: raw.id,
+            event_type,
+            created: raw.created,
+            livemode: raw.livemode,
+            api_version: raw.api_version,
+            shape,
+            data: EventData {
+                object: raw.data.map(|data| data.object).unwrap_or_default(),
+            },
+            related: raw.related_object.filter(|_| shape == Shape::Thin),
+            read_now: false,
+        })
+    }
+
+    /// The event with `object` — read from Stripe just now — in place of its payload.
+    pub fn with_current(mut self, object: serde_json::Value) -> Self {
+        self.data.object = object;
+        self.read_now = true;
+        self
+    }
 }
 
 #[cfg(test)]
@@ -110,8 +283,54 @@ mod tests {
 
     #[test]
     fn rejects_non_events() {
-        for body in [&b"[]"[..], b"{}", b"not json", br#"{"id":1}"#, b""] {
+        for body in [
+            &b"[]"[..],
+            b"{}",
+            b"not json",
+            br#"{"id":1}"#,
+            b"",
+            br#"{"id":"evt_1","type":"invoice.paid","created":1}"#,
+            br#"{"id":"cus_1","object":"customer","type":"x","created":1,"data":{"object":{}}}"#,
+            br#"{"id":"evt_1","object":"v2.core.event","type":"v1.invoice.paid","created":"yesterday","related_object":{"id":"in_1","type":"invoice"}}"#,
+        ] {
             assert!(EventEnvelope::parse(body).is_err());
+            assert!(Event::parse(std::str::from_utf8(body).unwrap()).is_err());
         }
+    }
+
+    /// A thin event as Stripe's docs show one (`/v2/core/events`, "event notification"):
+    /// its `created` is an RFC 3339 time; 2026-11-30T12:00:00Z is Unix 1796040000.
+    const THIN: &str = r#"{"id":"evt_test_65RM8sQ5","object":"v2.core.event","type":"v1.customer.subscription.updated",
+        "livemode":false,"created":"2026-11-30T12:00:00.000Z","context":null,
+        "related_object":{"id":"sub_1","type":"subscription","url":"/v1/subscriptions/sub_1"}}"#;
+
+    #[test]
+    fn thin_events_route_by_their_snapshot_type_and_group_by_their_object() {
+        let envelope = EventEnvelope::parse(THIN.as_bytes()).unwrap();
+        assert_eq!(envelope.shape().unwrap(), Shape::Thin);
+        assert_eq!(envelope.snapshot_type(), "customer.subscription.updated");
+        assert_eq!(envelope.created, 1_796_040_000);
+        assert_eq!(envelope.ordering_key(), "sub_1");
+        assert_eq!(envelope.customer_id(), None);
+
+        let event = Event::parse(THIN).unwrap();
+        assert_eq!(event.shape, Shape::Thin);
+        assert_eq!(event.event_type, "customer.subscription.updated");
+        assert_eq!(event.created, 1_796_040_000);
+        assert_eq!(event.related.as_ref().map(|r| r.id.as_str()), Some("sub_1"));
+        assert!(event.data.object.is_null() && !event.read_now);
+    }
+
+    #[test]
+    fn snapshot_events_keep_their_type_and_object() {
+        let body = r#"{"id":"evt_1","object":"event","type":"invoice.paid","created":1700000000,"livemode":true,
+            "api_version":"2017-08-15","data":{"object":{"id":"in_1","object":"invoice"}}}"#;
+        let event = Event::parse(body).unwrap();
+        assert_eq!((event.shape, event.event_type.as_str()), (Shape::Snapshot, "invoice.paid"));
+        assert_eq!(event.api_version.as_deref(), Some("2017-08-15"));
+        assert_eq!(event.data.object["id"], "in_1");
+        let fresh = event.with_current(serde_json::json!({"id": "in_1", "status": "paid"}));
+        assert!(fresh.read_now);
+        assert_eq!(fresh.data.object["status"], "paid");
     }
 }

@@ -5,12 +5,14 @@ pub mod event;
 pub mod form;
 pub mod ids;
 pub mod objects;
+pub mod resource;
 pub mod signature;
 
 pub use client::{API_VERSION, ApiError, RetryPolicy, StripeClient, StripeError};
-pub use event::{Event, EventEnvelope};
+pub use event::{Event, EventEnvelope, NotAnEvent, RelatedObject, Shape};
 pub use ids::ObjectId;
 pub use objects::{
     CheckoutSession, Customer, Expandable, Invoice, InvoiceStatus, Price, Refund, Subscription, SubscriptionStatus,
 };
+pub use resource::Resource;
 pub use signature::{SignatureError, SignatureVerifier};

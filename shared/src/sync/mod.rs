@@ -105,6 +105,10 @@ impl<S: BillingStore, P: Publisher> EventHandler for Syncer<S, P> {
         &self.store
     }
 
+    fn stripe(&self) -> &StripeClient {
+        &self.stripe
+    }
+
     fn handles(&self, handler: Handler) -> bool {
         handler.queue() == crate::queue::QueueName::Events
     }

@@ -1,6 +1,8 @@
 //! `customer.subscription.created|updated|deleted|paused|resumed|trial_will_end`: the event
 //! carries the whole subscription. A strictly newer event overwrites; an older one is stale
-//! and dropped; a tie (same `created` second, so the order is unknowable) asks Stripe.
+//! and dropped; a tie (same `created` second, so the order is unknowable) asks Stripe. A thin
+//! event, or one in another version's shape, arrives with the subscription already read from
+//! Stripe, which is stored as a refetch is.
 
 use crate::notify::Publisher;
 use crate::processing::{Outcome, ProcessError};
@@ -14,6 +16,13 @@ pub(super) async fn apply<S: BillingStore, P: Publisher>(
     event: &Event,
 ) -> Result<Outcome, ProcessError> {
     let subscription: Subscription = object(event)?;
+    if event.read_now {
+        // Stripe's state now, at least as new as the event: stored unless a newer event has
+        // been, like a refetch on a tie.
+        syncer.store_read(&subscription, event.created).await?;
+        syncer.refresh_entitlement(&subscription.customer.0, None).await?;
+        return Ok(Outcome::Applied);
+    }
     let record = syncer.record_of(&subscription, event.created);
     let customer_id = record.customer_id.clone();
     if syncer.store.put_subscription(&record, WriteRule::IfNewer).await? == WriteOutcome::Stale {

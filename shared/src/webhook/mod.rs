@@ -129,12 +129,8 @@ impl<Q: EventQueue> WebhookReceiver<Q> {
         };
         let envelope = match EventEnvelope::parse(delivery.body) {
             Ok(envelope) => envelope,
-            Err(error) => {
-                tracing::warn!(
-                    line = error.line(),
-                    column = error.column(),
-                    "signed payload is not a Stripe event"
-                );
+            Err(reason) => {
+                tracing::warn!(%reason, "signed payload is not a Stripe event");
                 return Reply::INVALID_PAYLOAD;
             }
         };
