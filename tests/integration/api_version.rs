@@ -58,7 +58,10 @@ fn problems(answer: &Value) -> Vec<String> {
 #[test]
 fn stripe_python_pins_our_api_version() {
     let version = oracle("version", &json!({}));
-    assert_eq!(version["package"], "16.1.0", "tests/requirements.txt pins stripe==16.1.0");
+    assert_eq!(
+        version["package"], "16.1.0",
+        "tests/requirements.txt pins stripe==16.1.0"
+    );
     assert_eq!(version["api_version"], shared::stripe::API_VERSION);
 }
 
@@ -133,7 +136,10 @@ async fn checkout_session(sim: &Sim, customer: &str, trial: bool) -> Value {
         ("client_reference_id", "user-api-version"),
         ("line_items[0][price]", "price_pro"),
         ("line_items[0][quantity]", "1"),
-        ("success_url", "https://app.example/billing/success?session_id={CHECKOUT_SESSION_ID}"),
+        (
+            "success_url",
+            "https://app.example/billing/success?session_id={CHECKOUT_SESSION_ID}",
+        ),
         ("cancel_url", "https://app.example/billing/cancel"),
         ("metadata[user_id]", "user-api-version"),
         ("metadata[billing_source]", "checkout_api"),
@@ -156,15 +162,23 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
     };
     let mut shown = Shown::default();
 
-    let customer = sim.post("/v1/customers", &[("metadata[user_id]", "user-api-version")]).await;
+    let customer = sim
+        .post("/v1/customers", &[("metadata[user_id]", "user-api-version")])
+        .await;
     let cus = id(&customer, "/id");
     shown.add("POST /v1/customers", "stripe.Customer", &customer);
-    shown.add("GET /v1/customers/{id}", "stripe.Customer", &sim.get(&format!("/v1/customers/{cus}")).await);
+    shown.add(
+        "GET /v1/customers/{id}",
+        "stripe.Customer",
+        &sim.get(&format!("/v1/customers/{cus}")).await,
+    );
 
     let open = checkout_session(&sim, &cus, false).await;
     let cs = id(&open, "/id");
     shown.add("POST /v1/checkout/sessions", "stripe.checkout.Session", &open);
-    let listed = sim.get(&format!("/v1/checkout/sessions?customer={cus}&status=open")).await;
+    let listed = sim
+        .get(&format!("/v1/checkout/sessions?customer={cus}&status=open"))
+        .await;
     shown.list("GET /v1/checkout/sessions", "stripe.checkout.Session", &listed);
 
     let done = sim.post(&format!("/sim/checkout/{cs}/complete"), &[]).await;
@@ -183,25 +197,50 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
         &sim.get(&format!("/v1/subscriptions?customer={cus}&status=all")).await,
     );
     let price = id(&subscription, "/items/data/0/price/id");
-    shown.add("GET /v1/prices/{id}", "stripe.Price", &sim.get(&format!("/v1/prices/{price}")).await);
+    shown.add(
+        "GET /v1/prices/{id}",
+        "stripe.Price",
+        &sim.get(&format!("/v1/prices/{price}")).await,
+    );
 
-    shown.add("GET /v1/invoices/{id}", "stripe.Invoice", &sim.get(&format!("/v1/invoices/{paid}")).await);
+    shown.add(
+        "GET /v1/invoices/{id}",
+        "stripe.Invoice",
+        &sim.get(&format!("/v1/invoices/{paid}")).await,
+    );
     let expanded = sim
-        .get(&format!("/v1/invoices/{paid}?expand[]=payments.data.payment.payment_intent"))
+        .get(&format!(
+            "/v1/invoices/{paid}?expand[]=payments.data.payment.payment_intent"
+        ))
         .await;
     shown.add("GET /v1/invoices/{id}?expand[] (paid)", "stripe.Invoice", &expanded);
     let intent = id(&expanded, "/payments/data/0/payment/payment_intent/id");
     let payment_intent = sim.get(&format!("/v1/payment_intents/{intent}")).await;
-    shown.add("GET /v1/payment_intents/{id} (succeeded)", "stripe.PaymentIntent", &payment_intent);
+    shown.add(
+        "GET /v1/payment_intents/{id} (succeeded)",
+        "stripe.PaymentIntent",
+        &payment_intent,
+    );
     let charge = id(&payment_intent, "/latest_charge");
-    shown.add("GET /v1/charges/{id}", "stripe.Charge", &sim.get(&format!("/v1/charges/{charge}")).await);
+    shown.add(
+        "GET /v1/charges/{id}",
+        "stripe.Charge",
+        &sim.get(&format!("/v1/charges/{charge}")).await,
+    );
 
     let refund = sim
-        .post("/v1/refunds", &[("payment_intent", intent.as_str()), ("reason", "duplicate")])
+        .post(
+            "/v1/refunds",
+            &[("payment_intent", intent.as_str()), ("reason", "duplicate")],
+        )
         .await;
     let re = id(&refund, "/id");
     shown.add("POST /v1/refunds", "stripe.Refund", &refund);
-    shown.add("GET /v1/refunds/{id}", "stripe.Refund", &sim.get(&format!("/v1/refunds/{re}")).await);
+    shown.add(
+        "GET /v1/refunds/{id}",
+        "stripe.Refund",
+        &sim.get(&format!("/v1/refunds/{re}")).await,
+    );
     shown.list(
         "GET /v1/refunds",
         "stripe.Refund",
@@ -214,7 +253,10 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
     );
 
     let failed = sim
-        .post(&format!("/sim/subscriptions/{sub}/fail_payment?decline_code=insufficient_funds"), &[])
+        .post(
+            &format!("/sim/subscriptions/{sub}/fail_payment?decline_code=insufficient_funds"),
+            &[],
+        )
         .await;
     let open_invoice = id(&failed, "/result/invoice");
     let declined = sim
@@ -223,8 +265,11 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
         ))
         .await;
     shown.add("GET /v1/invoices/{id}?expand[] (declined)", "stripe.Invoice", &declined);
-    sim.post(&format!("/sim/subscriptions/{sub}/fail_payment?action_required=true"), &[])
-        .await;
+    sim.post(
+        &format!("/sim/subscriptions/{sub}/fail_payment?action_required=true"),
+        &[],
+    )
+    .await;
     let declined_intent = id(&declined, "/payments/data/0/payment/payment_intent/id");
     shown.add(
         "GET /v1/payment_intents/{id} (requires_action)",
@@ -246,15 +291,25 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
     let portal = sim
         .post(
             "/v1/billing_portal/sessions",
-            &[("customer", cus.as_str()), ("return_url", "https://app.example/account")],
+            &[
+                ("customer", cus.as_str()),
+                ("return_url", "https://app.example/account"),
+            ],
         )
         .await;
-    shown.add("POST /v1/billing_portal/sessions", "stripe.billing_portal.Session", &portal);
+    shown.add(
+        "POST /v1/billing_portal/sessions",
+        "stripe.billing_portal.Session",
+        &portal,
+    );
 
     let paused = sim
         .post(
             &format!("/v1/subscriptions/{sub}"),
-            &[("pause_collection[behavior]", "mark_uncollectible"), ("cancel_at_period_end", "true")],
+            &[
+                ("pause_collection[behavior]", "mark_uncollectible"),
+                ("cancel_at_period_end", "true"),
+            ],
         )
         .await;
     shown.add("POST /v1/subscriptions/{id}", "stripe.Subscription", &paused);
@@ -269,7 +324,11 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
     let expired = sim
         .post(&format!("/v1/checkout/sessions/{}/expire", id(&second, "/id")), &[])
         .await;
-    shown.add("POST /v1/checkout/sessions/{id}/expire", "stripe.checkout.Session", &expired);
+    shown.add(
+        "POST /v1/checkout/sessions/{id}/expire",
+        "stripe.checkout.Session",
+        &expired,
+    );
 
     let other = sim.post("/v1/customers", &[]).await;
     let other_id = id(&other, "/id");
@@ -280,10 +339,16 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
     shown.add(
         "GET /v1/subscriptions/{id} (trialing)",
         "stripe.Subscription",
-        &sim.get(&format!("/v1/subscriptions/{}", id(&trial_done, "/result/subscription"))).await,
+        &sim.get(&format!(
+            "/v1/subscriptions/{}",
+            id(&trial_done, "/result/subscription")
+        ))
+        .await,
     );
 
-    let canceled = sim.send(reqwest::Method::DELETE, &format!("/v1/subscriptions/{sub}"), &[]).await;
+    let canceled = sim
+        .send(reqwest::Method::DELETE, &format!("/v1/subscriptions/{sub}"), &[])
+        .await;
     shown.add("DELETE /v1/subscriptions/{id}", "stripe.Subscription", &canceled);
     let deleted = sim
         .send(reqwest::Method::DELETE, &format!("/v1/customers/{other_id}"), &[])
@@ -302,7 +367,11 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
         .collect();
     let classes = oracle("event_classes", &json!(kinds));
     for event in &events {
-        let label = format!("event {} {}", event["type"].as_str().unwrap_or_default(), id(event, "/id"));
+        let label = format!(
+            "event {} {}",
+            event["type"].as_str().unwrap_or_default(),
+            id(event, "/id")
+        );
         shown.add(&label, "stripe.Event", event);
         let object = &event["data"]["object"];
         let class = classes[object["object"].as_str().unwrap_or_default()].as_str().unwrap();
@@ -311,7 +380,14 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
     let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
     assert_eq!(
         kinds,
-        ["charge", "checkout.session", "customer", "invoice", "refund", "subscription"],
+        [
+            "charge",
+            "checkout.session",
+            "customer",
+            "invoice",
+            "refund",
+            "subscription"
+        ],
         "every kind of object the simulator puts in events is checked"
     );
 
@@ -402,13 +478,33 @@ const READ_THOUGH_ABSENT: &[(&str, &str, &str)] = &[
 fn what_the_models_read_exists_at_the_pinned_version() {
     let models: Vec<(&str, &str, Vec<&'static str>)> = vec![
         ("Customer", "stripe.Customer", read_by::<Customer>()),
-        ("CheckoutSession", "stripe.checkout.Session", read_by::<CheckoutSession>()),
+        (
+            "CheckoutSession",
+            "stripe.checkout.Session",
+            read_by::<CheckoutSession>(),
+        ),
         ("Refund", "stripe.Refund", read_by::<Refund>()),
-        ("BillingPortalSession", "stripe.billing_portal.Session", read_by::<BillingPortalSession>()),
+        (
+            "BillingPortalSession",
+            "stripe.billing_portal.Session",
+            read_by::<BillingPortalSession>(),
+        ),
         ("Subscription", "stripe.Subscription", read_by::<Subscription>()),
-        ("List<SubscriptionItem>", "stripe.ListObject", read_by::<List<SubscriptionItem>>()),
-        ("SubscriptionItem", "stripe.SubscriptionItem", read_by::<SubscriptionItem>()),
-        ("PauseCollection", "stripe.Subscription.PauseCollection", read_by::<PauseCollection>()),
+        (
+            "List<SubscriptionItem>",
+            "stripe.ListObject",
+            read_by::<List<SubscriptionItem>>(),
+        ),
+        (
+            "SubscriptionItem",
+            "stripe.SubscriptionItem",
+            read_by::<SubscriptionItem>(),
+        ),
+        (
+            "PauseCollection",
+            "stripe.Subscription.PauseCollection",
+            read_by::<PauseCollection>(),
+        ),
         ("Price", "stripe.Price", read_by::<Price>()),
         ("Recurring", "stripe.Price.Recurring", read_by::<Recurring>()),
         ("Invoice", "stripe.Invoice", read_by::<Invoice>()),
@@ -419,18 +515,42 @@ fn what_the_models_read_exists_at_the_pinned_version() {
             read_by::<InvoiceSubscriptionDetails>(),
         ),
         ("InvoicePayment", "stripe.InvoicePayment", read_by::<InvoicePayment>()),
-        ("InvoicePaymentTarget", "stripe.InvoicePayment.Payment", read_by::<InvoicePaymentTarget>()),
+        (
+            "InvoicePaymentTarget",
+            "stripe.InvoicePayment.Payment",
+            read_by::<InvoicePaymentTarget>(),
+        ),
         ("PaymentIntent", "stripe.PaymentIntent", read_by::<PaymentIntent>()),
-        ("PaymentError", "stripe.PaymentIntent.LastPaymentError", read_by::<PaymentError>()),
+        (
+            "PaymentError",
+            "stripe.PaymentIntent.LastPaymentError",
+            read_by::<PaymentError>(),
+        ),
         ("Event", "stripe.Event", read_by::<Event>()),
         ("EventData", "stripe.Event.Data", read_by::<EventData>()),
         ("EventEnvelope", "stripe.Event", read_by::<EventEnvelope>()),
         ("EnvelopeData", "stripe.Event.Data", read_by::<EnvelopeData>()),
         // The envelope reads these of whatever object an event carries: each kind it routes.
-        ("EnvelopeObject as stripe.Subscription", "stripe.Subscription", read_by::<EnvelopeObject>()),
-        ("EnvelopeObject as stripe.Invoice", "stripe.Invoice", read_by::<EnvelopeObject>()),
-        ("EnvelopeObject as stripe.checkout.Session", "stripe.checkout.Session", read_by::<EnvelopeObject>()),
-        ("EnvelopeObject as stripe.Customer", "stripe.Customer", read_by::<EnvelopeObject>()),
+        (
+            "EnvelopeObject as stripe.Subscription",
+            "stripe.Subscription",
+            read_by::<EnvelopeObject>(),
+        ),
+        (
+            "EnvelopeObject as stripe.Invoice",
+            "stripe.Invoice",
+            read_by::<EnvelopeObject>(),
+        ),
+        (
+            "EnvelopeObject as stripe.checkout.Session",
+            "stripe.checkout.Session",
+            read_by::<EnvelopeObject>(),
+        ),
+        (
+            "EnvelopeObject as stripe.Customer",
+            "stripe.Customer",
+            read_by::<EnvelopeObject>(),
+        ),
     ];
     let request: Vec<Value> = models
         .iter()
@@ -454,7 +574,8 @@ fn what_the_models_read_exists_at_the_pinned_version() {
         .map(|(name, field, _)| ((*name).to_owned(), (*field).to_owned()))
         .collect();
     assert_eq!(
-        absent, allowed,
+        absent,
+        allowed,
         "the fields the models read that {} lacks are exactly the allow-listed ones",
         shared::stripe::API_VERSION
     );
@@ -464,11 +585,31 @@ fn what_the_models_read_exists_at_the_pinned_version() {
 /// with the stripe-python params TypedDict of that operation.
 const OPERATIONS: &[(&str, &str, &str)] = &[
     ("POST", "/v1/customers", "stripe.params.CustomerCreateParams"),
-    ("GET", "/v1/customers/{customer}", "stripe.params.CustomerRetrieveParams"),
-    ("DELETE", "/v1/customers/{customer}", "stripe.params.CustomerDeleteParams"),
-    ("GET", "/v1/checkout/sessions", "stripe.params.checkout.SessionListParams"),
-    ("POST", "/v1/checkout/sessions", "stripe.params.checkout.SessionCreateParams"),
-    ("GET", "/v1/checkout/sessions/{session}", "stripe.params.checkout.SessionRetrieveParams"),
+    (
+        "GET",
+        "/v1/customers/{customer}",
+        "stripe.params.CustomerRetrieveParams",
+    ),
+    (
+        "DELETE",
+        "/v1/customers/{customer}",
+        "stripe.params.CustomerDeleteParams",
+    ),
+    (
+        "GET",
+        "/v1/checkout/sessions",
+        "stripe.params.checkout.SessionListParams",
+    ),
+    (
+        "POST",
+        "/v1/checkout/sessions",
+        "stripe.params.checkout.SessionCreateParams",
+    ),
+    (
+        "GET",
+        "/v1/checkout/sessions/{session}",
+        "stripe.params.checkout.SessionRetrieveParams",
+    ),
     (
         "POST",
         "/v1/checkout/sessions/{session}/expire",
@@ -477,17 +618,29 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/refunds", "stripe.params.RefundListParams"),
     ("POST", "/v1/refunds", "stripe.params.RefundCreateParams"),
     ("GET", "/v1/refunds/{refund}", "stripe.params.RefundRetrieveParams"),
-    ("GET", "/v1/payment_intents/{intent}", "stripe.params.PaymentIntentRetrieveParams"),
+    (
+        "GET",
+        "/v1/payment_intents/{intent}",
+        "stripe.params.PaymentIntentRetrieveParams",
+    ),
     ("GET", "/v1/charges/{charge}", "stripe.params.ChargeRetrieveParams"),
     ("GET", "/v1/invoices", "stripe.params.InvoiceListParams"),
     ("GET", "/v1/invoices/{invoice}", "stripe.params.InvoiceRetrieveParams"),
-    ("POST", "/v1/invoices/{invoice}/void", "stripe.params.InvoiceVoidInvoiceParams"),
+    (
+        "POST",
+        "/v1/invoices/{invoice}/void",
+        "stripe.params.InvoiceVoidInvoiceParams",
+    ),
     (
         "POST",
         "/v1/invoices/{invoice}/mark_uncollectible",
         "stripe.params.InvoiceMarkUncollectibleParams",
     ),
-    ("POST", "/v1/billing_portal/sessions", "stripe.params.billing_portal.SessionCreateParams"),
+    (
+        "POST",
+        "/v1/billing_portal/sessions",
+        "stripe.params.billing_portal.SessionCreateParams",
+    ),
     ("GET", "/v1/subscriptions", "stripe.params.SubscriptionListParams"),
     (
         "GET",
@@ -555,9 +708,7 @@ fn checkout_sessions_refuse_payment_method_types() {
     assert_eq!(declared["SessionCreateParams"], json!(["payment_method_types"]));
     let spec = stripe_simulator::spec::Spec::load();
     let body = b"mode=subscription&customer=cus_1&line_items[0][price]=price_1&payment_method_types[0]=card";
-    let refused = spec
-        .validate("POST", "/v1/checkout/sessions", None, body)
-        .unwrap_err();
+    let refused = spec.validate("POST", "/v1/checkout/sessions", None, body).unwrap_err();
     assert!(
         refused[0].contains("unknown parameter payment_method_types"),
         "{refused:?}"
