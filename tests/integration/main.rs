@@ -1,5 +1,6 @@
 //! Integration tests: one binary (so moto starts once), one module per capability.
 
+mod api_version;
 mod chaos;
 mod checkout;
 mod customers;

@@ -29,6 +29,11 @@ fn amount_of(subscription: &Value) -> i64 {
         .sum()
 }
 
+/// The subscription an invoice bills (`parent.subscription_details.subscription`), or null.
+fn subscription_of(invoice: &Value) -> &Value {
+    &invoice["parent"]["subscription_details"]["subscription"]
+}
+
 fn dollars(cents: i64) -> String {
     format!("${}.{:02}", cents / 100, cents % 100)
 }
@@ -45,8 +50,9 @@ impl Sim {
             "{}@customers.example",
             subscription["customer"].as_str().unwrap_or("customer")
         ));
-        invoice["subscription"] = subscription["id"].clone();
-        invoice["parent"] = json!({"type": "subscription_details", "quote_details": null, "subscription_details": {"subscription": subscription["id"], "metadata": {}}});
+        // Since 2025-03-31 the subscription is named only here, with a snapshot of its metadata.
+        invoice["parent"] = json!({"type": "subscription_details", "quote_details": null,
+            "subscription_details": {"subscription": subscription["id"], "metadata": subscription["metadata"]}});
         invoice["status"] = json!(status);
         invoice["currency"] = json!("usd");
         invoice["amount_due"] = json!(amount);
@@ -204,7 +210,7 @@ impl Sim {
             .invoices
             .values()
             .filter(|i| query["customer"].is_null() || i["customer"] == query["customer"])
-            .filter(|i| query["subscription"].is_null() || i["subscription"] == query["subscription"])
+            .filter(|i| query["subscription"].is_null() || *subscription_of(i) == query["subscription"])
             .filter(|i| query["status"].is_null() || i["status"] == query["status"])
             .collect();
         let list = page(matching, query, "/v1/invoices", &self.invoices, "invoice")?;
@@ -369,7 +375,7 @@ impl Sim {
         let open = self
             .invoices
             .values()
-            .find(|i| i["subscription"] == *id && i["status"] == "open")
+            .find(|i| *subscription_of(i) == *id && i["status"] == "open")
             .cloned();
         let mut invoice = match open {
             Some(invoice) => invoice,
@@ -436,7 +442,7 @@ impl Sim {
         self.record_payment(&mut invoice, now);
         self.invoices.insert(id.to_owned(), invoice.clone());
         let mut events = self.paid_events(&invoice, now);
-        if let Some(sub_id) = text(&invoice["subscription"]) {
+        if let Some(sub_id) = text(subscription_of(&invoice)) {
             if let Some(mut sub) = self.subscriptions.get(&sub_id).cloned() {
                 sub["status"] = json!("active");
                 self.subscriptions.insert(sub_id, sub.clone());

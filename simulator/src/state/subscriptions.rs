@@ -71,7 +71,6 @@ impl Sim {
             "pending_update",
             "pause_collection",
             "schedule",
-            "current_period_end",
             "latest_invoice",
         ] {
             sub[field] = Value::Null;
