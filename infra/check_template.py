@@ -7,7 +7,10 @@ Usage:
 
 Every run first feeds the checker deliberately broken in-memory templates and makes sure each
 one is caught (and that a correct one is not), so the checker cannot silently pass everything.
-Exit status: 0 when all rules hold, 1 on any violation or unreadable template, 2 when the
+Besides the template it reads functions/ (one function per crate), README.md (the event-types
+block, which the EventBridge rule must filter on) and shared/src/stripe/client.rs (the pinned
+API version, which the StripeApiVersion output must state).
+Exit status: 0 when all rules hold, 1 on any violation or unreadable input, 2 when the
 self-test itself fails.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,30 @@ MIN_MAX_RECEIVE_COUNT = 5
 VISIBILITY_FACTOR = 6
 LAMBDA_DEFAULT_TIMEOUT = 3
 SQS_DEFAULT_VISIBILITY = 30
+README = REPO_ROOT / "README.md"
+EVENT_TYPES_BEGIN = "<!-- event-types -->"
+EVENT_TYPES_END = "<!-- /event-types -->"
+STRIPE_CLIENT = REPO_ROOT / "shared" / "src" / "stripe" / "client.rs"
+API_VERSION_PATTERN = re.compile(r'^pub const API_VERSION: &str = "([^"]+)";$', re.MULTILINE)
+API_VERSION_OUTPUT = "StripeApiVersion"
+# Thin events name the same types with this prefix (v1.invoice.paid for invoice.paid).
+THIN_EVENT_PREFIX = "v1."
+STRIPE_PARTNER_SOURCE_PREFIX = "aws.partner/stripe.com/"
+EVENTS_PRINCIPAL = "events.amazonaws.com"
+# The queues a Stripe event receiver sends to, by the environment variable that names them.
+RECEIVER_QUEUE_VARIABLES = ("EVENTS_QUEUE_URL", "PAYMENT_FAILED_QUEUE_URL")
+SECRETS_VARIABLE = "STRIPE_SECRETS_ARN"
+# Per function (logical id): does it read the Stripe secret? True: it must have the secret's
+# ARN and read access to it, or it fails at init. False: it must have neither. A new function
+# must be added here, which forces the question to be answered.
+STRIPE_SECRET_ACCESS: dict[str, bool] = {
+    "WebhookFunction": True,
+    "EventBridgeFunction": False,
+    "CheckoutFunction": True,
+    "EventsFunction": True,
+    "PaymentFailedFunction": True,
+    "ReconcileFunction": True,
+}
 SECRET_PATTERNS = [
     re.compile(r"sk_(live|test)_[A-Za-z0-9]+"),
     re.compile(r"rk_(live|test)_[A-Za-z0-9]+"),
@@ -113,6 +141,22 @@ def logical_id(value: Any) -> str | None:
     return None
 
 
+def actions(statement: dict[str, Any]) -> list[str]:
+    action = statement.get("Action")
+    if isinstance(action, str):
+        return [action]
+    return [item for item in action if isinstance(item, str)] if isinstance(action, list) else []
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def principal_services(statement: dict[str, Any]) -> list[Any]:
+    principal = statement.get("Principal")
+    return as_list(principal.get("Service")) if isinstance(principal, dict) else []
+
+
 def as_bool(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
@@ -121,10 +165,21 @@ def as_bool(value: Any) -> bool | None:
     return None
 
 
+@dataclass(frozen=True)
+class Project:
+    """What the template is checked against besides itself."""
+
+    function_dirs: set[str]
+    event_types: tuple[str, ...]
+    api_version: str
+    secret_access: dict[str, bool]
+
+
 class Checker:
-    def __init__(self, text: str, function_dirs: set[str]) -> None:
+    def __init__(self, text: str, project: Project) -> None:
         self.text = text
-        self.function_dirs = function_dirs
+        self.project = project
+        self.function_dirs = project.function_dirs
         self.checked = 0
         self.violations: list[str] = []
         self.template: dict[str, Any] = {}
@@ -179,9 +234,12 @@ class Checker:
             return
         self.check_star_resources(star_lines)
         self.check_functions()
+        self.check_secret_access()
         self.check_queues()
         self.check_tables()
         self.check_http_api()
+        self.check_eventbridge()
+        self.check_api_version()
 
     def check_secrets(self) -> None:
         for pattern in SECRET_PATTERNS:
@@ -288,9 +346,22 @@ class Checker:
             for redrive in dead_letter_targets.values()
             if redrive
         }
+        failure_queues = self.failure_queues()
         consumers = self.queue_consumers()
         for name, resource in queues.items():
             props = self.props(resource)
+            if name in failure_queues:
+                # EventBridge dead-letter queues and Lambda on-failure destinations must be
+                # standard queues; they are the end of the line, so they have no redrive policy.
+                self.expect(
+                    as_bool(props.get("FifoQueue")) is not True,
+                    f"{name}: {failure_queues[name]} must be a standard queue, not FIFO",
+                )
+                self.expect(
+                    not consumers.get(name),
+                    f"{name}: {failure_queues[name]} must not be consumed by a function",
+                )
+                continue
             self.expect(as_bool(props.get("FifoQueue")) is True, f"{name}: queue must be FIFO (FifoQueue true)")
             content_dedup = props.get("ContentBasedDeduplication", False)
             self.expect(
@@ -318,6 +389,94 @@ class Checker:
                     f"{name}: VisibilityTimeout {visibility_seconds} is below {VISIBILITY_FACTOR} x the "
                     f"{timeout} s timeout of its consumer {function}",
                 )
+
+    def failure_queues(self) -> dict[str, str]:
+        """Queues that EventBridge targets or Lambda async invocations dead-letter to -> role."""
+        queues = self.resources("AWS::SQS::Queue")
+        found: dict[str, str] = {}
+        for name, rule in self.resources("AWS::Events::Rule").items():
+            for target in self.props(rule).get("Targets") or []:
+                if isinstance(target, dict):
+                    queue = logical_id((target.get("DeadLetterConfig") or {}).get("Arn"))
+                    if queue in queues:
+                        found[queue] = f"the dead-letter queue of rule {name}"
+        for name, config in self.event_invoke_configs().items():
+            on_failure = (config.get("DestinationConfig") or {}).get("OnFailure") or {}
+            queue = logical_id(on_failure.get("Destination"))
+            if queue in queues:
+                found[queue] = f"the on-failure destination of {name}"
+        return found
+
+    def event_invoke_configs(self) -> dict[str, dict[str, Any]]:
+        """Function logical id -> its EventInvokeConfig (SAM property or AWS::Lambda resource)."""
+        configs: dict[str, dict[str, Any]] = {}
+        for name, resource in self.resources("AWS::Serverless::Function").items():
+            config = self.props(resource).get("EventInvokeConfig")
+            if isinstance(config, dict):
+                configs[name] = config
+        for name, resource in self.resources("AWS::Lambda::EventInvokeConfig").items():
+            function = logical_id(self.props(resource).get("FunctionName"))
+            configs[function or name] = self.props(resource)
+        return configs
+
+    # -- secrets
+
+    def environment(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """A function's environment variables, Globals merged in (the function's win)."""
+        merged: dict[str, Any] = {}
+        globals_ = (self.template.get("Globals") or {}).get("Function") or {}
+        for source in (globals_, self.props(resource)):
+            variables = ((source.get("Environment") or {}).get("Variables")) or {}
+            if isinstance(variables, dict):
+                merged.update(variables)
+        return merged
+
+    def secret_grants(self, resource: dict[str, Any]) -> list[str]:
+        """The policies of a function that give it Secrets Manager access, described."""
+        grants: list[str] = []
+        policies = self.props(resource).get("Policies") or []
+        for policy in as_list(policies):
+            if isinstance(policy, str):
+                if "secretsmanager" in policy.lower():
+                    grants.append(f"managed policy {policy}")
+                continue
+            if not isinstance(policy, dict):
+                continue
+            for key in policy:
+                if "secretsmanager" in key.lower():
+                    grants.append(f"policy template {key}")
+            for statement in as_list(policy.get("Statement") or []):
+                if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+                    continue
+                for action in actions(statement):
+                    if action == "*" or action.lower().startswith("secretsmanager:"):
+                        grants.append(f"statement action {action}")
+        if self.props(resource).get("Role") is not None:
+            grants.append("an explicit Role (its permissions are not visible here)")
+        return grants
+
+    def check_secret_access(self) -> None:
+        table = self.project.secret_access
+        functions = self.resources("AWS::Serverless::Function")
+        for name, resource in functions.items():
+            if not self.expect(
+                name in table,
+                f"{name}: no entry in STRIPE_SECRET_ACCESS (check_template.py): does it read the Stripe secret?",
+            ):
+                continue
+            grants = self.secret_grants(resource)
+            has_arn = SECRETS_VARIABLE in self.environment(resource)
+            if table[name]:
+                self.expect(bool(grants), f"{name}: reads the Stripe secret but has no Secrets Manager policy")
+                self.expect(has_arn, f"{name}: reads the Stripe secret but has no {SECRETS_VARIABLE}")
+            else:
+                self.expect(not grants, f"{name}: must have no Secrets Manager access, has {', '.join(grants)}")
+                self.expect(
+                    not has_arn,
+                    f"{name}: must not get {SECRETS_VARIABLE} (from its Environment or Globals); it reads no secret",
+                )
+        for name in sorted(set(table) - set(functions)):
+            self.expect(False, f"STRIPE_SECRET_ACCESS names {name}, which is not a function of the template")
 
     def check_tables(self) -> None:
         tables = self.resources("AWS::DynamoDB::Table")
@@ -381,9 +540,212 @@ class Checker:
                     )
         self.expect(webhook_routes == 1, f"expected one HttpApi route for {WEBHOOK_PATH}, found {webhook_routes}")
 
+    # -- EventBridge
 
-def check_template(text: str, function_dirs: set[str]) -> tuple[int, list[str]]:
-    checker = Checker(text, function_dirs)
+    def check_eventbridge(self) -> None:
+        buses = self.resources("AWS::Events::EventBus")
+        rules = self.resources("AWS::Events::Rule")
+        partner_buses = {name for name, bus in buses.items() if self.props(bus).get("EventSourceName") is not None}
+        self.expect(
+            len(partner_buses) == 1,
+            f"expected one AWS::Events::EventBus with EventSourceName (Stripe's partner event bus), "
+            f"found {len(partner_buses)}",
+        )
+        targeted = {
+            logical_id(target.get("Arn"))
+            for rule in rules.values()
+            if logical_id(self.props(rule).get("EventBusName")) in partner_buses
+            for target in self.props(rule).get("Targets") or []
+            if isinstance(target, dict)
+        }
+        for name, resource in self.resources("AWS::Serverless::Function").items():
+            if "BILLING_EVENTBRIDGE_SOURCE" in self.environment(resource):
+                self.expect(
+                    name in targeted,
+                    f"{name}: has BILLING_EVENTBRIDGE_SOURCE but no rule on the partner event bus targets it",
+                )
+        for name in sorted(partner_buses):
+            props = self.props(buses[name])
+            self.expect(
+                props.get("Name") == props.get("EventSourceName"),
+                f"{name}: a partner event bus must be named after its EventSourceName (that associates the source)",
+            )
+            self.expect(
+                any(logical_id(self.props(rule).get("EventBusName")) == name for rule in rules.values()),
+                f"{name}: no AWS::Events::Rule on the partner event bus (a SAM EventBridgeRule event cannot "
+                f"name its rule's ARN in the dead-letter queue policy)",
+            )
+        for name, rule in rules.items():
+            if logical_id(self.props(rule).get("EventBusName")) in partner_buses:
+                self.check_stripe_rule(name, rule)
+        for name, resource in self.resources("AWS::Lambda::Permission").items():
+            props = self.props(resource)
+            if props.get("Principal") == EVENTS_PRINCIPAL:
+                self.expect(
+                    props.get("SourceArn") is not None,
+                    f"{name}: a permission for {EVENTS_PRINCIPAL} must be limited to one rule with SourceArn",
+                )
+
+    def check_stripe_rule(self, name: str, rule: dict[str, Any]) -> None:
+        pattern = self.props(rule).get("EventPattern")
+        if isinstance(pattern, str):
+            try:
+                pattern = json.loads(pattern)
+            except json.JSONDecodeError:
+                pattern = None
+        if not self.expect(isinstance(pattern, dict), f"{name}: EventPattern must be a mapping"):
+            return
+        self.expect(
+            "detail-type" not in pattern,
+            f"{name}: filter on detail.type (Stripe's event type), not on EventBridge's detail-type",
+        )
+        self.expect(
+            pattern.get("source") == [{"prefix": STRIPE_PARTNER_SOURCE_PREFIX}],
+            f"{name}: EventPattern source must be [{{prefix: {STRIPE_PARTNER_SOURCE_PREFIX}}}]",
+        )
+        types = (pattern.get("detail") or {}).get("type") if isinstance(pattern.get("detail"), dict) else None
+        expected = [*self.project.event_types, *(THIN_EVENT_PREFIX + name_ for name_ in self.project.event_types)]
+        if self.expect(isinstance(types, list), f"{name}: EventPattern detail.type must be a list of event types"):
+            # Exact strings only: a prefix or wildcard matcher would let unhandled types through.
+            listed = [item if isinstance(item, str) else json.dumps(item) for item in types]
+            missing = sorted(set(expected) - set(listed))
+            extra = sorted(set(listed) - set(expected))
+            self.expect(
+                not missing and not extra and len(listed) == len(expected),
+                f"{name}: EventPattern detail.type must be README.md's event types, each also with the "
+                f"{THIN_EVENT_PREFIX} prefix (missing {missing}, unexpected {extra}, {len(types)} listed)",
+            )
+        targets = self.props(rule).get("Targets") or []
+        self.expect(bool(targets), f"{name}: rule has no Targets")
+        for target in targets:
+            if isinstance(target, dict):
+                self.check_stripe_rule_target(name, target)
+
+    def check_stripe_rule_target(self, rule_name: str, target: dict[str, Any]) -> None:
+        where = f"{rule_name}.{target.get('Id')}"
+        retry = target.get("RetryPolicy")
+        self.expect(
+            isinstance(retry, dict)
+            and self.number(retry.get("MaximumEventAgeInSeconds")) is not None
+            and self.number(retry.get("MaximumRetryAttempts")) is not None,
+            f"{where}: target needs a RetryPolicy with MaximumEventAgeInSeconds and MaximumRetryAttempts",
+        )
+        queue = logical_id((target.get("DeadLetterConfig") or {}).get("Arn"))
+        if self.expect(
+            queue in self.resources("AWS::SQS::Queue"),
+            f"{where}: target needs a DeadLetterConfig whose Arn is a queue of this template",
+        ):
+            self.check_dead_letter_policy(where, rule_name, queue)
+        function = logical_id(target.get("Arn"))
+        functions = self.resources("AWS::Serverless::Function")
+        if function in functions:
+            self.check_permission(where, rule_name, function)
+            self.check_receiver(function, functions[function])
+
+    def check_dead_letter_policy(self, where: str, rule_name: str, queue: str) -> None:
+        statements: list[dict[str, Any]] = []
+        for resource in self.resources("AWS::SQS::QueuePolicy").values():
+            props = self.props(resource)
+            if queue in {logical_id(item) for item in props.get("Queues") or []}:
+                document = props.get("PolicyDocument") or {}
+                statements += [s for s in as_list(document.get("Statement") or []) if isinstance(s, dict)]
+        for_events = [
+            statement
+            for statement in statements
+            if statement.get("Effect") == "Allow" and EVENTS_PRINCIPAL in principal_services(statement)
+        ]
+        self.expect(
+            any("sqs:SendMessage" in actions(statement) for statement in for_events),
+            f"{where}: no queue policy lets {EVENTS_PRINCIPAL} sqs:SendMessage to the dead-letter queue {queue}",
+        )
+        for statement in for_events:
+            condition = statement.get("Condition") or {}
+            source_arns = [
+                (condition.get(operator) or {}).get("aws:SourceArn")
+                for operator in ("ArnEquals", "ArnLike", "StringEquals")
+                if isinstance(condition.get(operator), dict)
+            ]
+            self.expect(
+                any(logical_id(arn) == rule_name and "Fn::GetAtt" in arn for arn in source_arns if arn),
+                f"{where}: the dead-letter queue policy of {queue} must restrict {EVENTS_PRINCIPAL} "
+                f"with aws:SourceArn = the ARN of {rule_name}",
+            )
+
+    def check_permission(self, where: str, rule_name: str, function: str) -> None:
+        self.expect(
+            any(
+                logical_id(props.get("FunctionName")) == function
+                and props.get("Principal") == EVENTS_PRINCIPAL
+                and logical_id(props.get("SourceArn")) == rule_name
+                for props in map(self.props, self.resources("AWS::Lambda::Permission").values())
+            ),
+            f"{where}: no AWS::Lambda::Permission lets {EVENTS_PRINCIPAL} invoke {function} with SourceArn {rule_name}",
+        )
+
+    def check_receiver(self, name: str, resource: dict[str, Any]) -> None:
+        """The function a Stripe rule invokes: only SQS sends to the receiver queues, no secret."""
+        queues = self.resources("AWS::SQS::Queue")
+        environment = self.environment(resource)
+        receiver_queues: set[str] = set()
+        for variable in RECEIVER_QUEUE_VARIABLES:
+            queue = logical_id(environment.get(variable))
+            if self.expect(
+                queue in queues and as_bool(self.props(queues[queue]).get("FifoQueue")) is True,
+                f"{name}: {variable} must be a Ref to a FIFO queue of this template",
+            ):
+                receiver_queues.add(queue)
+        grants = self.secret_grants(resource)
+        self.expect(
+            not grants,
+            f"{name}: an EventBridge receiver needs no Secrets Manager access, has {', '.join(grants)}",
+        )
+        sent_to: set[str] = set()
+        for policy in as_list(self.props(resource).get("Policies") or []):
+            queue = None
+            if isinstance(policy, dict) and list(policy) == ["SQSSendMessagePolicy"]:
+                queue = logical_id((policy["SQSSendMessagePolicy"] or {}).get("QueueName"))
+            if self.expect(
+                queue in receiver_queues,
+                f"{name}: an EventBridge receiver may only have SQSSendMessagePolicy for its "
+                f"{' and '.join(RECEIVER_QUEUE_VARIABLES)} queues, has {policy!r}",
+            ):
+                sent_to.add(queue)
+        self.expect(
+            sent_to == receiver_queues,
+            f"{name}: SQSSendMessagePolicy missing for {sorted(receiver_queues - sent_to)}",
+        )
+        config = self.event_invoke_configs().get(name) or {}
+        on_failure = (config.get("DestinationConfig") or {}).get("OnFailure") or {}
+        self.expect(
+            self.number(config.get("MaximumRetryAttempts")) is not None
+            and logical_id(on_failure.get("Destination")) in queues,
+            f"{name}: EventInvokeConfig needs MaximumRetryAttempts and an OnFailure destination queue of this template",
+        )
+        self.expect(
+            environment.get("BILLING_EVENTBRIDGE_ACCOUNT") == {"Ref": "AWS::AccountId"},
+            f"{name}: BILLING_EVENTBRIDGE_ACCOUNT must be !Ref AWS::AccountId",
+        )
+        sources = [
+            self.props(bus).get("EventSourceName") for bus in self.resources("AWS::Events::EventBus").values()
+        ]
+        self.expect(
+            environment.get("BILLING_EVENTBRIDGE_SOURCE") in sources,
+            f"{name}: BILLING_EVENTBRIDGE_SOURCE must be the partner event bus's EventSourceName",
+        )
+
+    # -- Stripe API version
+
+    def check_api_version(self) -> None:
+        output = (self.template.get("Outputs") or {}).get(API_VERSION_OUTPUT) or {}
+        self.expect(
+            output.get("Value") == self.project.api_version,
+            f"Outputs.{API_VERSION_OUTPUT} must be {self.project.api_version!r} (API_VERSION in "
+            f"shared/src/stripe/client.rs), got {output.get('Value')!r}",
+        )
+
+
+def check_template(text: str, project: Project) -> tuple[int, list[str]]:
+    checker = Checker(text, project)
     checker.run()
     return checker.checked, checker.violations
 
@@ -393,9 +755,47 @@ def function_directories() -> set[str]:
     return {path.name for path in root.iterdir() if path.is_dir() and (path / "Cargo.toml").exists()}
 
 
+def readme_event_types(text: str) -> tuple[str, ...]:
+    """The event types between README.md's event-types markers (code fence lines skipped)."""
+    begin = text.find(EVENT_TYPES_BEGIN)
+    end = text.find(EVENT_TYPES_END, begin + 1)
+    if begin < 0 or end < 0:
+        raise ValueError(f"no {EVENT_TYPES_BEGIN} ... {EVENT_TYPES_END} block")
+    lines = (line.strip() for line in text[begin + len(EVENT_TYPES_BEGIN) : end].splitlines())
+    types = tuple(line for line in lines if line and not line.startswith("```"))
+    if not types:
+        raise ValueError("the event-types block is empty")
+    return types
+
+
+def pinned_api_version(text: str) -> str:
+    match = API_VERSION_PATTERN.search(text)
+    if match is None:
+        raise ValueError("no `pub const API_VERSION: &str = \"...\";` line")
+    return match.group(1)
+
+
+def load_project() -> Project:
+    """The repository's functions/, README.md and client.rs; raises OSError or ValueError."""
+    try:
+        event_types = readme_event_types(README.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{README}: {error}") from error
+    try:
+        api_version = pinned_api_version(STRIPE_CLIENT.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{STRIPE_CLIENT}: {error}") from error
+    return Project(function_directories(), event_types, api_version, STRIPE_SECRET_ACCESS)
+
+
 # ------------------------------------------------------------------ self-test
 
-SELF_TEST_FUNCTIONS = {"hook", "consumer"}
+SELF_TEST_PROJECT = Project(
+    function_dirs={"hook", "consumer", "relay"},
+    event_types=("invoice.paid", "customer.updated"),
+    api_version="2099-01-01.test",
+    secret_access={"Hook": True, "Consumer": False, "Relay": False},
+)
 
 SELF_TEST_TEMPLATE = """\
 Transform: AWS::Serverless-2016-10-31
@@ -425,6 +825,49 @@ Resources:
     Type: AWS::SQS::Queue
     Properties:
       FifoQueue: true
+  Failed:
+    Type: AWS::SQS::Queue
+    Properties:
+      FifoQueue: true
+      RedrivePolicy: {deadLetterTargetArn: !GetAtt DeadLetters.Arn, maxReceiveCount: 5}
+  RuleDeadLetters:
+    Type: AWS::SQS::Queue
+  RelayFailures:
+    Type: AWS::SQS::Queue
+  RuleDeadLettersPolicy:
+    Type: AWS::SQS::QueuePolicy
+    Properties:
+      Queues: [!Ref RuleDeadLetters]
+      PolicyDocument:
+        Statement:
+          - Effect: Allow
+            Principal: {Service: events.amazonaws.com}
+            Action: sqs:SendMessage
+            Resource: !GetAtt RuleDeadLetters.Arn
+            Condition: {ArnEquals: {aws:SourceArn: !GetAtt Rule.Arn}}
+  Bus:
+    Type: AWS::Events::EventBus
+    Properties: {Name: !Ref Source, EventSourceName: !Ref Source}
+  Rule:
+    Type: AWS::Events::Rule
+    Properties:
+      EventBusName: !Ref Bus
+      EventPattern:
+        source: [{prefix: aws.partner/stripe.com/}]
+        detail:
+          type: [invoice.paid, customer.updated, v1.invoice.paid, v1.customer.updated]
+      Targets:
+        - Id: Relay
+          Arn: !GetAtt Relay.Arn
+          RetryPolicy: {MaximumEventAgeInSeconds: 86400, MaximumRetryAttempts: 185}
+          DeadLetterConfig: {Arn: !GetAtt RuleDeadLetters.Arn}
+  RelayPermission:
+    Type: AWS::Lambda::Permission
+    Properties:
+      Action: lambda:InvokeFunction
+      FunctionName: !GetAtt Relay.Arn
+      Principal: events.amazonaws.com
+      SourceArn: !GetAtt Rule.Arn
   Api:
     Type: AWS::Serverless::HttpApi
     Properties:
@@ -445,7 +888,9 @@ Resources:
         Me:
           Type: HttpApi
           Properties: {ApiId: !Ref Api, Method: GET, Path: /billing/me}
+      Environment: {Variables: {STRIPE_SECRETS_ARN: !Ref Secret}}
       Policies:
+        - AWSSecretsManagerGetSecretValuePolicy: {SecretArn: !Ref Secret}
         - Statement:
             - Effect: Allow
               Action: xray:PutTraceSegments
@@ -462,6 +907,26 @@ Resources:
           Properties:
             Queue: !GetAtt Queue.Arn
             FunctionResponseTypes: [ReportBatchItemFailures]
+  Relay:
+    Type: AWS::Serverless::Function
+    Metadata: {BuildMethod: rust-cargolambda, BuildProperties: {Binary: relay}}
+    Properties:
+      Environment:
+        Variables:
+          EVENTS_QUEUE_URL: !Ref Queue
+          PAYMENT_FAILED_QUEUE_URL: !Ref Failed
+          BILLING_EVENTBRIDGE_ACCOUNT: !Ref AWS::AccountId
+          BILLING_EVENTBRIDGE_SOURCE: !Ref Source
+      Policies:
+        - SQSSendMessagePolicy: {QueueName: !GetAtt Queue.QueueName}
+        - SQSSendMessagePolicy: {QueueName: !GetAtt Failed.QueueName}
+      EventInvokeConfig:
+        MaximumRetryAttempts: 2
+        DestinationConfig:
+          OnFailure: {Type: SQS, Destination: !GetAtt RelayFailures.Arn}
+Outputs:
+  StripeApiVersion:
+    Value: 2099-01-01.test
 """
 
 # Built by concatenation so that this file itself holds no secret-looking literal.
@@ -526,22 +991,144 @@ SELF_TEST_CASES: list[tuple[str, str, str]] = [
     ("TTL attribute", _mutate("AttributeName: expires_at", "AttributeName: ttl"), "expires_at"),
     ("no gsi1", _mutate("IndexName: gsi1", "IndexName: byCustomer"), "gsi1"),
     ("no throttling", _mutate("ThrottlingRateLimit: 1", "Unrelated: 1"), "Throttling"),
+    ("rule without a thin type", _mutate(", v1.customer.updated]", "]"), "detail.type"),
+    ("rule without a snapshot type", _mutate("[invoice.paid, customer.updated,", "[invoice.paid,"), "detail.type"),
+    (
+        "rule with an unhandled type",
+        _mutate("v1.customer.updated]", "v1.customer.updated, invoice.created]"),
+        "detail.type",
+    ),
+    (
+        "rule on detail-type",
+        _mutate("        source: [{prefix", "        detail-type: [invoice.paid]\n        source: [{prefix"),
+        "detail-type",
+    ),
+    (
+        "rule matching types by prefix",
+        _mutate("v1.customer.updated]", "v1.customer.updated, {prefix: invoice.}]"),
+        "detail.type",
+    ),
+    ("rule on another source", _mutate("prefix: aws.partner/stripe.com/", "prefix: aws.partner/"), "source"),
+    (
+        "rule without retry policy",
+        _mutate("          RetryPolicy: {MaximumEventAgeInSeconds: 86400, MaximumRetryAttempts: 185}\n", ""),
+        "RetryPolicy",
+    ),
+    (
+        "rule without dead-letter queue",
+        _mutate("          DeadLetterConfig: {Arn: !GetAtt RuleDeadLetters.Arn}\n", ""),
+        "DeadLetterConfig",
+    ),
+    (
+        "dead-letter policy without aws:SourceArn",
+        _mutate("            Condition: {ArnEquals: {aws:SourceArn: !GetAtt Rule.Arn}}\n", ""),
+        "aws:SourceArn",
+    ),
+    ("dead-letter policy for another source", _mutate("aws:SourceArn: !GetAtt Rule.Arn", "aws:SourceArn: !GetAtt Bus.Arn"), "aws:SourceArn"),
+    ("dead-letter policy missing", _mutate("      Queues: [!Ref RuleDeadLetters]", "      Queues: [!Ref RelayFailures]"), "no queue policy"),
+    (
+        "FIFO EventBridge dead-letter queue",
+        _mutate("  RuleDeadLetters:\n    Type: AWS::SQS::Queue\n", "  RuleDeadLetters:\n    Type: AWS::SQS::Queue\n    Properties: {FifoQueue: true}\n"),
+        "standard queue",
+    ),
+    ("invoke permission for any rule", _mutate("      SourceArn: !GetAtt Rule.Arn\n", ""), "SourceArn"),
+    ("bus not named after its source", _mutate("{Name: !Ref Source,", "{Name: stripe,"), "named after"),
+    ("partner bus without rule", _mutate("      EventBusName: !Ref Bus\n", ""), "no AWS::Events::Rule"),
+    ("no partner bus", _mutate("EventSourceName: !Ref Source}", "Description: x}"), "expected one AWS::Events::EventBus"),
+    ("receiver not targeted", _mutate("          Arn: !GetAtt Relay.Arn\n", "          Arn: !GetAtt Hook.Arn\n"), "no rule on the partner event bus targets it"),
+    (
+        "receiver reads the secret",
+        _mutate(
+            "        - SQSSendMessagePolicy: {QueueName: !GetAtt Queue.QueueName}\n",
+            "        - SQSSendMessagePolicy: {QueueName: !GetAtt Queue.QueueName}\n"
+            "        - AWSSecretsManagerGetSecretValuePolicy: {SecretArn: !Ref Secret}\n",
+        ),
+        "no Secrets Manager access",
+    ),
+    (
+        "receiver with a table policy",
+        _mutate(
+            "        - SQSSendMessagePolicy: {QueueName: !GetAtt Failed.QueueName}\n",
+            "        - SQSSendMessagePolicy: {QueueName: !GetAtt Failed.QueueName}\n"
+            "        - DynamoDBCrudPolicy: {TableName: !Ref Table}\n",
+        ),
+        "may only have SQSSendMessagePolicy",
+    ),
+    (
+        "receiver sends to a dead-letter queue",
+        _mutate("{QueueName: !GetAtt Failed.QueueName}", "{QueueName: !GetAtt RuleDeadLetters.QueueName}"),
+        "may only have SQSSendMessagePolicy",
+    ),
+    (
+        "receiver told the secret's ARN by Globals",
+        _mutate("    Timeout: 10\n", "    Timeout: 10\n    Environment: {Variables: {STRIPE_SECRETS_ARN: !Ref Secret}}\n"),
+        "must not get STRIPE_SECRETS_ARN",
+    ),
+    (
+        "receiver without on-failure destination",
+        _mutate("        DestinationConfig:\n          OnFailure: {Type: SQS, Destination: !GetAtt RelayFailures.Arn}\n", ""),
+        "OnFailure",
+    ),
+    ("receiver checks another account", _mutate("!Ref AWS::AccountId", "'123456789012'"), "BILLING_EVENTBRIDGE_ACCOUNT"),
+    ("secret reader without policy", _mutate("        - AWSSecretsManagerGetSecretValuePolicy: {SecretArn: !Ref Secret}\n", ""), "no Secrets Manager policy"),
+    ("wrong API version output", _mutate("Value: 2099-01-01.test", "Value: 2098-01-01.test"), "StripeApiVersion"),
+    ("no API version output", _mutate("  StripeApiVersion:\n", "  ApiVersion:\n"), "StripeApiVersion"),
 ]
+
+# (case, project, substring the violation must contain), all on the correct template.
+SELF_TEST_PROJECT_CASES: list[tuple[str, Project, str]] = [
+    (
+        "functions/ directory without a function",
+        replace(SELF_TEST_PROJECT, function_dirs=SELF_TEST_PROJECT.function_dirs | {"orphan"}),
+        "functions/orphan",
+    ),
+    (
+        "function missing from STRIPE_SECRET_ACCESS",
+        replace(SELF_TEST_PROJECT, secret_access={"Hook": True, "Consumer": False}),
+        "Relay: no entry in STRIPE_SECRET_ACCESS",
+    ),
+    (
+        "stale STRIPE_SECRET_ACCESS entry",
+        replace(SELF_TEST_PROJECT, secret_access={**SELF_TEST_PROJECT.secret_access, "Gone": False}),
+        "names Gone",
+    ),
+    (
+        "README gained an event type",
+        replace(SELF_TEST_PROJECT, event_types=(*SELF_TEST_PROJECT.event_types, "invoice.voided")),
+        "detail.type",
+    ),
+    ("client.rs pins another version", replace(SELF_TEST_PROJECT, api_version="2100-01-01.next"), "StripeApiVersion"),
+]
+
+
+def _self_test_readers() -> None:
+    readme = f"x\n{EVENT_TYPES_BEGIN}\n```\ninvoice.paid\n\ncustomer.updated\n```\n{EVENT_TYPES_END}\ny\n"
+    if readme_event_types(readme) != ("invoice.paid", "customer.updated"):
+        raise AssertionError(f"self-test: README event types read as {readme_event_types(readme)}")
+    client = 'const X: u8 = 1;\npub const API_VERSION: &str = "2099-01-01.test";\n'
+    if pinned_api_version(client) != "2099-01-01.test":
+        raise AssertionError("self-test: API_VERSION not read")
+    for reader, text in ((readme_event_types, readme.replace(EVENT_TYPES_END, "")), (pinned_api_version, "")):
+        try:
+            reader(text)
+        except ValueError:
+            continue
+        raise AssertionError(f"self-test: {reader.__name__} accepted input without its marker")
 
 
 def self_test() -> int:
     """Returns the number of cases run; raises AssertionError when the checker misbehaves."""
-    checked, violations = check_template(SELF_TEST_TEMPLATE, SELF_TEST_FUNCTIONS)
+    _self_test_readers()
+    checked, violations = check_template(SELF_TEST_TEMPLATE, SELF_TEST_PROJECT)
     if violations or checked == 0:
         raise AssertionError(f"self-test: the correct template was rejected: {violations}")
-    _, violations = check_template(SELF_TEST_TEMPLATE, SELF_TEST_FUNCTIONS | {"orphan"})
-    if not any("functions/orphan" in violation for violation in violations):
-        raise AssertionError("self-test: a functions/ directory without a function was not caught")
-    for case, text, expected in SELF_TEST_CASES:
-        _, violations = check_template(text, SELF_TEST_FUNCTIONS)
+    cases = [(case, text, SELF_TEST_PROJECT, expected) for case, text, expected in SELF_TEST_CASES]
+    cases += [(case, SELF_TEST_TEMPLATE, project, expected) for case, project, expected in SELF_TEST_PROJECT_CASES]
+    for case, text, project, expected in cases:
+        _, violations = check_template(text, project)
         if not any(expected in violation for violation in violations):
             raise AssertionError(f"self-test: {case!r} was not caught (violations: {violations})")
-    return len(SELF_TEST_CASES) + 2
+    return len(cases) + 2
 
 
 def main(argv: list[str]) -> int:
@@ -562,7 +1149,12 @@ def main(argv: list[str]) -> int:
     except OSError as error:
         print(f"cannot read {path}: {error}", file=sys.stderr)
         return 1
-    checked, violations = check_template(text, function_directories())
+    try:
+        project = load_project()
+    except ValueError as error:
+        print(f"cannot read the project: {error}", file=sys.stderr)
+        return 1
+    checked, violations = check_template(text, project)
     for violation in violations:
         print(f"{path}: {violation}")
     print(f"template rules: {checked} checked, {len(violations)} violations")
