@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use shared::store::BillingStore;
 
-use crate::local::{LocalApp, LocalError, LocalQueue, LocalSystem};
+use crate::local::{DeliveryMode, LocalApp, LocalError, LocalQueue, LocalSystem, PayloadMode};
 
 struct Walk<'a, S, Q> {
     system: &'a LocalSystem<S, Q>,
@@ -340,47 +340,63 @@ async fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(system: LocalSyst
         .simulator
         .clone()
         .ok_or_else(|| failed("the demo runs against the simulator: unset STRIPE_SECRET_KEY"))?;
-    let base = simulator_delivery(&system);
+    let base = system.delivery(DeliveryMode::Webhook, PayloadMode::Snapshot);
 
     // Fresh user ids each run: a DynamoDB table outlives the process.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let (first, second) = (
-        format!("demo-orderly-{}", &run_id[..8]),
-        format!("demo-chaos-{}", &run_id[..8]),
-    );
+    let first = format!("demo-orderly-{}", &run_id[..8]);
     println!("\nPass 1 (user {first}): each event delivered once, in order");
     let orderly = walk(&system, &first).await?;
-
-    println!("\nPass 2 (user {second}): events duplicated and shuffled, as Stripe may deliver them");
-    simulator.set_delivery(stripe_simulator::Delivery {
-        duplicates: true,
-        shuffle: true,
-        ..base.clone()
-    });
-    let chaotic = walk(&system, &second).await?;
 
     // Period ends are wall-clock seconds and may differ between passes; the rest must not.
     let comparable = |mut view: Value| {
         view["current_period_end"] = Value::Null;
         view
     };
-    if comparable(orderly.clone()) != comparable(chaotic.clone()) {
-        return Err(failed(format!(
-            "final states differ:\n  orderly {orderly}\n  chaotic {chaotic}"
-        )));
+    let passes = [
+        (
+            "chaos",
+            DeliveryMode::Webhook,
+            PayloadMode::Snapshot,
+            "snapshot events to the webhook, duplicated and shuffled, as Stripe may deliver them",
+        ),
+        (
+            "thin",
+            DeliveryMode::Webhook,
+            PayloadMode::Thin,
+            "thin events to the webhook, duplicated and shuffled: each object read from Stripe",
+        ),
+        (
+            "eventbridge",
+            DeliveryMode::Eventbridge,
+            PayloadMode::Snapshot,
+            "snapshot events through Amazon EventBridge, duplicated and shuffled",
+        ),
+        (
+            "both",
+            DeliveryMode::Both,
+            PayloadMode::Thin,
+            "thin events through EventBridge and the webhook at once, duplicated and shuffled",
+        ),
+    ];
+    for (number, (tag, mode, payload, what)) in (2..).zip(passes) {
+        let user = format!("demo-{tag}-{}", &run_id[..8]);
+        println!("\nPass {number} (user {user}): {what}");
+        simulator.set_delivery(stripe_simulator::Delivery {
+            duplicates: true,
+            shuffle: true,
+            ..system.delivery(mode, payload)
+        });
+        let view = walk(&system, &user).await?;
+        if comparable(orderly.clone()) != comparable(view.clone()) {
+            return Err(failed(format!(
+                "final states differ:\n  orderly {orderly}\n  {tag} {view}"
+            )));
+        }
     }
-    println!("\nBoth passes reached the same final state: {chaotic}");
+    println!("\nEvery pass reached the same final state: {orderly}");
 
-    println!("\nPass 3: what real customers do (two tabs, a race with the webhook, a second trial)");
+    println!("\nPass 6: what real customers do (two tabs, a race with the webhook, a second trial)");
     simulator.set_delivery(base);
     real_customers(&system, &run_id[..8]).await
-}
-
-fn simulator_delivery<S, Q>(system: &LocalSystem<S, Q>) -> stripe_simulator::Delivery {
-    stripe_simulator::Delivery {
-        webhook_url: Some(format!("{}/webhooks/stripe", system.api_url)),
-        webhook_secret: crate::local::LOCAL_WEBHOOK_SECRET.into(),
-        duplicates: false,
-        shuffle: false,
-    }
 }

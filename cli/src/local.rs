@@ -16,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use checkout::{AppState, IdentitySource};
 use secrecy::SecretString;
-use shared::config::{Env, PlanCatalog, QueueSettings, StoreSettings, StripeSettings};
+use shared::config::{Env, EventBridgeSettings, PlanCatalog, QueueSettings, StoreSettings, StripeSettings};
 use shared::dunning::{DunningPolicy, DunningProcessor};
+use shared::eventbridge::{EventBridgeReceiver, Verdict};
 use shared::notify::{MemoryNotifier, NoAppEvents};
 use shared::processing::EventHandler;
 use shared::processing::batch::sqs_event;
@@ -26,12 +27,33 @@ use shared::store::{BillingStore, DynamoStore, MemoryStore};
 use shared::stripe::{RetryPolicy, SignatureVerifier, StripeClient};
 use shared::sync::{SyncPolicy, Syncer};
 use shared::webhook::{Delivery, WebhookReceiver};
-use stripe_simulator::Simulator;
+use stripe_simulator::{EventBridgeTarget, Payload, Simulator};
 
 /// The plans of local runs; `BILLING_PLANS` replaces them.
 pub const DEMO_PLANS: &str = r#"{"basic":{"price_id":"price_basic","features":["reports"]},
  "pro":{"price_id":"price_pro","features":["reports","api","exports"],"trial_days":14,"allow_promotion_codes":true}}"#;
 pub const LOCAL_WEBHOOK_SECRET: &str = "whsec_local_simulator_secret";
+/// The partner event source and account of local EventBridge delivery.
+pub const LOCAL_PARTNER_SOURCE: &str = "aws.partner/stripe.com/ed_test_local";
+pub const LOCAL_ACCOUNT: &str = "000000000000";
+
+/// How the simulator delivers events in a local run (`billing dev --delivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeliveryMode {
+    /// Signed POSTs to `/webhooks/stripe`, as a webhook endpoint receives them.
+    Webhook,
+    /// Envelopes from a partner event source to the EventBridge receiver, in process.
+    Eventbridge,
+    /// Every event both ways, as while moving from one to the other: processed once.
+    Both,
+}
+
+/// Which event shape the simulator sends (`billing dev --payload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PayloadMode {
+    Snapshot,
+    Thin,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -174,6 +196,7 @@ pub struct LocalSystem<S, Q> {
     pub api_url: String,
     pub simulator: Option<Simulator>,
     pub queue: Q,
+    eventbridge: Arc<EventBridgeReceiver<Q>>,
     pub notifier: Arc<MemoryNotifier>,
     events: Syncer<S, Arc<MemoryNotifier>>,
     dunning: DunningProcessor<S, Arc<MemoryNotifier>>,
@@ -255,6 +278,13 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
             .unwrap_or(std::num::NonZeroU64::MIN);
         let verifier = SignatureVerifier::new(&secrets, tolerance);
         let receiver = Arc::new(WebhookReceiver::new(verifier, queue.clone()));
+        let eventbridge = Arc::new(EventBridgeReceiver::new(
+            EventBridgeSettings {
+                account: LOCAL_ACCOUNT.into(),
+                source: Some(LOCAL_PARTNER_SOURCE.into()),
+            },
+            queue.clone(),
+        ));
         let api = checkout::router(AppState {
             syncer: syncer(store.clone()),
             app_base_url: url::Url::parse(&api_url).map_err(start_error)?,
@@ -286,8 +316,46 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
             },
             dunning,
             queue,
+            eventbridge,
             notifier,
         })
+    }
+
+    /// The simulator's delivery for `mode` and `payload`: to this system's webhook route, to
+    /// its EventBridge receiver (in process, as a rule invokes the Lambda), or both.
+    pub fn delivery(&self, mode: DeliveryMode, payload: PayloadMode) -> stripe_simulator::Delivery {
+        let receiver = self.eventbridge.clone();
+        let sink: stripe_simulator::EventBridgeSink = Arc::new(move |envelope: String| {
+            let receiver = receiver.clone();
+            Box::pin(async move {
+                matches!(
+                    receiver.receive(&envelope).await,
+                    Ok(Verdict::Enqueued | Verdict::Ignored)
+                )
+            })
+        });
+        let eventbridge = EventBridgeTarget {
+            source: LOCAL_PARTNER_SOURCE.into(),
+            account: LOCAL_ACCOUNT.into(),
+            sink,
+        };
+        let webhook_url = Some(format!("{}/webhooks/stripe", self.api_url));
+        let (webhook_url, eventbridge) = match mode {
+            DeliveryMode::Webhook => (webhook_url, None),
+            DeliveryMode::Eventbridge => (None, Some(eventbridge)),
+            DeliveryMode::Both => (webhook_url, Some(eventbridge)),
+        };
+        stripe_simulator::Delivery {
+            webhook_url,
+            webhook_secret: LOCAL_WEBHOOK_SECRET.into(),
+            eventbridge,
+            payload: match payload {
+                PayloadMode::Snapshot => Payload::Snapshot,
+                PayloadMode::Thin => Payload::Thin,
+            },
+            duplicates: false,
+            shuffle: false,
+        }
     }
 
     /// Feeds queued messages to the processors, as the SQS triggers do, until both queues are
@@ -353,13 +421,32 @@ async fn webhook<Q: EventQueue>(
 }
 
 /// `billing dev`: serve until Ctrl-C, processing queued events every 200 ms.
-pub struct Dev;
+pub struct Dev {
+    pub delivery: DeliveryMode,
+    pub payload: PayloadMode,
+}
 
 impl LocalApp for Dev {
     async fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(
         self,
         system: LocalSystem<S, Q>,
     ) -> Result<(), LocalError> {
+        if let Some(simulator) = &system.simulator {
+            simulator.set_delivery(system.delivery(self.delivery, self.payload));
+            println!(
+                "Events: {:?} payload over {}",
+                self.payload,
+                match self.delivery {
+                    DeliveryMode::Webhook => "the webhook",
+                    DeliveryMode::Eventbridge => "EventBridge (in process)",
+                    DeliveryMode::Both => "both the webhook and EventBridge",
+                }
+            );
+        } else if self.delivery != DeliveryMode::Webhook || self.payload != PayloadMode::Snapshot {
+            return Err(LocalError::Start(
+                "--delivery and --payload choose how the simulator delivers; with real Stripe, configure the destination in Stripe".into(),
+            ));
+        }
         serve(system).await
     }
 }

@@ -43,6 +43,12 @@ enum Command {
         /// Port on 127.0.0.1.
         #[arg(long, env = "PORT", default_value_t = 3000)]
         port: u16,
+        /// How the simulator delivers events: to the webhook, to the EventBridge receiver, or both.
+        #[arg(long, value_enum, default_value = "webhook")]
+        delivery: local::DeliveryMode,
+        /// Which event shape it delivers: snapshot (the object inside) or thin (a reference).
+        #[arg(long, value_enum, default_value = "snapshot")]
+        payload: local::PayloadMode,
     },
     /// Enqueue every Stripe event since a time that the ledger has not completed.
     Backfill {
@@ -109,7 +115,13 @@ async fn main() -> std::process::ExitCode {
     let output = Output { json: cli.json };
     let outcome = match cli.command {
         Command::Demo => local::launch(0, demo::Demo).await.map_err(Into::into),
-        Command::Dev { port } => local::launch(port, local::Dev).await.map_err(Into::into),
+        Command::Dev {
+            port,
+            delivery,
+            payload,
+        } => local::launch(port, local::Dev { delivery, payload })
+            .await
+            .map_err(Into::into),
         Command::EventTypes => {
             shared::routing::handled_event_types().for_each(|event_type| println!("{event_type}"));
             Ok(())

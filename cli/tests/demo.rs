@@ -12,7 +12,7 @@ async fn the_demo_walks_the_whole_lifecycle_in_both_delivery_modes() {
     assert!(stdout.contains("Queues: in-process"), "{stdout}");
     assert_eq!(stdout.matches("period ends").count(), 2, "{stdout}");
     assert!(stdout.contains("renewal payment fails: grace, one email"), "{stdout}");
-    assert!(stdout.contains("Both passes reached the same final state"), "{stdout}");
+    assert!(stdout.contains("Every pass reached the same final state"), "{stdout}");
     for step in [
         "two tabs: opening the second expires the first",
         "both tabs paid before the webhook: one kept, one refunded",
@@ -53,7 +53,7 @@ async fn the_demo_walks_the_lifecycle_on_dynamodb_and_sqs_from_a_dotenv() {
     );
     assert!(run.stdout.contains("Queues: SQS"), "{}", run.stdout);
     assert!(
-        run.stdout.contains("Both passes reached the same final state"),
+        run.stdout.contains("Every pass reached the same final state"),
         "{}",
         run.stdout
     );
@@ -62,10 +62,11 @@ async fn the_demo_walks_the_lifecycle_on_dynamodb_and_sqs_from_a_dotenv() {
     let stored = shared::store::BillingStore::sample_subscriptions(&store, 100)
         .await
         .unwrap();
-    // Passes 1 and 2 end canceled; pass 3 leaves two of its customers exactly one live
-    // subscription (the second tab; the kept one of the race, the other cancelled); the third
-    // customer's two (the cancelled trial, the re-checkout) end canceled with its deletion.
-    assert_eq!(stored.len(), 7, "{stored:?}");
+    // Passes 1 to 5 (snapshot and thin, webhook and EventBridge) end canceled; pass 6 leaves
+    // two of its customers exactly one live subscription (the second tab; the kept one of the
+    // race, the other cancelled); the third customer's two (the cancelled trial, the
+    // re-checkout) end canceled with its deletion.
+    assert_eq!(stored.len(), 10, "{stored:?}");
     let active: Vec<&str> = stored
         .iter()
         .filter(|s| s.status == shared::stripe::SubscriptionStatus::Active)

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod dunning;
 pub mod entitlement;
+pub mod eventbridge;
 pub mod notify;
 pub mod processing;
 pub mod queue;

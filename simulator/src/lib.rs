@@ -10,7 +10,9 @@
 pub mod spec;
 mod state;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,11 +27,45 @@ use serde_json::{Value, json};
 use spec::{Spec, decode_form};
 use state::Sim;
 
-/// How events reach the webhook.
+/// Which of Stripe's two event shapes the destinations receive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Payload {
+    /// `object: "event"` with the object in `data.object`.
+    #[default]
+    Snapshot,
+    /// `object: "v2.core.event"`, type `v1.…`, only a `related_object` reference.
+    Thin,
+}
+
+/// An in-process Amazon EventBridge target: it is handed the envelope's JSON and answers
+/// whether it took it.
+pub type EventBridgeSink = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// What a partner event source puts on the bus: Stripe's source name and the bus's account.
+#[derive(Clone)]
+pub struct EventBridgeTarget {
+    pub source: String,
+    pub account: String,
+    pub sink: EventBridgeSink,
+}
+
+impl std::fmt::Debug for EventBridgeTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBridgeTarget")
+            .field("source", &self.source)
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How events reach the system: a signed POST to the webhook, an EventBridge envelope, or
+/// both (as when a team moves from one to the other).
 #[derive(Debug, Clone, Default)]
 pub struct Delivery {
     pub webhook_url: Option<String>,
     pub webhook_secret: String,
+    pub eventbridge: Option<EventBridgeTarget>,
+    pub payload: Payload,
     /// Deliver some events twice, as Stripe's at-least-once delivery does.
     pub duplicates: bool,
     /// Deliver each action's events in random order, as Stripe does not guarantee order.
@@ -219,7 +255,12 @@ async fn handle(
         }
         Some(Fault::Slow(_)) | None => {}
     }
-    if let Err(problems) = shared.spec.validate(method.as_str(), &path, uri.query(), &body) {
+    // The 2023 spec has no v2 API; the v2 routes check their own parameters.
+    let spec_checked = !path.starts_with("/v2/");
+    if let Err(problems) = spec_checked
+        .then(|| shared.spec.validate(method.as_str(), &path, uri.query(), &body))
+        .unwrap_or(Ok(()))
+    {
         return invalid_request(&problems);
     }
     let key = headers
@@ -242,10 +283,13 @@ async fn handle(
     answer
 }
 
-/// Signs and POSTs events to the webhook; returns how many deliveries were accepted.
+/// Delivers events to the configured destinations — signed POSTs to the webhook, envelopes to
+/// the EventBridge target — in the configured shape; returns how many deliveries were taken.
 async fn deliver(shared: &Shared, mut events: Vec<Value>) -> usize {
     let delivery = lock(&shared.delivery).clone();
-    let Some(url) = delivery.webhook_url else { return 0 };
+    if delivery.webhook_url.is_none() && delivery.eventbridge.is_none() {
+        return 0;
+    }
     if delivery.duplicates {
         let copies: Vec<Value> = events.iter().filter(|_| fastrand::bool()).cloned().collect();
         events.extend(copies);
@@ -255,21 +299,68 @@ async fn deliver(shared: &Shared, mut events: Vec<Value>) -> usize {
     }
     let mut accepted = 0;
     for event in events {
-        let body = event.to_string();
-        let header = shared::stripe::signature::sign(&delivery.webhook_secret, shared::unix_now(), body.as_bytes());
-        let sent = shared
-            .http
-            .post(&url)
-            .header("Stripe-Signature", header)
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await;
-        match sent {
-            Ok(response) if response.status().is_success() => accepted += 1,
-            Ok(response) => tracing::warn!(status = response.status().as_u16(), "webhook refused a simulated event"),
-            Err(error) => tracing::warn!(%error, "webhook unreachable"),
+        let event = match delivery.payload {
+            Payload::Snapshot => event,
+            Payload::Thin => state::thin::notification(&event),
+        };
+        if let Some(url) = &delivery.webhook_url {
+            accepted += usize::from(post_signed(shared, url, &delivery.webhook_secret, &event).await);
+        }
+        if let Some(target) = &delivery.eventbridge {
+            accepted += usize::from((target.sink)(envelope(target, &event).to_string()).await);
         }
     }
     accepted
+}
+
+async fn post_signed(shared: &Shared, url: &str, secret: &str, event: &Value) -> bool {
+    let body = event.to_string();
+    let header = shared::stripe::signature::sign(secret, shared::unix_now(), body.as_bytes());
+    let sent = shared
+        .http
+        .post(url)
+        .header("Stripe-Signature", header)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => true,
+        Ok(response) => {
+            tracing::warn!(status = response.status().as_u16(), "webhook refused a simulated event");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, "webhook unreachable");
+            false
+        }
+    }
+}
+
+/// The envelope EventBridge hands a rule's Lambda target for a partner event.
+fn envelope(target: &EventBridgeTarget, event: &Value) -> Value {
+    let created = event["created"].clone();
+    json!({
+        "version": "0",
+        "id": uuid_like(),
+        "detail-type": event["type"],
+        "source": target.source,
+        "account": target.account,
+        "time": created,
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:events:us-east-1::event-source/{}", target.source)],
+        "detail": event,
+    })
+}
+
+fn uuid_like() -> String {
+    let hex: String = std::iter::repeat_with(|| fastrand::char('a'..='f')).take(32).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }

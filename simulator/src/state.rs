@@ -3,6 +3,7 @@
 mod checkout;
 mod payments;
 mod subscriptions;
+pub(crate) mod thin;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
@@ -288,6 +289,8 @@ impl Sim {
                 .map(|e| (e, Vec::new()))
                 .ok_or_else(|| not_found("event", id)),
             ("GET", ["v1", "events"]) => Ok((self.list_events(query), Vec::new())),
+            ("GET", ["v2", "core", "events"]) => self.list_thin_events(query),
+            ("GET", ["v2", "core", "events", id]) => self.thin_event(id),
             _ => return None,
         })
     }

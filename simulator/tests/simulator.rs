@@ -62,6 +62,7 @@ impl Harness {
             webhook_secret: SECRET.into(),
             duplicates,
             shuffle: duplicates,
+            ..Delivery::default()
         };
         Self {
             sim: Simulator::start(0, delivery).await.unwrap(),

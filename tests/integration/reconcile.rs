@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use shared::config::{PlanCatalog, QueueSettings};
 use shared::processing::{EventHandler, Outcome};
 use shared::queue::{MemoryQueue, QueueName, SqsQueue};
-use shared::reconcile::{CURSOR, EVENT_RETENTION_SECS, IN_FLIGHT_SECS, Reconciler, drift, emf_line};
+use shared::reconcile::{CURSOR, EVENT_RETENTION_SECS, EventPayload, IN_FLIGHT_SECS, Reconciler, drift, emf_line};
 use shared::store::{Access, BillingStore, LedgerClaim, MemoryStore, UserId, WriteRule};
 use shared::stripe::{Subscription, SubscriptionStatus};
 use shared::sync::Syncer;
@@ -75,6 +75,7 @@ async fn missed_events_are_enqueued_once_and_completed_ones_are_not() {
         store,
         queue,
         stripe: stripe.client(),
+        payload: EventPayload::Snapshot,
     };
 
     let report = reconciler.run(NOW, None).await.unwrap();
@@ -158,6 +159,7 @@ async fn the_cursor_moves_only_after_enqueueing_succeeded() {
         store: MemoryStore::new(),
         queue: broken,
         stripe: stripe.client(),
+        payload: EventPayload::Snapshot,
     };
 
     assert!(reconciler.run(NOW, None).await.is_err());
@@ -172,6 +174,7 @@ async fn a_quiet_account_keeps_the_cursor_current_and_an_expired_cursor_restarts
         store: MemoryStore::new(),
         queue: MemoryQueue::new(),
         stripe: stripe.client(),
+        payload: EventPayload::Snapshot,
     };
 
     let first = reconciler.run(NOW, None).await.unwrap();
@@ -220,6 +223,7 @@ async fn a_crash_before_the_cursor_write_causes_no_double_effect() {
         store: store.clone(),
         queue: MemoryQueue::new(),
         stripe: stripe.client(),
+        payload: EventPayload::Snapshot,
     };
     let syncer = Syncer {
         store: store.clone(),

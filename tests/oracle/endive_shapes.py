@@ -172,9 +172,22 @@ def event_class(object_name):
     return f"{module}.{name}"
 
 
+def declared_by(classes):
+    """Fields declared by `a|b|…`: a model that reads both event shapes (a snapshot `stripe.Event`
+    and a thin event notification, whose fields sit on its class and `EventNotification`) may
+    read what either declares."""
+    if "|" not in classes:
+        return set(annotations(load(classes)))
+    names = set()
+    for path in classes.split("|"):
+        for cls in load(path).__mro__:
+            names |= set(annotations(cls))
+    return names
+
+
 def declared(request):
     return {
-        entry["struct"]: sorted(f for f in entry["fields"] if f not in annotations(load(entry["class"])))
+        entry["struct"]: sorted(f for f in entry["fields"] if f not in declared_by(entry["class"]))
         for entry in request
     }
 

@@ -13,6 +13,7 @@ pub async fn backfill(deployment: &Deployment, since: Since, output: Output) -> 
         store: deployment.store()?,
         queue: deployment.queue()?,
         stripe: deployment.stripe()?,
+        payload: deployment.event_payload()?,
     };
     let progress = spinner("listing Stripe events and checking the ledger");
     let report = reconciler.run(now, Some(start)).await;

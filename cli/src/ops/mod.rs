@@ -82,6 +82,11 @@ impl Deployment {
         Ok(bootstrap::stripe_client(&self.env)?)
     }
 
+    /// Which listing the reconciler reads (`BILLING_EVENT_PAYLOAD`).
+    fn event_payload(&self) -> Result<shared::reconcile::EventPayload, OpsError> {
+        Ok(shared::reconcile::EventPayload::from_env(&self.env)?)
+    }
+
     fn syncer(&self) -> Result<Syncer<DynamoStore>, OpsError> {
         Ok(bootstrap::syncer(&self.sdk, &self.env)?)
     }

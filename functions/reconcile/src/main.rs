@@ -4,7 +4,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use shared::bootstrap;
 use shared::config::QueueSettings;
 use shared::queue::SqsQueue;
-use shared::reconcile::{Reconciler, drift, emf_line};
+use shared::reconcile::{EventPayload, Reconciler, drift, emf_line};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -14,6 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         store: bootstrap::dynamo_store(&sdk, &env)?,
         queue: SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), QueueSettings::from_env(&env)?),
         stripe: bootstrap::stripe_client(&env)?,
+        payload: EventPayload::from_env(&env)?,
     };
     // The drift check is optional: with no sample size the plan catalog is not needed either.
     let drift_sample = usize::try_from(env.parse_u64("RECONCILE_DRIFT_SAMPLE")?.unwrap_or(0)).unwrap_or(usize::MAX);

@@ -113,6 +113,44 @@ impl WebhookSettings {
     }
 }
 
+/// What the EventBridge receiver checks an envelope against: `BILLING_EVENTBRIDGE_ACCOUNT`
+/// (the AWS account the partner event bus is in; required) and `BILLING_EVENTBRIDGE_SOURCE`
+/// (the partner event source, `aws.partner/stripe.com/ed_…`; when unset any Stripe partner
+/// source of that account is taken).
+#[derive(Debug, Clone)]
+pub struct EventBridgeSettings {
+    pub account: String,
+    pub source: Option<String>,
+}
+
+impl EventBridgeSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let account = env.require("BILLING_EVENTBRIDGE_ACCOUNT")?.trim().to_owned();
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(
+                "BILLING_EVENTBRIDGE_ACCOUNT",
+                "expected a 12-digit AWS account id",
+            ));
+        }
+        let source = env
+            .get("BILLING_EVENTBRIDGE_SOURCE")
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        if let Some(source) = source {
+            if !source.starts_with(crate::eventbridge::STRIPE_SOURCE_PREFIX) {
+                return Err(invalid(
+                    "BILLING_EVENTBRIDGE_SOURCE",
+                    "expected Stripe's partner event source, aws.partner/stripe.com/ed_…",
+                ));
+            }
+        }
+        Ok(Self {
+            account,
+            source: source.map(str::to_owned),
+        })
+    }
+}
+
 /// The two FIFO queues the webhook routes to.
 #[derive(Debug, Clone)]
 pub struct QueueSettings {

@@ -2,15 +2,22 @@
 //! requests, an outage longer than Stripe's retries). On a schedule, list Stripe's events
 //! since a stored cursor and enqueue every handled one the ledger has not completed, through
 //! the webhook's own routing — FIFO deduplication and the ledger make overlaps harmless.
+//!
+//! Which listing depends on the destination's payload (`BILLING_EVENT_PAYLOAD`): snapshot
+//! events are listed from `GET /v1/events`, thin ones from `GET /v2/core/events`. A thin event
+//! and its snapshot twin have different ids, so each destination must be reconciled against
+//! the listing of the events it delivers, or every delivered event would look missed.
 
 pub mod drift;
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::config::{ConfigError, Env};
 use crate::queue::{EventQueue, QueueError};
 use crate::routing;
 use crate::store::{BillingStore, LedgerState, StoreError};
+use crate::stripe::client::ThinEventsPage;
 use crate::stripe::objects::List;
 use crate::stripe::{EventEnvelope, StripeClient, StripeError};
 use drift::DriftReport;
@@ -55,10 +62,42 @@ pub struct ReconcileReport {
     pub cursor: Option<i64>,
 }
 
+/// Which events the Stripe destination delivers, so which listing covers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventPayload {
+    #[default]
+    Snapshot,
+    Thin,
+}
+
+impl EventPayload {
+    /// `BILLING_EVENT_PAYLOAD` = `snapshot` (default) | `thin`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.get("BILLING_EVENT_PAYLOAD").map(str::trim) {
+            None | Some("" | "snapshot") => Ok(EventPayload::Snapshot),
+            Some("thin") => Ok(EventPayload::Thin),
+            Some(_) => Err(ConfigError::Invalid {
+                var: "BILLING_EVENT_PAYLOAD",
+                reason: "expected snapshot or thin".into(),
+            }),
+        }
+    }
+}
+
 pub struct Reconciler<S, Q> {
     pub store: S,
     pub queue: Q,
     pub stripe: StripeClient,
+    pub payload: EventPayload,
+}
+
+/// Where the next page of a listing starts.
+enum Page {
+    First,
+    /// `GET /v1/events?starting_after=`
+    After(String),
+    /// The `next_page_url` of a `/v2/core/events` page.
+    Next(String),
 }
 
 impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
@@ -89,10 +128,10 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
             ..ReconcileReport::default()
         };
         let mut oldest_missed: Option<i64> = None;
-        let mut starting_after: Option<String> = None;
+        let mut page = Page::First;
         loop {
-            let page = self.page(window_start, starting_after.as_deref()).await?;
-            for event in &page.data {
+            let (events, next) = self.page(window_start, &page).await?;
+            for event in &events {
                 let body =
                     serde_json::to_string(event).map_err(|error| ReconcileError::Malformed(error.to_string()))?;
                 let envelope = EventEnvelope::parse(body.as_bytes())
@@ -113,12 +152,9 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
                 report.enqueued += 1;
                 oldest_missed = Some(oldest_missed.map_or(envelope.created, |o: i64| o.min(envelope.created)));
             }
-            match (
-                page.has_more,
-                page.data.last().and_then(|e| e.get("id")).and_then(Value::as_str),
-            ) {
-                (true, Some(last)) => starting_after = Some(last.to_owned()),
-                _ => break,
+            match next {
+                Some(next) => page = next,
+                None => break,
             }
         }
         report.lag_seconds = oldest_missed.map_or(0, |created| now - created);
@@ -138,14 +174,46 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
         Ok(report)
     }
 
-    async fn page(&self, created_gte: i64, starting_after: Option<&str>) -> Result<List<Value>, StripeError> {
-        let created = created_gte.to_string();
-        let mut query: Vec<(&str, &str)> = vec![("limit", "100"), ("created[gte]", &created)];
-        query.extend(routing::handled_event_types().map(|event_type| ("types[]", event_type)));
-        if let Some(after) = starting_after {
-            query.push(("starting_after", after));
+    /// One page of events created at or after `created_gte`, and where the next one starts.
+    async fn page(&self, created_gte: i64, page: &Page) -> Result<(Vec<Value>, Option<Page>), ReconcileError> {
+        match self.payload {
+            EventPayload::Snapshot => {
+                let created = created_gte.to_string();
+                let mut query: Vec<(&str, &str)> = vec![("limit", "100"), ("created[gte]", &created)];
+                query.extend(routing::handled_event_types().map(|event_type| ("types[]", event_type)));
+                if let Page::After(after) = page {
+                    query.push(("starting_after", after));
+                }
+                let list: List<Value> = self.stripe.get("/v1/events", &query).await?;
+                let next = match (
+                    list.has_more,
+                    list.data.last().and_then(|e| e.get("id")).and_then(Value::as_str),
+                ) {
+                    (true, Some(last)) => Some(Page::After(last.to_owned())),
+                    _ => None,
+                };
+                Ok((list.data, next))
+            }
+            EventPayload::Thin => {
+                let list = match page {
+                    Page::Next(next) => self.stripe.list_thin_events(ThinEventsPage::Next(next)).await?,
+                    Page::First | Page::After(_) => {
+                        let created = time::OffsetDateTime::from_unix_timestamp(created_gte)
+                            .ok()
+                            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                            .ok_or_else(|| ReconcileError::Malformed(format!("window start {created_gte}")))?;
+                        let types: Vec<(String, String)> = routing::handled_thin_event_types()
+                            .enumerate()
+                            .map(|(index, name)| (format!("types[{index}]"), name))
+                            .collect();
+                        let mut query: Vec<(&str, &str)> = vec![("limit", "100"), ("created[gte]", &created)];
+                        query.extend(types.iter().map(|(key, value)| (key.as_str(), value.as_str())));
+                        self.stripe.list_thin_events(ThinEventsPage::First(&query)).await?
+                    }
+                };
+                Ok((list.data, list.next_page_url.map(Page::Next)))
+            }
         }
-        self.stripe.get("/v1/events", &query).await
     }
 }
 

@@ -105,7 +105,11 @@ impl<'a> EventEnvelope<'a> {
     }
 
     pub fn shape(&self) -> Result<Shape, NotAnEvent> {
-        shape_of(self.object.as_deref(), self.data.is_some(), self.related_object.is_some())
+        shape_of(
+            self.object.as_deref(),
+            self.data.is_some(),
+            self.related_object.is_some(),
+        )
     }
 
     /// The type as a snapshot event names it: a thin `v1.invoice.paid` is `invoice.paid`.
@@ -200,8 +204,9 @@ pub struct EventData {
     pub object: serde_json::Value,
 }
 
+/// An event as delivered, in either shape: what [`Event::parse`] reads.
 #[derive(Deserialize)]
-struct RawEvent {
+pub struct WireEvent {
     id: String,
     #[serde(default)]
     object: Option<String>,
@@ -214,19 +219,19 @@ struct RawEvent {
     #[serde(default)]
     api_version: Option<String>,
     #[serde(default)]
-    data: Option<RawData>,
+    data: Option<WireData>,
     #[serde(default)]
     related_object: Option<RelatedObject>,
 }
 
 #[derive(Deserialize)]
-struct RawData {
+pub struct WireData {
     object: serde_json::Value,
 }
 
 impl Event {
     pub fn parse(body: &str) -> Result<Self, NotAnEvent> {
-        let raw: RawEvent = serde_json::from_str(body)?;
+        let raw: WireEvent = serde_json::from_str(body)?;
         let shape = shape_of(raw.object.as_deref(), raw.data.is_some(), raw.related_object.is_some())?;
         let event_type = snapshot_type(raw.object.as_deref(), &raw.event_type).to_owned();
         Ok(Self {
@@ -326,7 +331,10 @@ mod tests {
         let body = r#"{"id":"evt_1","object":"event","type":"invoice.paid","created":1700000000,"livemode":true,
             "api_version":"2017-08-15","data":{"object":{"id":"in_1","object":"invoice"}}}"#;
         let event = Event::parse(body).unwrap();
-        assert_eq!((event.shape, event.event_type.as_str()), (Shape::Snapshot, "invoice.paid"));
+        assert_eq!(
+            (event.shape, event.event_type.as_str()),
+            (Shape::Snapshot, "invoice.paid")
+        );
         assert_eq!(event.api_version.as_deref(), Some("2017-08-15"));
         assert_eq!(event.data.object["id"], "in_1");
         let fresh = event.with_current(serde_json::json!({"id": "in_1", "status": "paid"}));
