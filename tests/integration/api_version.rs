@@ -67,9 +67,9 @@ fn stripe_python_pins_our_api_version() {
     assert_eq!(version["api_version"], shared::stripe::API_VERSION);
 }
 
-struct Sim {
-    simulator: Simulator,
-    http: reqwest::Client,
+pub(super) struct Sim {
+    pub(super) simulator: Simulator,
+    pub(super) http: reqwest::Client,
 }
 
 impl Sim {
@@ -92,11 +92,11 @@ impl Sim {
         answer
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
+    pub(super) async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
         self.send(reqwest::Method::POST, path, form).await
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(super) async fn get(&self, path: &str) -> Value {
         self.send(reqwest::Method::GET, path, &[]).await
     }
 }
@@ -122,7 +122,7 @@ impl Shown {
     }
 }
 
-fn id(object: &Value, at: &str) -> String {
+pub(super) fn id(object: &Value, at: &str) -> String {
     object
         .pointer(at)
         .and_then(Value::as_str)
@@ -131,7 +131,7 @@ fn id(object: &Value, at: &str) -> String {
 }
 
 /// The checkout session the checkout route creates (functions/checkout/src/routes/checkout.rs).
-async fn checkout_session(sim: &Sim, customer: &str, trial: bool) -> Value {
+pub(super) async fn checkout_session(sim: &Sim, customer: &str, trial: bool) -> Value {
     let mut form = vec![
         ("mode", "subscription"),
         ("customer", customer),

@@ -4,6 +4,7 @@ mod api_version;
 mod chaos;
 mod checkout;
 mod customers;
+mod delivery;
 mod dunning;
 mod entitlement;
 mod events;
