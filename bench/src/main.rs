@@ -46,6 +46,9 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 900)]
         time_limit: u64,
+        /// Deliver each event as a snapshot or its thin twin, each copy by webhook or EventBridge.
+        #[arg(long)]
+        mixed: bool,
     },
     Coldstart {
         /// Invocations per cold start.
@@ -79,6 +82,7 @@ async fn main() -> ExitCode {
             faults,
             max_receives,
             time_limit,
+            mixed,
         } => {
             let config = billing_tests::chaos::ChaosConfig {
                 customers,
@@ -87,6 +91,10 @@ async fn main() -> ExitCode {
                 fault_rate: faults,
                 max_receives,
                 time_limit: Duration::from_secs(time_limit),
+                arrival: match mixed {
+                    true => billing_tests::chaos::Arrival::Mixed,
+                    false => billing_tests::chaos::Arrival::Webhook,
+                },
             };
             return chaos(&config).await;
         }

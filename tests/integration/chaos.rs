@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use billing_tests::chaos::{ChaosConfig, run};
+use billing_tests::chaos::{Arrival, ChaosConfig, run};
 
 fn config(customers: usize, events: usize, fault_rate: f64) -> ChaosConfig {
     ChaosConfig {
@@ -14,6 +14,7 @@ fn config(customers: usize, events: usize, fault_rate: f64) -> ChaosConfig {
         fault_rate,
         max_receives: 5,
         time_limit: Duration::from_secs(240),
+        arrival: Arrival::Webhook,
     }
 }
 
@@ -34,6 +35,23 @@ async fn shuffled_duplicated_events_under_one_percent_faults_end_in_stripes_stat
         faults.store > 0 && faults.queue > 0,
         "faults were injected into the store and the queue: {faults:?}"
     );
+}
+
+/// Snapshot and thin events, by webhook and by EventBridge, mixed in one run: the same
+/// guarantees, and every customer as Stripe has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_thin_events_by_webhook_and_eventbridge_end_in_stripes_state() {
+    let report = run(&ChaosConfig {
+        arrival: Arrival::Mixed,
+        ..config(20, 400, 0.01)
+    })
+    .await
+    .unwrap();
+    println!("{}", report.summary());
+
+    assert_eq!(report.mismatches(), 0, "{:#?}", report.examples);
+    assert_eq!(report.accepted, report.events, "every event was accepted in the end");
+    assert_eq!(report.lost, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

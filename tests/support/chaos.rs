@@ -23,9 +23,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use secrecy::SecretString;
 use serde::Serialize;
-use serde_json::Value;
-use shared::config::PlanCatalog;
+use serde_json::{Value, json};
+use shared::config::{EventBridgeSettings, PlanCatalog};
 use shared::dunning::{DunningPolicy, DunningProcessor};
+use shared::eventbridge::{EventBridgeReceiver, Verdict};
 use shared::notify::MemoryNotifier;
 use shared::processing::EventHandler;
 use shared::processing::batch::sqs_event;
@@ -64,6 +65,20 @@ pub struct ChaosConfig {
     pub max_receives: u32,
     /// The run fails rather than go on past this.
     pub time_limit: Duration,
+    /// How events arrive.
+    pub arrival: Arrival,
+}
+
+/// How the chaos run delivers events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Arrival {
+    /// Snapshot events, signed, to the webhook.
+    #[default]
+    Webhook,
+    /// Each event as a snapshot or as its thin twin (drawn once per event), and each copy of
+    /// it to the webhook or through the EventBridge receiver (drawn per copy): the four ways
+    /// Stripe can deliver, mixed in one run.
+    Mixed,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -172,8 +187,12 @@ struct System {
     notifier: Arc<MemoryNotifier>,
     plans: PlanCatalog,
     webhook_url: String,
+    eventbridge: EventBridgeReceiver<Queue>,
     fault_plans: [Arc<FaultPlan>; 3],
 }
+
+const PARTNER_SOURCE: &str = "aws.partner/stripe.com/ed_test_chaos";
+const ACCOUNT: &str = "000000000000";
 
 /// One customer's simulated life.
 struct Customer {
@@ -253,7 +272,10 @@ pub async fn run(config: &ChaosConfig) -> Result<ChaosReport, String> {
     };
 
     let customers = simulate_lives(&sim, &system, config).await?;
-    let events = all_events(&sim).await?;
+    let events = match config.arrival {
+        Arrival::Webhook => all_events(&sim).await?,
+        Arrival::Mixed => some_thin(all_events(&sim).await?, &all_thin_events(&sim).await?)?,
+    };
     report.events = events.len();
     sim.simulator.set_faults(Faults {
         rate: config.fault_rate,
@@ -346,6 +368,13 @@ async fn start_system(sim: &Sim, fault_rate: f64) -> Result<System, String> {
         listener.local_addr().map_err(|e| e.to_string())?
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
+    let eventbridge = EventBridgeReceiver::new(
+        EventBridgeSettings {
+            account: ACCOUNT.into(),
+            source: Some(PARTNER_SOURCE.into()),
+        },
+        flaky_queue.clone(),
+    );
     Ok(System {
         events: syncer(),
         dunning: DunningProcessor {
@@ -362,6 +391,7 @@ async fn start_system(sim: &Sim, fault_rate: f64) -> Result<System, String> {
         notifier,
         plans,
         webhook_url,
+        eventbridge,
         fault_plans,
     })
 }
@@ -507,6 +537,56 @@ async fn all_events(sim: &Sim) -> Result<Vec<Value>, String> {
     Ok(events)
 }
 
+/// Every thin event the simulator emitted (`GET /v2/core/events`), oldest first.
+async fn all_thin_events(sim: &Sim) -> Result<Vec<Value>, String> {
+    let mut events = Vec::new();
+    let mut path = "/v2/core/events?limit=100".to_owned();
+    loop {
+        let page = sim.get(&path).await?;
+        events.extend(page["data"].as_array().cloned().unwrap_or_default());
+        match page["next_page_url"].as_str() {
+            Some(next) => path = next.to_owned(),
+            None => break,
+        }
+    }
+    events.reverse();
+    Ok(events)
+}
+
+/// Half the events replaced by their thin twin (found by its `snapshot_event`).
+fn some_thin(events: Vec<Value>, thin: &[Value]) -> Result<Vec<Value>, String> {
+    let twins: HashMap<&str, &Value> = thin
+        .iter()
+        .filter_map(|t| Some((t["snapshot_event"].as_str()?, t)))
+        .collect();
+    events
+        .into_iter()
+        .map(|event| match fastrand::bool() {
+            true => Ok(event),
+            false => {
+                let id = text(&event, "/id")?;
+                twins
+                    .get(id.as_str())
+                    .map(|t| (*t).clone())
+                    .ok_or(format!("no thin twin of {id}"))
+            }
+        })
+        .collect()
+}
+
+/// One copy through the EventBridge receiver: `true` when taken, `false` when it must be sent
+/// again (the invocation failed, and Lambda retries it).
+async fn through_eventbridge(system: &System, event: &Value) -> Result<bool, String> {
+    let envelope = json!({"version": "0", "id": crate::unique("eb-"), "detail-type": event["type"],
+        "source": PARTNER_SOURCE, "account": ACCOUNT, "time": "2026-12-02T00:00:00Z", "region": "us-east-1",
+        "resources": [], "detail": event});
+    match system.eventbridge.receive(&envelope.to_string()).await {
+        Ok(Verdict::Enqueued | Verdict::Ignored) => Ok(true),
+        Ok(Verdict::Refused(reason)) => Err(format!("EventBridge refused a Stripe event ({reason}): {event}")),
+        Err(_) => Ok(false),
+    }
+}
+
 /// Every event, some twice, shuffled, signed at sending time; a 5xx is sent again later, as
 /// Stripe retries.
 async fn deliver(
@@ -529,6 +609,18 @@ async fn deliver(
         for chunk in pending.chunks(16) {
             let mut sends = tokio::task::JoinSet::new();
             for (index, event) in chunk.iter().enumerate() {
+                if config.arrival == Arrival::Mixed && fastrand::bool() {
+                    report.deliveries += 1;
+                    if through_eventbridge(system, event).await? {
+                        if !accepted.insert(text(event, "/id")?) {
+                            report.duplicates_absorbed += 1;
+                        }
+                    } else {
+                        report.webhook_retries += 1;
+                        retry.push(*event);
+                    }
+                    continue;
+                }
                 let body = event.to_string();
                 let request = http
                     .post(&system.webhook_url)
