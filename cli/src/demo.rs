@@ -1,6 +1,7 @@
 //! `billing demo`: a subscription's whole life, through the public HTTP API (as a SaaS
 //! dashboard calls it) and the simulator's control endpoints (as a customer and a bank act),
-//! once with orderly delivery and once with duplicated, shuffled delivery.
+//! once with orderly delivery, then duplicated and shuffled in each of Stripe's ways (snapshot and thin
+//! payloads, webhook and EventBridge), then as real customers behave.
 
 use serde_json::{Value, json};
 
