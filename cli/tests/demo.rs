@@ -1,16 +1,25 @@
 //! The demo is a test too: the real `billing` binary walks the lifecycle against the simulator,
-//! orderly and then with duplicated, shuffled delivery, and must exit 0.
+//! orderly, then with duplicated, shuffled delivery in each of Stripe's ways (snapshot and thin
+//! events, by webhook and by EventBridge), and must exit 0.
 
 mod common;
 
 #[tokio::test]
-async fn the_demo_walks_the_whole_lifecycle_in_both_delivery_modes() {
+async fn the_demo_walks_the_whole_lifecycle_in_every_delivery_mode() {
     let run = common::run(&["demo"], &[]).await;
     let stdout = &run.stdout;
     assert!(run.ok, "demo failed:\n{stdout}\n{}", run.stderr);
     assert!(stdout.contains("Storage: in-memory"), "{stdout}");
     assert!(stdout.contains("Queues: in-process"), "{stdout}");
-    assert_eq!(stdout.matches("period ends").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("period ends").count(), 5, "{stdout}");
+    for pass in [
+        "snapshot events to the webhook",
+        "thin events to the webhook",
+        "snapshot events through Amazon EventBridge",
+        "thin events through EventBridge and the webhook at once",
+    ] {
+        assert!(stdout.contains(pass), "{stdout}");
+    }
     assert!(stdout.contains("renewal payment fails: grace, one email"), "{stdout}");
     assert!(stdout.contains("Every pass reached the same final state"), "{stdout}");
     for step in [

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 use crate::config::EventBridgeSettings;
 use crate::queue::{EventQueue, QueueError};
-use crate::routing;
+use crate::routing::{self, Routed};
 use crate::stripe::EventEnvelope;
 use crate::telemetry;
 
@@ -101,24 +101,9 @@ impl<Q: EventQueue> EventBridgeReceiver<Q> {
                 return Ok(Verdict::Refused("detail is not a Stripe event"));
             }
         };
-        let (event_id, event_type) = (event.id.as_ref(), event.event_type.as_ref());
-        let Some((queue, message)) = routing::message_for(&event, body) else {
-            tracing::info!(
-                event_id,
-                event_type,
-                ignored = 1,
-                "event type not handled; acknowledged"
-            );
-            return Ok(Verdict::Ignored);
-        };
-        self.queue.send(queue, &message).await?;
-        tracing::info!(
-            event_id,
-            event_type,
-            queue = queue.as_str(),
-            enqueued = 1,
-            "event enqueued"
-        );
-        Ok(Verdict::Enqueued)
+        Ok(match routing::enqueue(&self.queue, &event, body).await? {
+            Routed::Enqueued => Verdict::Enqueued,
+            Routed::Ignored => Verdict::Ignored,
+        })
     }
 }

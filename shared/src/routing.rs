@@ -4,7 +4,7 @@
 //! listing with it and `billing event-types` prints it. Every mapping is an exhaustive
 //! `match`, so a new type cannot be added without saying where it goes and who applies it.
 
-use crate::queue::{OutboundMessage, QueueName};
+use crate::queue::{EventQueue, OutboundMessage, QueueError, QueueName};
 use crate::stripe::event::THIN_TYPE_PREFIX;
 use crate::stripe::{EventEnvelope, Resource};
 
@@ -169,6 +169,45 @@ pub fn message_for<'a>(envelope: &'a EventEnvelope<'a>, body: &'a str) -> Option
         livemode: envelope.livemode,
     };
     Some((queue, message))
+}
+
+/// What [`enqueue`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    Enqueued,
+    /// A type the system does not handle: acknowledged, dropped.
+    Ignored,
+}
+
+/// Routes an event and sends it to its queue: the webhook and the EventBridge receiver both
+/// take deliveries through this, so a Stripe event has one message whichever way it came.
+pub async fn enqueue<Q: EventQueue>(queue: &Q, envelope: &EventEnvelope<'_>, body: &str) -> Result<Routed, QueueError> {
+    let (event_id, event_type) = (envelope.id.as_ref(), envelope.event_type.as_ref());
+    let Some((name, message)) = message_for(envelope, body) else {
+        tracing::info!(
+            event_id,
+            event_type,
+            ignored = 1,
+            "event type not handled; acknowledged"
+        );
+        return Ok(Routed::Ignored);
+    };
+    match queue.send(name, &message).await {
+        Ok(()) => {
+            tracing::info!(
+                event_id,
+                event_type,
+                queue = name.as_str(),
+                enqueued = 1,
+                "event enqueued"
+            );
+            Ok(Routed::Enqueued)
+        }
+        Err(error) => {
+            tracing::error!(event_id, event_type, %error, "could not enqueue; the sender will retry");
+            Err(error)
+        }
+    }
 }
 
 pub fn handled_event_types() -> impl Iterator<Item = &'static str> {

@@ -4,8 +4,6 @@
 //! client may send (the spec subset the simulator validates against) is its parameters.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -25,26 +23,7 @@ const SPEC_SUBSET: &str = include_str!("../fixtures/stripe/spec-subset.json");
 
 /// stripe-python's answer to one question (see tests/oracle/endive_shapes.py).
 fn oracle(mode: &str, request: &Value) -> Value {
-    let mut child = Command::new("python3")
-        .args([ORACLE, mode])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 with the stripe package (pip install -r tests/requirements.txt)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "the oracle failed (pip install -r tests/requirements.txt): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    serde_json::from_slice(&billing_tests::oracle::python(&[ORACLE, mode], &request.to_string())).unwrap()
 }
 
 /// Every problem the oracle named, one a line; nothing when every list is empty.

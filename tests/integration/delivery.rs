@@ -1,9 +1,6 @@
 //! How events arrive: snapshot and thin payloads, other API versions, the other mode's events,
 //! payloads that are not events, and Amazon EventBridge beside the webhook.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use billing_tests::lifecycle::{PLANS, T0};
 use billing_tests::queue_conformance::drain;
 use billing_tests::stripe_standin::StripeStandIn;
@@ -227,21 +224,11 @@ else:
     e = client.construct_event_without_verification(raw)
     print(json.dumps({"id": e.id, "type": e.type, "object_id": e.data.object.id}))
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script, shape])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 with the stripe package (pip install -r tests/requirements.txt)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(payload.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "stripe-python could not parse {payload}");
-    serde_json::from_slice(&output.stdout).unwrap()
+    serde_json::from_slice(&billing_tests::oracle::python(
+        &["-c", script, shape],
+        &payload.to_string(),
+    ))
+    .unwrap()
 }
 
 /// The envelope EventBridge hands a Lambda target for a Stripe partner event.

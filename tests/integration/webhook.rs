@@ -1,9 +1,7 @@
 //! The webhook receiver as Lambda runs it: API Gateway v2 events in, SQS (moto) out, with
 //! signatures made by Stripe's official Python SDK.
 
-use std::io::Write;
 use std::num::NonZeroU64;
-use std::process::{Command, Stdio};
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use base64::Engine;
@@ -25,19 +23,8 @@ type HeaderFor = fn(&str) -> String;
 /// `stripe.WebhookSignature.generate_signature_header` from the official Python SDK.
 fn official_header(payload: &str, secret: &str, timestamp: i64) -> String {
     let script = "import sys, stripe; print(stripe.WebhookSignature.generate_signature_header(sys.stdin.read(), sys.argv[1], timestamp=int(sys.argv[2])))";
-    let mut child = Command::new("python3")
-        .args(["-c", script, secret, &timestamp.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 with the stripe package (pip install -r tests/requirements.txt)");
-    child.stdin.take().unwrap().write_all(payload.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "stripe-python failed: is it installed? pip install -r tests/requirements.txt"
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    let output = billing_tests::oracle::python(&["-c", script, secret, &timestamp.to_string()], payload);
+    String::from_utf8(output).unwrap().trim().to_owned()
 }
 
 fn verifier(secrets: &[&str]) -> SignatureVerifier {

@@ -8,6 +8,7 @@ pub mod chaos;
 pub mod faults;
 pub mod fixtures;
 pub mod lifecycle;
+pub mod oracle;
 pub mod queue_conformance;
 pub mod store_conformance;
 pub mod stripe_standin;

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use base64::Engine;
 
 use crate::queue::EventQueue;
-use crate::routing;
+use crate::routing::{self, Routed};
 use crate::stripe::EventEnvelope;
 use crate::stripe::signature::{SignatureError, SignatureVerifier};
 
@@ -134,31 +134,10 @@ impl<Q: EventQueue> WebhookReceiver<Q> {
                 return Reply::INVALID_PAYLOAD;
             }
         };
-        let (event_id, event_type) = (envelope.id.as_ref(), envelope.event_type.as_ref());
-        let Some((queue, message)) = routing::message_for(&envelope, body) else {
-            tracing::info!(
-                event_id,
-                event_type,
-                ignored = 1,
-                "event type not handled; acknowledged"
-            );
-            return Reply::IGNORED;
-        };
-        match self.queue.send(queue, &message).await {
-            Ok(()) => {
-                tracing::info!(
-                    event_id,
-                    event_type,
-                    queue = queue.as_str(),
-                    enqueued = 1,
-                    "event enqueued"
-                );
-                Reply::RECEIVED
-            }
-            Err(error) => {
-                tracing::error!(event_id, event_type, %error, "could not enqueue; Stripe will retry");
-                Reply::ENQUEUE_FAILED
-            }
+        match routing::enqueue(&self.queue, &envelope, body).await {
+            Ok(Routed::Enqueued) => Reply::RECEIVED,
+            Ok(Routed::Ignored) => Reply::IGNORED,
+            Err(_) => Reply::ENQUEUE_FAILED,
         }
     }
 }

@@ -1,0 +1,26 @@
+//! The official SDK as the tests' oracle: runs python3 (with `stripe==16.1.0` from
+//! tests/requirements.txt) and returns what it printed.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// `python3 <args…>` with `stdin` written to it; panics with Python's error if it fails.
+pub fn python(args: &[&str], stdin: &str) -> Vec<u8> {
+    let mut child = Command::new("python3")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with the stripe package (pip install -r tests/requirements.txt)");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).expect("write to python3");
+    }
+    let output = child.wait_with_output().expect("python3 ran");
+    assert!(
+        output.status.success(),
+        "stripe-python failed (pip install -r tests/requirements.txt): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
