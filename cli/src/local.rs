@@ -232,8 +232,14 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
                 "Stripe: REAL Stripe API at {} (forward events with `stripe listen --forward-to {api_url}/webhooks/stripe`)",
                 settings.api_base
             );
+            let key = StripeSettings::api_key(
+                env.get("STRIPE_SECRET_KEY")
+                    .map(|key| SecretString::from(key.to_owned()))
+                    .as_ref(),
+            )
+            .map_err(start_error)?;
             (
-                StripeClient::new(http, settings.api_base, settings.secret_key, settings.retry),
+                StripeClient::new(http, settings.api_base, key, settings.retry),
                 None,
                 secret,
             )

@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod bootstrap;
 pub mod config;
+pub mod deadline;
 pub mod dunning;
 pub mod entitlement;
 pub mod eventbridge;

@@ -89,6 +89,8 @@ struct Shared {
     spec: Spec,
     delivery: Mutex<Delivery>,
     faults: Mutex<Faults>,
+    /// When set, the only API keys accepted; any other gets Stripe's 401.
+    api_keys: Mutex<Option<Vec<String>>>,
     injected: AtomicU64,
     http: reqwest::Client,
 }
@@ -136,6 +138,7 @@ impl Simulator {
             spec: Spec::load(),
             delivery: Mutex::new(delivery),
             faults: Mutex::new(Faults::default()),
+            api_keys: Mutex::new(None),
             injected: AtomicU64::new(0),
             http: reqwest::Client::new(),
         });
@@ -154,6 +157,12 @@ impl Simulator {
 
     pub fn set_faults(&self, faults: Faults) {
         *lock(&self.shared.faults) = faults;
+    }
+
+    /// Accept only these API keys from now on (as after rolling a key in the dashboard), or
+    /// any key with `None`, the default.
+    pub fn set_api_keys(&self, keys: Option<Vec<String>>) {
+        *lock(&self.shared.api_keys) = keys;
     }
 
     /// Each action one second after the previous one from now on, instead of the real second:
@@ -232,6 +241,20 @@ async fn handle(
             }
             Err(message) => stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", &message),
         };
+    }
+    if let Some(keys) = lock(&shared.api_keys).as_ref() {
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        if !presented.is_some_and(|key| keys.iter().any(|accepted| accepted == key)) {
+            // Stripe's answer to an unknown or expired key.
+            return stripe_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "Invalid API Key provided",
+            );
+        }
     }
     let fault = shared.draw_fault();
     match fault {

@@ -1,4 +1,5 @@
 //! Integration tests: one binary (so moto starts once), one module per capability.
+#![recursion_limit = "256"]
 
 mod api_version;
 mod chaos;

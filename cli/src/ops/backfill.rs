@@ -12,7 +12,7 @@ pub async fn backfill(deployment: &Deployment, since: Since, output: Output) -> 
     let reconciler = Reconciler {
         store: deployment.store()?,
         queue: deployment.queue()?,
-        stripe: deployment.stripe()?,
+        stripe: deployment.stripe().await?,
         payload: deployment.event_payload()?,
     };
     let progress = spinner("listing Stripe events and checking the ledger");
@@ -41,7 +41,7 @@ pub async fn backfill(deployment: &Deployment, since: Since, output: Output) -> 
 
 /// Compares up to `sample` stored subscriptions with Stripe and replaces the drifted ones.
 pub async fn drift(deployment: &Deployment, sample: usize, output: Output) -> Result<(), OpsError> {
-    let syncer = deployment.syncer()?;
+    let syncer = deployment.syncer().await?;
     let progress = spinner("comparing stored subscriptions with Stripe");
     let report = drift_check::check(&syncer, sample, shared::unix_now()).await;
     progress.finish_and_clear();

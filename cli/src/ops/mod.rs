@@ -1,6 +1,6 @@
 //! Operator commands against a deployment: the same configuration contract as the Lambdas
-//! (environment variables, with the Stripe keys from Secrets Manager when
-//! `STRIPE_SECRETS_ARN` is set), so they work against AWS or against moto through
+//! (environment variables, with the API key from Secrets Manager when
+//! `STRIPE_API_KEY_SECRET_ARN` is set), so they work against AWS or against moto through
 //! `AWS_ENDPOINT_URL`.
 
 mod backfill;
@@ -59,7 +59,7 @@ pub struct Deployment {
 impl Deployment {
     pub async fn load() -> Result<Self, OpsError> {
         let sdk = shared::aws::default_sdk_config().await;
-        let env = bootstrap::with_stripe_secrets(Env::from_process(), &sdk).await?;
+        let env = Env::from_process();
         Ok(Self { sdk, env })
     }
 
@@ -78,8 +78,8 @@ impl Deployment {
         ))
     }
 
-    fn stripe(&self) -> Result<StripeClient, OpsError> {
-        Ok(bootstrap::stripe_client(&self.env)?)
+    async fn stripe(&self) -> Result<StripeClient, OpsError> {
+        Ok(bootstrap::stripe_client(&self.sdk, &self.env).await?)
     }
 
     /// Which listing the reconciler reads (`BILLING_EVENT_PAYLOAD`).
@@ -87,8 +87,8 @@ impl Deployment {
         Ok(shared::reconcile::EventPayload::from_env(&self.env)?)
     }
 
-    fn syncer(&self) -> Result<Syncer<DynamoStore>, OpsError> {
-        Ok(bootstrap::syncer(&self.sdk, &self.env)?)
+    async fn syncer(&self) -> Result<Syncer<DynamoStore>, OpsError> {
+        Ok(bootstrap::syncer(&self.sdk, &self.env).await?)
     }
 
     fn sqs(&self) -> aws_sdk_sqs::Client {

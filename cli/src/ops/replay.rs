@@ -20,7 +20,7 @@ struct ReplayReport {
 pub async fn replay(deployment: &Deployment, event_id: &str, output: Output) -> Result<(), OpsError> {
     let store = deployment.store()?;
     let queue = deployment.queue()?;
-    let event = deployment.stripe()?.retrieve_event(event_id).await?;
+    let event = deployment.stripe().await?.retrieve_event(event_id).await?;
     let body = serde_json::to_string(&event).map_err(|error| OpsError::Usage(error.to_string()))?;
     let envelope = EventEnvelope::parse(body.as_bytes())
         .map_err(|error| OpsError::NotFound(format!("Stripe answered with something that is not an event: {error}")))?;

@@ -7,9 +7,9 @@ use shared::config::AppSettings;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let (sdk, env) = bootstrap::start().await?;
+    let (sdk, env) = bootstrap::start()?;
     let state = AppState {
-        syncer: bootstrap::syncer(&sdk, &env)?,
+        syncer: bootstrap::syncer(&sdk, &env).await?,
         app_base_url: AppSettings::from_env(&env)?.base_url,
         identity: IdentitySource::ApiGatewayJwt,
     };

@@ -11,7 +11,7 @@ use shared::processing::EventHandler;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let (sdk, env) = bootstrap::start().await?;
+    let (sdk, env) = bootstrap::start()?;
     let notifier = AwsNotifier::new(
         aws_sdk_sesv2::Client::new(&sdk),
         aws_sdk_sns::Client::new(&sdk),
@@ -19,16 +19,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         env.require("BILLING_EVENTS_TOPIC_ARN")?.to_owned(),
     );
     let processor = DunningProcessor {
-        syncer: bootstrap::syncer(&sdk, &env)?,
+        syncer: bootstrap::syncer(&sdk, &env).await?,
         notifier,
         policy: DunningPolicy::from_env(&env)?,
     };
     let processor = &processor;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let lease_until = bootstrap::lease_until(event.context.deadline);
-        let response: SqsBatchResponse = processor
-            .handle_batch(event.payload, shared::unix_now(), lease_until)
-            .await?;
+        let deadline = bootstrap::invocation_deadline(event.context.deadline);
+        let batch = processor.handle_batch(event.payload, shared::unix_now(), lease_until);
+        let response: SqsBatchResponse = deadline.scope(batch).await?;
         Ok::<_, lambda_runtime::Error>(response)
     }))
     .await

@@ -8,12 +8,12 @@ mod secrets;
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 pub use env::Env;
 pub use plans::{Plan, PlanCatalog};
-pub use secrets::load_secrets_overlay;
+pub use secrets::{MAX_AGE as SECRETS_MAX_AGE, Rotating, SecretSource, StripeSecret};
 
 use crate::stripe::client::{DEFAULT_API_BASE, RetryPolicy};
 use crate::stripe::signature::DEFAULT_TOLERANCE_SECS;
@@ -35,23 +35,28 @@ fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// What the Stripe client needs.
+/// What the Stripe client needs besides its key, which comes from [`StripeSecret::ApiKey`].
 #[derive(Debug, Clone)]
 pub struct StripeSettings {
-    pub secret_key: SecretString,
     pub api_base: Url,
     pub retry: RetryPolicy,
 }
 
 impl StripeSettings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let secret_key = env.require("STRIPE_SECRET_KEY")?;
-        if !(secret_key.starts_with("sk_") || secret_key.starts_with("rk_")) {
+    /// The API key as read from its secret or variable: required, `rk_…` or `sk_…`.
+    pub fn api_key(text: Option<&SecretString>) -> Result<SecretString, ConfigError> {
+        let key = text.ok_or(ConfigError::Missing("STRIPE_SECRET_KEY"))?;
+        let value = key.expose_secret();
+        if !(value.starts_with("sk_") || value.starts_with("rk_")) {
             return Err(invalid(
                 "STRIPE_SECRET_KEY",
-                "expected a secret (sk_...) or restricted (rk_...) key",
+                "expected a restricted (rk_...) or secret (sk_...) key",
             ));
         }
+        Ok(key.clone())
+    }
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let api_base = env.get("STRIPE_API_BASE").unwrap_or(DEFAULT_API_BASE);
         let api_base = Url::parse(api_base).map_err(|error| invalid("STRIPE_API_BASE", error.to_string()))?;
         if !matches!(api_base.scheme(), "https" | "http") {
@@ -61,28 +66,27 @@ impl StripeSettings {
         if let Some(seconds) = env.parse_u64("STRIPE_DEADLINE_SECS")? {
             retry.deadline = Duration::from_secs(seconds.max(1));
         }
-        Ok(Self {
-            secret_key: SecretString::from(secret_key.to_owned()),
-            api_base,
-            retry,
-        })
+        Ok(Self { api_base, retry })
     }
 }
 
-/// What the webhook receiver needs. Secrets may be absent: the receiver then refuses every
+/// What the webhook receiver needs besides its signing secrets, which come from
+/// [`StripeSecret::WebhookSigning`]. The secrets may be absent: the receiver then refuses every
 /// delivery with a 500 (fail closed) instead of refusing to start, so the misconfiguration is
 /// visible in Stripe's dashboard and in the logs, and Stripe keeps retrying until it is fixed.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
-    pub secrets: Vec<SecretString>,
     pub tolerance_secs: NonZeroU64,
 }
 
 impl WebhookSettings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let secrets = env
-            .get("STRIPE_WEBHOOK_SECRET")
-            .unwrap_or_default()
+    /// The signing secrets as read: a comma-separated list (the new and the old one during a
+    /// rotation), each `whsec_…`; empty when not set.
+    pub fn signing_secrets(text: Option<&SecretString>) -> Result<Vec<SecretString>, ConfigError> {
+        let Some(text) = text else {
+            return Ok(Vec::new());
+        };
+        text.expose_secret()
             .split(',')
             .map(str::trim)
             .filter(|secret| !secret.is_empty())
@@ -96,7 +100,10 @@ impl WebhookSettings {
                     ))
                 }
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect()
+    }
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let tolerance = env
             .parse_u64("STRIPE_WEBHOOK_TOLERANCE_SECS")?
             .unwrap_or(DEFAULT_TOLERANCE_SECS);
@@ -106,10 +113,7 @@ impl WebhookSettings {
                 "0 would disable replay protection; use a positive number of seconds",
             )
         })?;
-        Ok(Self {
-            secrets,
-            tolerance_secs,
-        })
+        Ok(Self { tolerance_secs })
     }
 }
 
@@ -217,20 +221,28 @@ impl AppSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     #[test]
     fn webhook_secrets_are_a_comma_separated_list() {
-        let env = Env::from_pairs([("STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new,")]);
-        let settings = WebhookSettings::from_env(&env).unwrap();
-        let secrets: Vec<&str> = settings.secrets.iter().map(|s| s.expose_secret()).collect();
+        let text = SecretString::from("whsec_old, whsec_new,");
+        let secrets = WebhookSettings::signing_secrets(Some(&text)).unwrap();
+        let secrets: Vec<&str> = secrets.iter().map(|s| s.expose_secret()).collect();
         assert_eq!(secrets, ["whsec_old", "whsec_new"]);
-        assert_eq!(settings.tolerance_secs.get(), 300);
+        assert_eq!(
+            WebhookSettings::from_env(&Env::default()).unwrap().tolerance_secs.get(),
+            300
+        );
+        let bad = SecretString::from("whsec_ok,sk_test_oops");
+        let error = WebhookSettings::signing_secrets(Some(&bad)).unwrap_err().to_string();
+        assert!(
+            error.contains("STRIPE_WEBHOOK_SECRET") && !error.contains("oops"),
+            "{error}"
+        );
     }
 
     #[test]
     fn missing_webhook_secret_is_allowed_but_empty() {
-        assert!(WebhookSettings::from_env(&Env::default()).unwrap().secrets.is_empty());
+        assert!(WebhookSettings::signing_secrets(None).unwrap().is_empty());
     }
 
     #[test]
@@ -247,7 +259,7 @@ mod tests {
             error.to_string(),
             "missing required environment variable PAYMENT_FAILED_QUEUE_URL"
         );
-        let error = StripeSettings::from_env(&Env::default()).unwrap_err();
+        let error = StripeSettings::api_key(None).unwrap_err();
         assert_eq!(
             error.to_string(),
             "missing required environment variable STRIPE_SECRET_KEY"
@@ -270,13 +282,14 @@ mod tests {
 
     #[test]
     fn stripe_settings_default_to_stripe() {
-        let env = Env::from_pairs([("STRIPE_SECRET_KEY", "sk_test_123")]);
         assert_eq!(
-            StripeSettings::from_env(&env).unwrap().api_base.as_str(),
+            StripeSettings::from_env(&Env::default()).unwrap().api_base.as_str(),
             "https://api.stripe.com/"
         );
-        let env = Env::from_pairs([("STRIPE_SECRET_KEY", "pk_test_123")]);
-        assert!(StripeSettings::from_env(&env).is_err());
+        for (key, ok) in [("rk_test_123", true), ("sk_test_123", true), ("pk_test_123", false)] {
+            let key = SecretString::from(key);
+            assert_eq!(StripeSettings::api_key(Some(&key)).is_ok(), ok);
+        }
     }
 
     #[test]

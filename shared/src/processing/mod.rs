@@ -118,6 +118,7 @@ pub trait EventHandler: Sync {
                 rejected = counts.rejected,
                 failed = counts.failed,
                 held_back = counts.held_back,
+                deferred = counts.deferred,
                 "batch done"
             );
             Ok(response)

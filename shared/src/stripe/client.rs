@@ -17,6 +17,8 @@ use url::Url;
 use super::form;
 use super::objects::{BillingPortalSession, CheckoutSession, Customer, Invoice, List, Refund, Subscription};
 use super::resource::Resource;
+use crate::config::Rotating;
+use crate::deadline::Deadline;
 
 /// The one API version this system is written against; sent on every request so the shapes
 /// Stripe returns never change under us when the account's default version moves.
@@ -110,7 +112,9 @@ pub struct StripeClient {
     /// a Stripe call (`GET /billing/me`, most events) should not pay.
     http: Arc<OnceCell<reqwest::Client>>,
     base: Url,
-    secret_key: SecretString,
+    /// Read again from Secrets Manager within 300 s, and at once (rate-limited) when Stripe
+    /// answers 401, so a rolled key is picked up without a redeploy.
+    secret_key: Rotating<SecretString>,
     retry: RetryPolicy,
 }
 
@@ -132,21 +136,26 @@ enum Attempt<T> {
 }
 
 impl StripeClient {
-    pub fn new(http: reqwest::Client, base: Url, secret_key: SecretString, retry: RetryPolicy) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        base: Url,
+        secret_key: impl Into<Rotating<SecretString>>,
+        retry: RetryPolicy,
+    ) -> Self {
         Self {
             http: Arc::new(OnceCell::new_with(Some(http))),
             base,
-            secret_key,
+            secret_key: secret_key.into(),
             retry,
         }
     }
 
     /// A client whose HTTP client is built by [`StripeClient::http_client`] on the first call.
-    pub fn lazy(base: Url, secret_key: SecretString, retry: RetryPolicy) -> Self {
+    pub fn lazy(base: Url, secret_key: impl Into<Rotating<SecretString>>, retry: RetryPolicy) -> Self {
         Self {
             http: Arc::new(OnceCell::new()),
             base,
-            secret_key,
+            secret_key: secret_key.into(),
             retry,
         }
     }
@@ -163,7 +172,8 @@ impl StripeClient {
     /// The mode the key works in: `sk_live_`/`rk_live_` → live, `sk_test_`/`rk_test_` → test;
     /// `None` for a key of another form (a local stand-in's), which checks nothing.
     pub fn livemode(&self) -> Option<bool> {
-        let key = self.secret_key.expose_secret();
+        let key = self.secret_key.cached();
+        let key = key.expose_secret();
         let mode = key.strip_prefix("sk_").or_else(|| key.strip_prefix("rk_"))?;
         if mode.starts_with("live_") {
             Some(true)
@@ -357,21 +367,26 @@ impl StripeClient {
         body: Option<String>,
         idempotency_key: Option<String>,
     ) -> Result<T, StripeError> {
-        let deadline = Instant::now() + self.retry.deadline;
+        // The call's own limit, or the invocation's deadline when that comes first.
+        let own = Instant::now() + self.retry.deadline;
+        let deadline = Deadline::current().map_or(own, |invocation| own.min(invocation.instant()));
+        let budget = deadline.saturating_duration_since(Instant::now());
         let http = self
             .http
             .get_or_try_init(|| async { Self::http_client() })
             .await
             .map_err(StripeError::Transport)?;
         let mut retries = 0;
+        let mut key = self.secret_key.current().await;
+        let mut key_reread = false;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(StripeError::DeadlineExceeded(self.retry.deadline));
+                return Err(StripeError::DeadlineExceeded(budget));
             }
             let mut request = http
                 .request(method.clone(), url.clone())
-                .bearer_auth(self.secret_key.expose_secret())
+                .bearer_auth(key.expose_secret())
                 .header("Stripe-Version", API_VERSION)
                 .timeout(remaining);
             if let Some(key) = &idempotency_key {
@@ -382,8 +397,21 @@ impl StripeClient {
                     .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                     .body(body.clone());
             }
-            let (error, retry_after) = match self.attempt(request).await {
+            let (error, retry_after) = match self.attempt(request, budget).await {
                 Attempt::Done(value) => return Ok(value),
+                // A 401 after the key was rolled: read the secret again and, when it changed,
+                // try once more with the new key.
+                Attempt::Fail(error) if !key_reread && error.api().is_some_and(|api| api.status == 401) => {
+                    key_reread = true;
+                    match self.secret_key.reread_if_changed().await {
+                        Some(new_key) => {
+                            tracing::warn!("Stripe refused the API key; retrying with the key now in Secrets Manager");
+                            key = new_key;
+                            continue;
+                        }
+                        None => return Err(error),
+                    }
+                }
                 Attempt::Fail(error) => return Err(error),
                 Attempt::Retry { error, retry_after } => (error, retry_after),
             };
@@ -400,12 +428,12 @@ impl StripeClient {
         }
     }
 
-    async fn attempt<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Attempt<T> {
+    async fn attempt<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, budget: Duration) -> Attempt<T> {
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) if error.is_timeout() => {
                 return Attempt::Retry {
-                    error: StripeError::DeadlineExceeded(self.retry.deadline),
+                    error: StripeError::DeadlineExceeded(budget),
                     retry_after: None,
                 };
             }

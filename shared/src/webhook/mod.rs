@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use base64::Engine;
 
+use crate::config::Rotating;
 use crate::queue::EventQueue;
 use crate::routing::{self, Routed};
 use crate::stripe::EventEnvelope;
@@ -89,13 +90,18 @@ pub fn decode_body(body: Option<&str>, is_base64: bool) -> Result<Cow<'_, [u8]>,
 }
 
 pub struct WebhookReceiver<Q> {
-    verifier: SignatureVerifier,
+    /// Built from the signing secret(s), rebuilt when the secret changes in Secrets Manager.
+    verifier: Rotating<SignatureVerifier>,
     queue: Q,
 }
 
 impl<Q: EventQueue> WebhookReceiver<Q> {
-    pub fn new(verifier: SignatureVerifier, queue: Q) -> Self {
-        Self { verifier, queue }
+    /// A receiver whose secrets come from `verifier` (a fixed one converts).
+    pub fn new(verifier: impl Into<Rotating<SignatureVerifier>>, queue: Q) -> Self {
+        Self {
+            verifier: verifier.into(),
+            queue,
+        }
     }
 
     pub fn queue(&self) -> &Q {
@@ -111,11 +117,20 @@ impl<Q: EventQueue> WebhookReceiver<Q> {
             tracing::warn!(bytes = delivery.body.len(), "webhook body over the limit");
             return Reply::TOO_LARGE;
         }
-        match self.verifier.verify(delivery.signature, delivery.body, now_unix) {
+        let verifier = self.verifier.current().await;
+        let mut verdict = verifier.verify(delivery.signature, delivery.body, now_unix);
+        if matches!(verdict, Err(SignatureError::NoMatch | SignatureError::NotConfigured)) {
+            // No secret we hold signed it: the endpoint's secret may have been rolled a moment
+            // ago. Read the secret again (at most ten times per refresh window) and retry.
+            if let Some(fresh) = self.verifier.reread_if_changed().await {
+                verdict = fresh.verify(delivery.signature, delivery.body, now_unix);
+            }
+        }
+        match verdict {
             Ok(()) => {}
             Err(SignatureError::NotConfigured) => {
                 tracing::error!(
-                    "no webhook signing secret configured: refusing every delivery (set STRIPE_WEBHOOK_SECRET)"
+                    "no webhook signing secret configured: refusing every delivery (put STRIPE_WEBHOOK_SECRET in the secret STRIPE_WEBHOOK_SECRET_ARN names)"
                 );
                 return Reply::NOT_CONFIGURED;
             }
