@@ -14,9 +14,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use checkout::{AppState, IdentitySource};
+use checkout::AppState;
 use secrecy::SecretString;
-use shared::config::{Env, EventBridgeSettings, PlanCatalog, QueueSettings, StoreSettings, StripeSettings};
+use shared::config::{Env, EventBridgeSettings, PlanCatalog, QueueSettings, RateLimits, StoreSettings, StripeSettings};
 use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::eventbridge::{EventBridgeReceiver, Verdict};
 use shared::notify::{MemoryNotifier, NoAppEvents};
@@ -294,8 +294,9 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
         let api = checkout::router(AppState {
             syncer: syncer(store.clone()),
             app_base_url: url::Url::parse(&api_url).map_err(start_error)?,
-            identity: IdentitySource::DevHeader,
+            limits: RateLimits::from_env(&env).map_err(start_error)?,
         });
+        let api = api.layer(axum::middleware::from_fn(crate::dev_identity::from_header));
         let app = Router::new()
             .route("/webhooks/stripe", post(webhook::<Q>).with_state(receiver))
             .merge(api);

@@ -10,6 +10,7 @@
 //! - `billing event-types` prints the event types to enable on the Stripe webhook endpoint.
 
 mod demo;
+mod dev_identity;
 mod local;
 mod ops;
 

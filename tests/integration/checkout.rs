@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use billing_tests::api::{APP_BASE_URL, TestApi, spawn_api};
+use billing_tests::api::{APP_BASE_URL, TestApi, spawn_api, spawn_api_with_limits};
 use billing_tests::lifecycle::subscription_state;
 use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{aws, fixtures, unique};
@@ -548,6 +548,11 @@ async fn bad_input_on_every_route_is_a_4xx_json_error() {
         let unauthenticated = api.call(verb, route, None, "{}").await;
         assert_eq!(unauthenticated.body, json!({"error": "unauthorized"}), "{route}");
         assert_eq!(unauthenticated.status, 401, "{route}");
+        // `billing dev`'s identity header is nothing to the Lambda router: only the JWT counts.
+        let dev_header_only = api
+            .call_with(verb, route, None, json!({"x-billing-user": "alice"}), "{}")
+            .await;
+        assert_eq!(dev_header_only.status, 401, "{route}");
         let wrong_method = api
             .call(
                 if verb == "GET" { "DELETE" } else { "GET" },
@@ -823,4 +828,50 @@ async fn an_end_date_counts_as_cancelling_and_resume_clears_it() {
     assert_eq!(field(&update, "cancel_at"), Some(""), "the end date is cleared");
     assert_eq!(field(&update, "cancel_at_period_end"), Some("false"));
     stripe.assert_requests_valid().await;
+}
+
+/// The documented defaults (10 session calls, 6 syncs, 60 others per account and minute),
+/// counted in DynamoDB (moto): the call over the limit is a 429 with `Retry-After` and no
+/// Stripe call; another account is not affected.
+#[tokio::test]
+async fn an_account_over_its_rate_limit_gets_429_with_retry_after_and_costs_no_stripe_call() {
+    let stripe = stripe_with_idempotent_creates().await;
+    let limits = shared::config::RateLimits::default();
+    let api = spawn_api_with_limits(Arc::new(aws::fresh_store().await), &stripe, limits);
+    let (heavy, other) = (unique("user-heavy-"), unique("user-other-"));
+    // Invalid bodies: each call is counted (identity and limit come first) yet makes no
+    // Stripe call, so the limit is seen apart from Stripe's answers.
+    for call in 1..=10 {
+        let answer = api.call("POST", "/checkout/sessions", Some(&heavy), "[]").await;
+        assert_eq!(answer.status, 400, "call {call} is within the limit");
+    }
+    // The portal shares the sessions budget: the 11th session call of the minute is refused.
+    let refused = api.call("POST", "/portal/sessions", Some(&heavy), "{}").await;
+    assert_eq!(refused.status, 429, "{:?}", refused.body);
+    assert_eq!(refused.body["error"], "rate_limited");
+    assert_eq!(refused.body["limit"], "sessions");
+    let retry_after: u64 = refused.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!(
+        stripe.requests().await.is_empty(),
+        "no Stripe call for a refused request"
+    );
+
+    // Other classes and other accounts have their own budgets.
+    assert_eq!(api.call("GET", "/billing/me", Some(&heavy), "").await.status, 200);
+    assert_eq!(
+        api.call("POST", "/checkout/sessions", Some(&other), "[]").await.status,
+        400
+    );
+    stripe.serve_empty_lists().await;
+    let mut sync_statuses = Vec::new();
+    for _ in 0..7 {
+        sync_statuses.push(api.call("POST", "/billing/sync", Some(&other), "").await.status);
+    }
+    assert_eq!(
+        sync_statuses.iter().filter(|status| **status == 429).count(),
+        1,
+        "{sync_statuses:?}"
+    );
+    assert_eq!(sync_statuses.last(), Some(&429));
 }

@@ -340,3 +340,56 @@ async fn unknown_event_types_are_acknowledged() {
     );
     assert_eq!(syncer.store.event_state("evt_other").await.unwrap(), None);
 }
+
+/// Requirement 33: with less than a message's time left before the invocation's deadline, the
+/// messages not yet started go back as item failures untouched — no lease taken — so the
+/// next delivery applies them at once instead of waiting out a lease.
+#[tokio::test]
+async fn messages_left_when_the_deadline_is_near_go_back_unstarted_and_apply_next_time() {
+    let stripe = StripeStandIn::start().await;
+    let syncer = syncer(MemoryStore::new(), &stripe);
+    let mut messages = Vec::new();
+    for index in 1..=3 {
+        let sub = billing_tests::lifecycle::subscription_state(
+            &format!("sub_late{index}"),
+            &format!("cus_late{index}"),
+            "price_pro",
+            "active",
+            false,
+        );
+        let event = fixtures::event(&format!("evt_late{index}"), "customer.subscription.created", NOW, sub);
+        messages.push((format!("late-{index}"), format!("cus_late{index}"), body(&event)));
+    }
+    let batch: Vec<(String, &str, String)> = messages
+        .iter()
+        .map(|(id, group, body)| (id.clone(), group.as_str(), body.clone()))
+        .collect();
+
+    let near = shared::deadline::Deadline::after(std::time::Duration::from_secs(3));
+    let response = near
+        .scope(syncer.handle_batch(sqs_batch(&batch), NOW, LEASE))
+        .await
+        .unwrap();
+    let returned: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|failure| failure.item_identifier.as_str())
+        .collect();
+    assert_eq!(returned, ["late-1", "late-2", "late-3"]);
+    for index in 1..=3 {
+        let state = syncer.store.event_state(&format!("evt_late{index}")).await.unwrap();
+        assert_eq!(state, None, "no lease was taken on an unstarted message");
+    }
+
+    // Redelivered into an invocation with time to spare: all applied, none waits for a lease.
+    let roomy = shared::deadline::Deadline::after(std::time::Duration::from_secs(60));
+    let response = roomy
+        .scope(syncer.handle_batch(sqs_batch(&batch), NOW, LEASE))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    for index in 1..=3 {
+        let state = syncer.store.event_state(&format!("evt_late{index}")).await.unwrap();
+        assert_eq!(state, Some(LedgerState::Completed));
+    }
+}

@@ -161,6 +161,28 @@ async fn a_slow_stripe_ends_at_the_deadline() {
     assert!(matches!(error, StripeError::DeadlineExceeded(_)), "{error:?}");
 }
 
+/// Each call's own limit is 20 s, but inside an invocation it ends by the invocation's
+/// deadline, so a slow Stripe cannot make a Lambda run over its timeout.
+#[tokio::test]
+async fn a_call_ends_by_the_invocation_deadline_before_its_own() {
+    let stripe = StripeStandIn::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .mount(&stripe.server)
+        .await;
+    let client = stripe.client_with(RetryPolicy::default());
+    assert_eq!(RetryPolicy::default().deadline, Duration::from_secs(20));
+
+    let deadline = shared::deadline::Deadline::after(Duration::from_millis(400));
+    let error = deadline.scope(client.retrieve_subscription("sub_1")).await.unwrap_err();
+
+    match error {
+        StripeError::DeadlineExceeded(budget) => assert!(budget <= Duration::from_millis(400), "{budget:?}"),
+        other => panic!("expected the deadline, got {other:?}"),
+    }
+    assert_eq!(stripe.requests().await.len(), 1, "no retry fits after the deadline");
+}
+
 #[tokio::test]
 async fn connection_failures_are_retried_then_reported() {
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::to_bytes;
-use checkout::{AppState, IdentitySource, router};
+use checkout::{AppState, router};
 use serde_json::{Value, json};
 use shared::config::PlanCatalog;
 use shared::store::BillingStore;
@@ -25,10 +25,21 @@ pub struct TestApi<S> {
 pub struct Answer {
     pub status: u16,
     pub body: Value,
+    /// The `Retry-After` header, when there is one.
+    pub retry_after: Option<String>,
 }
 
-/// The API over `store` (shared with the test through an `Arc`) and the Stripe stand-in.
+/// The API over `store` (shared with the test through an `Arc`) and the Stripe stand-in, with
+/// no rate limits: the tests of everything else call one route many times a minute.
 pub fn spawn_api<S: BillingStore + 'static>(store: Arc<S>, stripe: &StripeStandIn) -> TestApi<S> {
+    spawn_api_with_limits(store, stripe, shared::config::RateLimits::UNLIMITED)
+}
+
+pub fn spawn_api_with_limits<S: BillingStore + 'static>(
+    store: Arc<S>,
+    stripe: &StripeStandIn,
+    limits: shared::config::RateLimits,
+) -> TestApi<S> {
     let state = AppState {
         syncer: Syncer {
             store: store.clone(),
@@ -39,7 +50,7 @@ pub fn spawn_api<S: BillingStore + 'static>(store: Arc<S>, stripe: &StripeStandI
             app_events: shared::notify::NoAppEvents,
         },
         app_base_url: url::Url::parse(APP_BASE_URL).unwrap(),
-        identity: IdentitySource::ApiGatewayJwt,
+        limits,
     };
     TestApi {
         router: router(state),
@@ -83,8 +94,17 @@ impl<S> TestApi<S> {
             lambda_http::request::from_str(&apigw_event(method, path, user, headers, body)).expect("API Gateway event");
         let response = self.router.clone().oneshot(request).await.expect("router never fails");
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
-        Answer { status, body }
+        Answer {
+            status,
+            body,
+            retry_after,
+        }
     }
 }

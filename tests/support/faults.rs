@@ -178,6 +178,15 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
             .around(false, store_fault, self.inner.subscriptions_of_customer(customer_id))
             .await
     }
+    async fn count_request(&self, key: &str, window_start: i64, expires_at: i64) -> Res<u64> {
+        self.plan
+            .around(
+                true,
+                store_fault,
+                self.inner.count_request(key, window_start, expires_at),
+            )
+            .await
+    }
     async fn sample_subscriptions(&self, limit: usize) -> Res<Vec<SubscriptionRecord>> {
         self.plan
             .around(false, store_fault, self.inner.sample_subscriptions(limit))

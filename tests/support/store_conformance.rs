@@ -23,6 +23,40 @@ pub async fn run<S: BillingStore + 'static>(store: Arc<S>) {
     concurrent_claims_have_one_winner(store.clone()).await;
     dunning_records_round_trip(&*store).await;
     cursors_compare_and_set(&*store).await;
+    concurrent_requests_are_counted_once_each(store.clone()).await;
+}
+
+/// 20 concurrent requests in one window get the counts 1..=20, each once: no two callers
+/// see the same count, so none slips past a limit. Another window or key starts at 1.
+async fn concurrent_requests_are_counted_once_each<S: BillingStore + 'static>(store: Arc<S>) {
+    let key = unique("sessions#user-");
+    let calls = (0..20).map(|_| {
+        let (store, key) = (store.clone(), key.clone());
+        async move { store.count_request(&key, 1_800_000_000, 1_800_000_120).await.unwrap() }
+    });
+    let mut counts = futures_join_all(calls).await;
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=20).collect::<Vec<u64>>());
+    assert_eq!(
+        store.count_request(&key, 1_800_000_060, 1_800_000_180).await.unwrap(),
+        1
+    );
+    let other = unique("sync#user-");
+    assert_eq!(
+        store.count_request(&other, 1_800_000_060, 1_800_000_180).await.unwrap(),
+        1
+    );
+}
+
+async fn futures_join_all<F: std::future::Future<Output = u64> + Send + 'static>(
+    calls: impl Iterator<Item = F>,
+) -> Vec<u64> {
+    let handles: Vec<_> = calls.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
 }
 
 pub fn subscription(customer: &str, id: &str, watermark: i64, status: SubscriptionStatus) -> SubscriptionRecord {

@@ -2,7 +2,8 @@
 //! Internal causes are logged here and never returned to the caller.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use shared::processing::ProcessError;
@@ -23,6 +24,8 @@ pub enum ApiError {
     Conflict { code: &'static str, hint: &'static str },
     #[error("body too large")]
     PayloadTooLarge,
+    #[error("rate limited ({class}); retry after {retry_after} s")]
+    RateLimited { class: &'static str, retry_after: u64 },
     #[error("Stripe call failed")]
     Stripe(#[from] StripeError),
     #[error("store call failed")]
@@ -50,6 +53,11 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method_not_allowed"})),
             ApiError::Conflict { code, hint } => (StatusCode::CONFLICT, json!({"error": code, "hint": hint})),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": "payload_too_large"})),
+            ApiError::RateLimited { class, retry_after } => {
+                let body = json!({"error": "rate_limited", "limit": class, "retry_after": retry_after});
+                let retry_after = HeaderValue::from(*retry_after);
+                return (StatusCode::TOO_MANY_REQUESTS, [(RETRY_AFTER, retry_after)], Json(body)).into_response();
+            }
             // Stripe refuses a reused Idempotency-Key with different parameters: the caller's
             // mistake, so a 409 rather than a provider failure.
             ApiError::Stripe(error) if error.api().is_some_and(|api| api.error_type == "idempotency_error") => (

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use shared::config::RateLimits;
+use shared::deadline::Deadline;
 use shared::store::BillingStore;
 use shared::sync::Syncer;
 use url::Url;
 
-pub use auth::IdentitySource;
 pub use error::ApiError;
 pub use redirect::SafePath;
 
@@ -26,7 +27,19 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct AppState<S> {
     pub syncer: Syncer<S>,
     pub app_base_url: Url,
-    pub identity: IdentitySource,
+    /// Requests per account and minute, by route class.
+    pub limits: RateLimits,
+}
+
+/// API Gateway answers 504 after 29 s whatever the function does; the Stripe calls a request
+/// makes end by this deadline together, so the caller gets this API's own error instead.
+pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25);
+
+async fn within_request_deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    Deadline::after(REQUEST_DEADLINE).scope(next.run(request)).await
 }
 
 pub fn router<S: BillingStore + 'static>(state: AppState<S>) -> Router {
@@ -41,5 +54,6 @@ pub fn router<S: BillingStore + 'static>(state: AppState<S>) -> Router {
         .fallback(|| async { ApiError::NotFound("route_not_found") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(within_request_deadline))
         .with_state(Arc::new(state))
 }

@@ -1,8 +1,8 @@
 //! Lambda entry point of the billing API: wiring only.
 
-use checkout::{AppState, IdentitySource, router};
+use checkout::{AppState, router};
 use shared::bootstrap;
-use shared::config::AppSettings;
+use shared::config::{AppSettings, RateLimits};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let state = AppState {
         syncer: bootstrap::syncer(&sdk, &env).await?,
         app_base_url: AppSettings::from_env(&env)?.base_url,
-        identity: IdentitySource::ApiGatewayJwt,
+        limits: RateLimits::from_env(&env)?,
     };
     lambda_http::run(router(state)).await
 }

@@ -2,6 +2,7 @@
 //! uses, and a missing or invalid variable fails start-up with a message naming it.
 
 mod env;
+mod limits;
 mod plans;
 mod secrets;
 
@@ -12,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 pub use env::Env;
+pub use limits::{RateLimits, RouteClass, WINDOW_SECS as RATE_WINDOW_SECS};
 pub use plans::{Plan, PlanCatalog};
 pub use secrets::{MAX_AGE as SECRETS_MAX_AGE, Rotating, SecretSource, StripeSecret};
 

@@ -105,8 +105,8 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
     /// clock the schedule's cursor must not depend on, so a backfill leaves the cursor alone.
     pub async fn run(&self, now: i64, since: Option<i64>) -> Result<ReconcileReport, ReconcileError> {
         let cursor = self.store.get_cursor(CURSOR).await?;
-        let oldest = now - EVENT_RETENTION_SECS + 60;
-        let wanted = since.or(cursor.map(|c| c - OVERLAP_SECS));
+        let oldest = now.saturating_sub(EVENT_RETENTION_SECS).saturating_add(60);
+        let wanted = since.or(cursor.map(|c| c.saturating_sub(OVERLAP_SECS)));
         let window_start = match wanted {
             Some(start) if start >= oldest => start,
             Some(start) => {
@@ -144,7 +144,7 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
                     report.already_done += 1;
                     continue;
                 }
-                if now - envelope.created < IN_FLIGHT_SECS {
+                if now.saturating_sub(envelope.created) < IN_FLIGHT_SECS {
                     report.in_flight += 1;
                     continue;
                 }
@@ -157,13 +157,13 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
                 None => break,
             }
         }
-        report.lag_seconds = oldest_missed.map_or(0, |created| now - created);
+        report.lag_seconds = oldest_missed.map_or(0, |created| now.saturating_sub(created));
         // Only after everything was enqueued: a crash before this line re-lists the window,
         // and the ledger and FIFO deduplication absorb the repeats. Every event older than the
         // in-flight window has been dealt with (the overlap covers events that became listable
         // late), so the cursor moves there even when nothing was listed: a quiet account stays
         // current.
-        let covered = now - IN_FLIGHT_SECS;
+        let covered = now.saturating_sub(IN_FLIGHT_SECS);
         if since.is_none() && covered > cursor.unwrap_or(i64::MIN) {
             if self.store.set_cursor(CURSOR, cursor, covered).await? {
                 report.cursor = Some(covered);

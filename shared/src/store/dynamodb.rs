@@ -635,6 +635,29 @@ impl BillingStore for DynamoStore {
             .collect()
     }
 
+    async fn count_request(&self, key: &str, window_start: i64, expires_at: i64) -> Res<u64> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RATE#{key}")))
+            .key("sk", s(format!("WINDOW#{window_start}")))
+            .update_expression("ADD #count :one SET expires_at = :expires_at")
+            .expression_attribute_names("#count", "request_count")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":expires_at", n(expires_at))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(backend)?;
+        let count = output
+            .attributes
+            .as_ref()
+            .and_then(|item| number_attr(item, "request_count"))
+            .ok_or_else(|| StoreError::Corrupt(format!("request counter {key} has no count")))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn get_cursor(&self, name: &str) -> Res<Option<i64>> {
         Ok(self
             .get(format!("CURSOR#{name}"), "CURSOR")

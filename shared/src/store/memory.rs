@@ -22,6 +22,7 @@ struct State {
     dunning: HashMap<(String, String), DunningRecord>,
     cursors: HashMap<String, i64>,
     checkout_sessions: HashMap<String, UserId>,
+    request_counts: HashMap<(String, i64), u64>,
 }
 
 #[derive(Default)]
@@ -241,6 +242,16 @@ impl BillingStore for MemoryStore {
         Ok(self.with(|state| {
             let records = state.dunning.values().filter(|r| r.customer_id == customer_id).cloned();
             sorted(records, |r| r.invoice_id.clone())
+        }))
+    }
+
+    async fn count_request(&self, key: &str, window_start: i64, _expires_at: i64) -> Res<u64> {
+        Ok(self.with(|state| {
+            // Older windows are what DynamoDB's TTL would have removed.
+            state.request_counts.retain(|(_, start), _| *start >= window_start);
+            let count = state.request_counts.entry((key.to_owned(), window_start)).or_default();
+            *count += 1;
+            *count
         }))
     }
 

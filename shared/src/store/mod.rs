@@ -92,6 +92,12 @@ pub trait BillingStore: Send + Sync {
     ) -> impl Future<Output = Res<Option<DunningRecord>>> + Send;
     fn dunning_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Vec<DunningRecord>>> + Send;
 
+    /// Counts one request against `key` (a route class and an account) in the fixed window
+    /// that starts at `window_start`, atomically, and returns the count with this one; the
+    /// counter disappears after `expires_at`. One conditional-free `ADD`: concurrent callers
+    /// each get a distinct count, so a burst cannot slip past a limit.
+    fn count_request(&self, key: &str, window_start: i64, expires_at: i64) -> impl Future<Output = Res<u64>> + Send;
+
     fn get_cursor(&self, name: &str) -> impl Future<Output = Res<Option<i64>>> + Send;
     /// Moves a cursor from `expected` (None: unset) to `value`; false if someone moved it first.
     fn set_cursor(&self, name: &str, expected: Option<i64>, value: i64) -> impl Future<Output = Res<bool>> + Send;
@@ -176,6 +182,9 @@ impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
     }
     fn dunning_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Vec<DunningRecord>>> + Send {
         (**self).dunning_of_customer(customer_id)
+    }
+    fn count_request(&self, key: &str, window_start: i64, expires_at: i64) -> impl Future<Output = Res<u64>> + Send {
+        (**self).count_request(key, window_start, expires_at)
     }
     fn get_cursor(&self, name: &str) -> impl Future<Output = Res<Option<i64>>> + Send {
         (**self).get_cursor(name)

@@ -368,7 +368,12 @@ impl StripeClient {
         idempotency_key: Option<String>,
     ) -> Result<T, StripeError> {
         // The call's own limit, or the invocation's deadline when that comes first.
-        let own = Instant::now() + self.retry.deadline;
+        let started = Instant::now();
+        // A configured deadline too far out for the clock (`STRIPE_DEADLINE_SECS` = 10^18)
+        // means "no limit of its own", never a panic.
+        let own = started
+            .checked_add(self.retry.deadline)
+            .unwrap_or(started + Duration::from_secs(86_400));
         let deadline = Deadline::current().map_or(own, |invocation| own.min(invocation.instant()));
         let budget = deadline.saturating_duration_since(Instant::now());
         let http = self
