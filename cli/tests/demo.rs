@@ -70,7 +70,8 @@ async fn the_demo_walks_the_lifecycle_on_dynamodb_and_sqs_from_a_dotenv() {
     let store = shared::store::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
     let stored = shared::store::BillingStore::sample_subscriptions(&store, 100)
         .await
-        .unwrap();
+        .unwrap()
+        .records;
     // Passes 1 to 5 (snapshot and thin, webhook and EventBridge) end canceled; pass 6 leaves
     // two of its customers exactly one live subscription (the second tab; the kept one of the
     // race, the other cancelled); the third customer's two (the cancelled trial, the

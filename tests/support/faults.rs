@@ -15,7 +15,7 @@ use shared::notify::{AppEvent, DunningEmail, Notifier, NotifyError, Publisher};
 use shared::queue::{EventQueue, OutboundMessage, QueueError, QueueName, ReceivedMessage};
 use shared::store::{
     BillingStore, DunningRecord, Entitlement, LedgerClaim, LedgerState, LinkOutcome, StoreError, SubscriptionRecord,
-    UserId, WriteOutcome, WriteRule,
+    SubscriptionSample, UserId, WriteOutcome, WriteRule,
 };
 
 /// The failure rate and the count of what was injected, shared by the wrappers of one run.
@@ -187,7 +187,7 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
             )
             .await
     }
-    async fn sample_subscriptions(&self, limit: usize) -> Res<Vec<SubscriptionRecord>> {
+    async fn sample_subscriptions(&self, limit: usize) -> Res<SubscriptionSample> {
         self.plan
             .around(false, store_fault, self.inner.sample_subscriptions(limit))
             .await

@@ -167,7 +167,7 @@ async fn subscriptions_can_be_sampled<S: BillingStore>(store: &S) {
     // Other kinds of items beside them (earlier checks stored customer links too).
     store.claim_event(&unique("evt_"), 1, 2).await.unwrap();
     let key = |r: &SubscriptionRecord| (r.customer_id.clone(), r.subscription_id.clone());
-    let everything = store.sample_subscriptions(usize::MAX).await.unwrap();
+    let everything = store.sample_subscriptions(usize::MAX).await.unwrap().records;
     let all: std::collections::HashSet<_> = everything.iter().map(key).collect();
     assert_eq!(all.len(), everything.len(), "no record twice");
     for id in ["sub_x", "sub_y", "sub_z"] {
@@ -178,15 +178,15 @@ async fn subscriptions_can_be_sampled<S: BillingStore>(store: &S) {
     }
     assert!(everything.iter().all(|r| r.subscription_id.starts_with("sub_")));
 
-    let two = store.sample_subscriptions(2).await.unwrap();
+    let two = store.sample_subscriptions(2).await.unwrap().records;
     assert_eq!(two.len(), 2);
     assert!(two.iter().all(|r| all.contains(&key(r))));
     assert_ne!(key(&two[0]), key(&two[1]));
-    assert!(store.sample_subscriptions(0).await.unwrap().is_empty());
+    assert!(store.sample_subscriptions(0).await.unwrap().records.is_empty());
 
     let mut drawn = std::collections::HashSet::new();
     for _ in 0..40 {
-        drawn.extend(store.sample_subscriptions(1).await.unwrap().iter().map(key));
+        drawn.extend(store.sample_subscriptions(1).await.unwrap().records.iter().map(key));
     }
     assert!(
         drawn.len() > 1,

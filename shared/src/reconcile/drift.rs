@@ -2,7 +2,7 @@
 //! dashboard with its event lost for good, or a restore from backup can leave a stored
 //! subscription different from Stripe's with no event left to fix it. This compares a random
 //! sample of stored subscriptions with what Stripe says now and stores Stripe's version of
-//! the ones that differ.
+//! the ones that differ. The sample reads a bounded number of items, never the whole table.
 
 use serde::Serialize;
 
@@ -17,12 +17,16 @@ pub struct DriftReport {
     pub repaired: Vec<String>,
     /// Subscriptions Stripe could not be asked about; the next run samples again.
     pub unreadable: usize,
+    /// Store items read to draw the sample (bounded, whatever the table's size).
+    pub items_read: usize,
 }
 
 /// Checks up to `sample` stored subscriptions against Stripe at `now`.
 pub async fn check<S: BillingStore>(syncer: &Syncer<S>, sample: usize, now: i64) -> Result<DriftReport, ProcessError> {
     let mut report = DriftReport::default();
-    for stored in syncer.store.sample_subscriptions(sample).await? {
+    let drawn = syncer.store.sample_subscriptions(sample).await?;
+    report.items_read = drawn.items_read;
+    for stored in drawn.records {
         report.checked += 1;
         let fresh = match syncer.stripe.retrieve_subscription(&stored.subscription_id).await {
             Ok(fresh) => fresh,

@@ -70,6 +70,10 @@ fn string_attr(item: &Item, name: &str) -> Option<String> {
     item.get(name)?.as_s().ok().cloned()
 }
 
+/// The hash ranges a drift sample picks from; more makes a sample's first read land on a
+/// smaller, more random part of a large table.
+const SAMPLE_SEGMENTS: i32 = 16;
+
 fn number_attr(item: &Item, name: &str) -> Option<i64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
@@ -447,30 +451,51 @@ impl BillingStore for DynamoStore {
             .collect()
     }
 
-    async fn sample_subscriptions(&self, limit: usize) -> Res<Vec<SubscriptionRecord>> {
+    async fn sample_subscriptions(&self, limit: usize) -> Res<SubscriptionSample> {
+        // One of SAMPLE_SEGMENTS hash ranges of the table chosen at random, then the next ones,
+        // until the read budget is spent: `Limit` counts the items read before the filter, so
+        // the cost is bounded by the budget, not by the table.
         let mut sample = Reservoir::new(limit);
-        let mut start: Option<Item> = None;
-        loop {
-            // Eventually consistent and filtered server-side: the drift check repairs what it
-            // finds, so a record a second old is as good as a fresh one, at half the read cost.
-            let output = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("begins_with(sk, :prefix)")
-                .expression_attribute_values(":prefix", s("SUB#"))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(backend)?;
-            for item in output.items.unwrap_or_default() {
-                sample.offer(from_item(item)?);
-            }
-            match output.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(sample.into_items()),
+        let budget = sample_read_budget(limit);
+        let first = fastrand::i32(0..SAMPLE_SEGMENTS);
+        let mut items_read = 0;
+        'segments: for step in 0..SAMPLE_SEGMENTS {
+            let segment = (first + step) % SAMPLE_SEGMENTS;
+            let mut start: Option<Item> = None;
+            loop {
+                let left = budget.saturating_sub(items_read);
+                if left == 0 {
+                    break 'segments;
+                }
+                // Eventually consistent and filtered server-side: the drift check repairs what
+                // it finds, so a record a second old is as good as a fresh one, at half the cost.
+                let output = self
+                    .client
+                    .scan()
+                    .table_name(&self.table)
+                    .segment(segment)
+                    .total_segments(SAMPLE_SEGMENTS)
+                    .limit(i32::try_from(left).unwrap_or(i32::MAX))
+                    .filter_expression("begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s("SUB#"))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                items_read += usize::try_from(output.scanned_count).unwrap_or(left);
+                for item in output.items.unwrap_or_default() {
+                    sample.offer(from_item(item)?);
+                }
+                match output.last_evaluated_key {
+                    Some(key) if !key.is_empty() => start = Some(key),
+                    _ => break,
+                }
             }
         }
+        Ok(SubscriptionSample {
+            records: sample.into_items(),
+            items_read,
+        })
     }
 
     async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<WriteOutcome> {

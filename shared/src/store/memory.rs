@@ -130,15 +130,22 @@ impl BillingStore for MemoryStore {
         }))
     }
 
-    async fn sample_subscriptions(&self, limit: usize) -> Res<Vec<SubscriptionRecord>> {
+    async fn sample_subscriptions(&self, limit: usize) -> Res<SubscriptionSample> {
         Ok(self.with(|state| {
             let mut sample = Reservoir::new(limit);
-            state
-                .subscriptions
-                .values()
-                .cloned()
-                .for_each(|record| sample.offer(record));
-            sample.into_items()
+            let budget = sample_read_budget(limit);
+            // A random start, then in order, like DynamoDB's random segment.
+            let mut records: Vec<&SubscriptionRecord> = state.subscriptions.values().collect();
+            records.sort_by(|a, b| (&a.customer_id, &a.subscription_id).cmp(&(&b.customer_id, &b.subscription_id)));
+            let start = fastrand::usize(..records.len().max(1));
+            let read = records.len().min(budget);
+            for record in records.iter().cycle().skip(start).take(read) {
+                sample.offer((*record).clone());
+            }
+            SubscriptionSample {
+                records: sample.into_items(),
+                items_read: read,
+            }
         }))
     }
 

@@ -64,9 +64,10 @@ pub trait BillingStore: Send + Sync {
     ) -> impl Future<Output = Res<Option<SubscriptionRecord>>> + Send;
     fn subscriptions_of_customer(&self, customer_id: &str)
     -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send;
-    /// Up to `limit` stored subscriptions chosen uniformly at random, for the drift check.
-    /// A full pass over the subscriptions: meant for an occasional run, not a request path.
-    fn sample_subscriptions(&self, limit: usize) -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send;
+    /// Up to `limit` stored subscriptions chosen at random, for the drift check, reading at
+    /// most [`sample_read_budget`]`(limit)` items whatever the table's size: a run every 15
+    /// minutes costs the same on a table of a thousand items and of a hundred million.
+    fn sample_subscriptions(&self, limit: usize) -> impl Future<Output = Res<SubscriptionSample>> + Send;
 
     /// Writes the entitlement if the stored version is still `entitlement.version - 1` (none
     /// stored counts as 0); `Stale` if another writer got there first.
@@ -149,7 +150,7 @@ impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
     ) -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send {
         (**self).subscriptions_of_customer(customer_id)
     }
-    fn sample_subscriptions(&self, limit: usize) -> impl Future<Output = Res<Vec<SubscriptionRecord>>> + Send {
+    fn sample_subscriptions(&self, limit: usize) -> impl Future<Output = Res<SubscriptionSample>> + Send {
         (**self).sample_subscriptions(limit)
     }
     fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<WriteOutcome>> + Send {
@@ -210,6 +211,20 @@ pub(crate) fn past_due_since(stored: Option<&SubscriptionRecord>, new: &Subscrip
 
 /// Reservoir sampling: a uniform sample of `limit` items from a stream of unknown length, in
 /// memory proportional to the sample, not the stream.
+/// What a drift-check sample drew, and how many items it read to draw it.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionSample {
+    pub records: Vec<SubscriptionRecord>,
+    pub items_read: usize,
+}
+
+/// The most items a sample of `limit` may read: twenty per subscription wanted (subscriptions
+/// are a minority beside ledger and link items), within 200 and 2,000 items, about 250
+/// read units at most with eventually consistent reads of 1 KB items.
+pub fn sample_read_budget(limit: usize) -> usize {
+    limit.saturating_mul(20).clamp(200, 2_000)
+}
+
 pub(crate) struct Reservoir<T> {
     limit: usize,
     seen: usize,
