@@ -9,7 +9,9 @@ Every run first feeds the checker deliberately broken in-memory templates and ma
 one is caught (and that a correct one is not), so the checker cannot silently pass everything.
 Besides the template it reads functions/ (one function per crate), README.md (the event-types
 block, which the EventBridge rule must filter on) and shared/src/stripe/client.rs (the pinned
-API version, which the StripeApiVersion output must state).
+API version, which the StripeApiVersion output must state). What each function may read of the
+Stripe secrets (STRIPE_SECRET_ACCESS) and do to the billing table (DYNAMODB_ACCESS) is stated in
+this file, from the Rust code, and the template must grant exactly that.
 Exit status: 0 when all rules hold, 1 on any violation or unreadable input, 2 when the
 self-test itself fails.
 """
@@ -30,7 +32,7 @@ RUNTIME = "provided.al2023"
 ARCHITECTURE = "arm64"
 BUILD_METHOD = "rust-cargolambda"
 WEBHOOK_PATH = "/webhooks/stripe"
-MIN_MAX_RECEIVE_COUNT = 5
+MIN_MAX_RECEIVE_COUNT = 10
 VISIBILITY_FACTOR = 6
 LAMBDA_DEFAULT_TIMEOUT = 3
 SQS_DEFAULT_VISIBILITY = 30
@@ -46,18 +48,123 @@ STRIPE_PARTNER_SOURCE_PREFIX = "aws.partner/stripe.com/"
 EVENTS_PRINCIPAL = "events.amazonaws.com"
 # The queues a Stripe event receiver sends to, by the environment variable that names them.
 RECEIVER_QUEUE_VARIABLES = ("EVENTS_QUEUE_URL", "PAYMENT_FAILED_QUEUE_URL")
-SECRETS_VARIABLE = "STRIPE_SECRETS_ARN"
-# Per function (logical id): does it read the Stripe secret? True: it must have the secret's
-# ARN and read access to it, or it fails at init. False: it must have neither. A new function
-# must be added here, which forces the question to be answered.
-STRIPE_SECRET_ACCESS: dict[str, bool] = {
-    "WebhookFunction": True,
-    "EventBridgeFunction": False,
-    "CheckoutFunction": True,
-    "EventsFunction": True,
-    "PaymentFailedFunction": True,
-    "ReconcileFunction": True,
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """One Stripe secret: the variable that tells a function its ARN (shared/src/config/secrets.rs),
+    the parameter naming an existing secret (default "": the stack creates `resource`), and the
+    output stating the one in use (named like the parameter)."""
+
+    variable: str
+    parameter: str
+    resource: str
+
+
+API_KEY = "API key secret"
+WEBHOOK_SECRET = "webhook signing secret"
+STRIPE_SECRETS: dict[str, SecretSpec] = {
+    # {"STRIPE_SECRET_KEY":"rk_..."}
+    API_KEY: SecretSpec("STRIPE_API_KEY_SECRET_ARN", "StripeApiKeySecretArn", "StripeApiKeySecret"),
+    # {"STRIPE_WEBHOOK_SECRET":"whsec_new,whsec_old"}
+    WEBHOOK_SECRET: SecretSpec("STRIPE_WEBHOOK_SECRET_ARN", "StripeWebhookSecretArn", "StripeWebhookSecret"),
 }
+# The single combined secret of earlier versions: no function may be told it any more.
+RETIRED_SECRET_VARIABLES = ("STRIPE_SECRETS_ARN",)
+# Per function (logical id): the Stripe secrets it reads. It must be told each one's ARN and be
+# able to read exactly those (GetSecretValue on that ARN and no other, no wildcard), and be told
+# and allowed nothing else. A new function must be added here, which forces the question.
+STRIPE_SECRET_ACCESS: dict[str, frozenset[str]] = {
+    # Verifies signatures and enqueues: never calls Stripe, so never holds the API key.
+    "WebhookFunction": frozenset({WEBHOOK_SECRET}),
+    # The partner event source and IAM authenticate; it calls nothing at Stripe.
+    "EventBridgeFunction": frozenset(),
+    # bootstrap::stripe_client (api_key) through bootstrap::syncer, or directly (reconcile).
+    "CheckoutFunction": frozenset({API_KEY}),
+    "EventsFunction": frozenset({API_KEY}),
+    "PaymentFailedFunction": frozenset({API_KEY}),
+    "ReconcileFunction": frozenset({API_KEY}),
+}
+
+
+@dataclass(frozen=True)
+class TableAccess:
+    """DynamoDB actions (without the dynamodb: prefix) on the billing table and on its index."""
+
+    table: frozenset[str] = frozenset()
+    index: frozenset[str] = frozenset()
+
+
+# Per function (logical id): the DynamoDB actions it may have on the billing table, exactly. The
+# template must grant these in inline statements on the table's ARN (!GetAtt Table.Arn) and on
+# the index's (!Sub ${Table.Arn}/index/gsi1), no more and no fewer; no DynamoDB policy template
+# (DynamoDBCrudPolicy grants Scan, DeleteItem, BatchWriteItem, ...), no wildcard action.
+#
+# What each action is for, from shared/src/store/dynamodb.rs (store method -> DynamoDB call):
+#   GetItem    customer_of_user, user_of_customer, checkout_session_user, get_subscription,
+#              get_entitlement, get_dunning, event_state, get_cursor, claim_event (re-read
+#              when a failed condition returned no item)
+#   PutItem    put_checkout_session, put_entitlement, put_dunning, claim_event, set_cursor,
+#              link_customer (TransactWriteItems of two conditional Puts), user_of_customer
+#              (a legacy link found through the index gets its reverse item: conditional Put)
+#   UpdateItem put_subscription, complete_event, count_request (ADD to a rate-limit counter)
+#   DeleteItem release_event, unlink_customer (TransactWriteItems of two Deletes)
+#   Query      subscriptions_of_customer, dunning_of_customer (table); user_of_customer's legacy
+#              lookup on gsi1 (index)
+#   Scan       sample_subscriptions (the drift check: one bounded page of a random segment)
+# TransactWriteItems is no IAM action of its own: each part needs its action, and no
+# transaction has a ConditionCheck part, so no function needs ConditionCheckItem. Every path
+# that calls user_of_customer may take the legacy lookup, hence index Query and PutItem there.
+DYNAMODB_ACCESS: dict[str, TableAccess] = {
+    # Verifies and enqueues; no BILLING_TABLE.
+    "WebhookFunction": TableAccess(),
+    "EventBridgeFunction": TableAccess(),
+    # functions/checkout/src: auth.rs count_request (UpdateItem, every user route);
+    # routes/checkout.rs put_checkout_session, get_entitlement, customer_of_user, link_customer
+    # (whose conflict path reads user_of_customer: GetItem, index Query, PutItem);
+    # routes/mod.rs customer_of_user, subscriptions_of_customer, get_entitlement;
+    # routes/subscription.rs put_subscription + Syncer::refresh_entitlement (get_entitlement,
+    # customer_of_user, subscriptions_of_customer, dunning_of_customer, put_entitlement);
+    # routes/billing.rs Syncer::sync_customer (put_subscription, refresh_entitlement).
+    # Never unlinks, releases a lease or lists the table: no DeleteItem, no Scan.
+    "CheckoutFunction": TableAccess(
+        table=frozenset({"GetItem", "PutItem", "UpdateItem", "Query"}),
+        index=frozenset({"Query"}),
+    ),
+    # processing/ledger.rs claim_event (PutItem, GetItem), complete_event (UpdateItem),
+    # release_event (DeleteItem) around every event; sync/: checkout_session.rs
+    # checkout_session_user + link_customer; customer.rs user_of_customer, link_customer,
+    # unlink_customer (DeleteItem); subscription.rs put_subscription, get_subscription;
+    # invoice_settled.rs get_dunning, put_dunning; mod.rs refresh_entitlement (above).
+    "EventsFunction": TableAccess(
+        table=frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"}),
+        index=frozenset({"Query"}),
+    ),
+    # processing/ledger.rs as above (DeleteItem: release_event only); dunning/
+    # invoice_payment_failed.rs get_dunning, put_dunning, Syncer::refetch_subscription
+    # (put_subscription), Syncer::refresh_entitlement(customer, None) (user_of_customer, ...).
+    "PaymentFailedFunction": TableAccess(
+        table=frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"}),
+        index=frozenset({"Query"}),
+    ),
+    # reconcile/mod.rs get_cursor, event_state (GetItem), set_cursor (PutItem); reconcile/
+    # drift.rs sample_subscriptions (Scan), put_subscription (UpdateItem), refresh_entitlement
+    # (user_of_customer with its legacy lookup, get_entitlement, customer_of_user, Query of
+    # subscriptions and dunning, put_entitlement). The only function with Scan; no DeleteItem.
+    "ReconcileFunction": TableAccess(
+        table=frozenset({"GetItem", "PutItem", "UpdateItem", "Query", "Scan"}),
+        index=frozenset({"Query"}),
+    ),
+}
+GSI_NAME = "gsi1"
+INDEX_ARN_PATTERN = re.compile(r"^\$\{([A-Za-z0-9]+)\.Arn\}/index/(.+)$")
+# The values CloudWatch Logs accepts for a log group's RetentionInDays.
+LOG_RETENTION_DAYS = frozenset(
+    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
+)
+LAMBDA_LOG_GROUP_PREFIX = "/aws/lambda/"
+# The least MaximumConcurrency an SQS event source accepts.
+MIN_MAXIMUM_CONCURRENCY = 2
 SECRET_PATTERNS = [
     re.compile(r"sk_(live|test)_[A-Za-z0-9]+"),
     re.compile(r"rk_(live|test)_[A-Za-z0-9]+"),
@@ -165,6 +272,84 @@ def as_bool(value: Any) -> bool | None:
     return None
 
 
+def references(value: Any) -> tuple[set[str], list[str]]:
+    """The names a value refers to (Ref, GetAtt, ${...} in Sub) and its literal text, if any
+    (the condition names of Fn::If and the local variables of a Sub excluded)."""
+    names: set[str] = set()
+    literals: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict) and len(node) == 1:
+            (key, inner), = node.items()
+            if key == "Ref" and isinstance(inner, str):
+                names.add(inner)
+                return
+            if key == "Fn::GetAtt":
+                target = inner[0] if isinstance(inner, list) and inner else inner
+                names.add(str(target).split(".", 1)[0])
+                return
+            if key == "Fn::If" and isinstance(inner, list) and len(inner) == 3:
+                walk(inner[1])
+                walk(inner[2])
+                return
+            if key == "Fn::Sub":
+                text, variables = (inner[0], inner[1]) if isinstance(inner, list) and len(inner) == 2 else (inner, {})
+                variables = variables if isinstance(variables, dict) else {}
+                for value in variables.values():
+                    walk(value)
+                if isinstance(text, str):
+                    for match in re.finditer(r"\$\{([^}!]+)\}", text):
+                        reference = match.group(1).split(".", 1)[0]
+                        if reference not in variables:
+                            names.add(reference)
+                    if re.sub(r"\$\{[^}!]+\}", "", text):
+                        literals.append(text)
+                return
+        if isinstance(node, dict):
+            for inner in node.values():
+                walk(inner)
+        elif isinstance(node, list):
+            for inner in node:
+                walk(inner)
+        elif node is not None:
+            literals.append(str(node))
+
+    walk(value)
+    return names, literals
+
+
+def sub_text(value: Any) -> str | None:
+    """A plain string, or the text of a one-argument Fn::Sub, for comparing names."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and list(value) == ["Fn::Sub"] and isinstance(value["Fn::Sub"], str):
+        return value["Fn::Sub"]
+    return None
+
+
+def asserts_different(rule: Any, parameters: set[str]) -> bool:
+    """Whether a Rules entry asserts Not Equals of exactly these two parameters somewhere."""
+    found = False
+
+    def walk(node: Any) -> None:
+        nonlocal found
+        if isinstance(node, dict):
+            inner = node.get("Fn::Not")
+            if isinstance(inner, list) and len(inner) == 1 and isinstance(inner[0], dict):
+                equals = inner[0].get("Fn::Equals")
+                if isinstance(equals, list) and {logical_id(item) for item in equals} == parameters:
+                    found = True
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    if isinstance(rule, dict):
+        walk(rule.get("Assertions"))
+    return found
+
+
 @dataclass(frozen=True)
 class Project:
     """What the template is checked against besides itself."""
@@ -172,7 +357,8 @@ class Project:
     function_dirs: set[str]
     event_types: tuple[str, ...]
     api_version: str
-    secret_access: dict[str, bool]
+    secret_access: dict[str, frozenset[str]]
+    dynamodb_access: dict[str, TableAccess]
 
 
 class Checker:
@@ -234,7 +420,11 @@ class Checker:
             return
         self.check_star_resources(star_lines)
         self.check_functions()
+        self.check_stripe_secrets()
         self.check_secret_access()
+        self.check_dynamodb_access()
+        self.check_log_groups()
+        self.check_concurrency()
         self.check_queues()
         self.check_tables()
         self.check_http_api()
@@ -431,29 +621,109 @@ class Checker:
                 merged.update(variables)
         return merged
 
-    def secret_grants(self, resource: dict[str, Any]) -> list[str]:
-        """The policies of a function that give it Secrets Manager access, described."""
-        grants: list[str] = []
+    def secret_kinds(self, value: Any) -> tuple[set[str], str | None]:
+        """The Stripe secrets an ARN value names, and what is wrong with it if anything is: a
+        literal or wildcard part, or a reference to something that is no Stripe secret."""
+        names, literals = references(value)
+        kinds = {
+            kind
+            for kind, spec in STRIPE_SECRETS.items()
+            if names & {spec.parameter, spec.resource}
+        }
+        known = {name for spec in STRIPE_SECRETS.values() for name in (spec.parameter, spec.resource)}
+        if literals:
+            return kinds, f"has a literal or wildcard part {literals[0]!r} (name the secret's parameter or resource)"
+        others = sorted(name for name in names - known if not name.startswith("AWS::"))
+        if others:
+            return kinds, f"refers to {', '.join(others)}, which is no Stripe secret"
+        if not kinds:
+            return kinds, "names no Stripe secret"
+        return kinds, None
+
+    def secret_reads(self, resource: dict[str, Any]) -> list[tuple[str, set[str], str | None]]:
+        """Each entry of a function's Policies that gives it Secrets Manager access: (description,
+        the Stripe secrets it can read, what is wrong with it if anything is)."""
+        reads: list[tuple[str, set[str], str | None]] = []
         policies = self.props(resource).get("Policies") or []
-        for policy in as_list(policies):
+        for index, policy in enumerate(as_list(policies)):
             if isinstance(policy, str):
                 if "secretsmanager" in policy.lower():
-                    grants.append(f"managed policy {policy}")
+                    reads.append((f"managed policy {policy}", set(), "is not limited to one secret"))
                 continue
             if not isinstance(policy, dict):
                 continue
-            for key in policy:
-                if "secretsmanager" in key.lower():
-                    grants.append(f"policy template {key}")
+            grants: list[tuple[str, set[str], str | None]] = []
+            for key, value in policy.items():
+                if "secretsmanager" not in key.lower():
+                    continue
+                if key == "AWSSecretsManagerGetSecretValuePolicy":
+                    arn = value.get("SecretArn") if isinstance(value, dict) else None
+                    grants.append((f"policy template {key}", *self.secret_kinds(arn)))
+                else:
+                    grants.append((f"policy template {key}", set(), "is more than GetSecretValue on one secret"))
             for statement in as_list(policy.get("Statement") or []):
                 if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
                     continue
+                if "NotAction" in statement:
+                    grants.append(("a NotAction statement", set(), "may allow Secrets Manager (use Action)"))
                 for action in actions(statement):
-                    if action == "*" or action.lower().startswith("secretsmanager:"):
-                        grants.append(f"statement action {action}")
+                    if not (action == "*" or action.lower().startswith("secretsmanager:")):
+                        continue
+                    described = f"statement action {action}"
+                    if action.lower() != "secretsmanager:getsecretvalue":
+                        grants.append((described, set(), "is more than secretsmanager:GetSecretValue"))
+                        continue
+                    for arn in as_list(statement.get("Resource")):
+                        grants.append((described, *self.secret_kinds(arn)))
+            if grants:
+                # One entry per policy: what all its grants together can read.
+                descriptions = sorted({description for description, _, _ in grants})
+                kinds = {kind for _, found, _ in grants for kind in found}
+                problem = next((problem for _, _, problem in grants if problem), None)
+                reads.append((f"Policies[{index}] ({', '.join(descriptions)})", kinds, problem))
         if self.props(resource).get("Role") is not None:
-            grants.append("an explicit Role (its permissions are not visible here)")
-        return grants
+            reads.append(("an explicit Role", set(), "hides its permissions from this check"))
+        return reads
+
+    def secret_grants(self, resource: dict[str, Any]) -> list[str]:
+        """The policies of a function that give it Secrets Manager access, described."""
+        return [description for description, _, _ in self.secret_reads(resource)]
+
+    def check_stripe_secrets(self) -> None:
+        """Each Stripe secret: a parameter (default "") or a secret the stack creates, an output
+        stating the one in use, and a Rules assertion that the two are never the same secret."""
+        parameters = self.template.get("Parameters") or {}
+        outputs = self.template.get("Outputs") or {}
+        secrets = self.resources("AWS::SecretsManager::Secret")
+        for kind, spec in STRIPE_SECRETS.items():
+            parameter = parameters.get(spec.parameter)
+            self.expect(
+                isinstance(parameter, dict) and parameter.get("Default") == "",
+                f"Parameters.{spec.parameter} ({kind}) must exist with Default \"\" (empty: the stack creates it)",
+            )
+            resource = secrets.get(spec.resource)
+            self.expect(
+                resource is not None and resource.get("Condition") is not None,
+                f"{spec.resource}: the {kind} the stack creates must be an AWS::SecretsManager::Secret "
+                f"with a Condition (created only when {spec.parameter} is empty)",
+            )
+            output = outputs.get(spec.parameter)
+            kinds, problem = self.secret_kinds((output or {}).get("Value") if isinstance(output, dict) else None)
+            self.expect(
+                problem is None and kinds == {kind},
+                f"Outputs.{spec.parameter} must state the {kind} in use ({spec.parameter} or {spec.resource})",
+            )
+        for name in RETIRED_SECRET_VARIABLES:
+            self.expect(
+                not any(name in self.environment(f) for f in self.resources("AWS::Serverless::Function").values()),
+                f"no function may get {name} any more: the API key and webhook secrets are separate",
+            )
+        wanted = {spec.parameter for spec in STRIPE_SECRETS.values()}
+        self.expect(
+            any(asserts_different(rule, wanted) for rule in (self.template.get("Rules") or {}).values()),
+            f"Rules: no assertion that {' and '.join(sorted(wanted))} differ (one secret given as both would hand "
+            f"the API key to the webhook receiver)",
+        )
 
     def check_secret_access(self) -> None:
         table = self.project.secret_access
@@ -461,22 +731,253 @@ class Checker:
         for name, resource in functions.items():
             if not self.expect(
                 name in table,
-                f"{name}: no entry in STRIPE_SECRET_ACCESS (check_template.py): does it read the Stripe secret?",
+                f"{name}: no entry in STRIPE_SECRET_ACCESS (check_template.py): which Stripe secrets does it read?",
             ):
                 continue
-            grants = self.secret_grants(resource)
-            has_arn = SECRETS_VARIABLE in self.environment(resource)
-            if table[name]:
-                self.expect(bool(grants), f"{name}: reads the Stripe secret but has no Secrets Manager policy")
-                self.expect(has_arn, f"{name}: reads the Stripe secret but has no {SECRETS_VARIABLE}")
-            else:
-                self.expect(not grants, f"{name}: must have no Secrets Manager access, has {', '.join(grants)}")
+            allowed = table[name]
+            environment = self.environment(resource)
+            for kind, spec in STRIPE_SECRETS.items():
+                if kind in allowed:
+                    if self.expect(
+                        spec.variable in environment,
+                        f"{name}: reads the {kind} but has no {spec.variable}",
+                    ):
+                        kinds, problem = self.secret_kinds(environment[spec.variable])
+                        self.expect(
+                            problem is None and kinds == {kind},
+                            f"{name}: {spec.variable} must name the {kind} ({spec.parameter} or {spec.resource})"
+                            + (f"; it {problem}" if problem else ""),
+                        )
+                else:
+                    self.expect(
+                        spec.variable not in environment,
+                        f"{name}: must not get {spec.variable} (from its Environment or Globals); "
+                        f"it does not read the {kind}",
+                    )
+            reads = self.secret_reads(resource)
+            if not allowed:
                 self.expect(
-                    not has_arn,
-                    f"{name}: must not get {SECRETS_VARIABLE} (from its Environment or Globals); it reads no secret",
+                    not reads,
+                    f"{name}: must have no Secrets Manager access, has {', '.join(d for d, _, _ in reads)}",
                 )
+                continue
+            for description, kinds, problem in reads:
+                self.expect(problem is None, f"{name}: {description} {problem}")
+                self.expect(
+                    len(kinds) <= 1,
+                    f"{name}: {description} can read both Stripe secrets; each grant must name one",
+                )
+                for kind in sorted(kinds - allowed):
+                    self.expect(False, f"{name}: {description} may not read the {kind} (STRIPE_SECRET_ACCESS)")
+            granted = {kind for _, kinds, problem in reads if problem is None and len(kinds) == 1 for kind in kinds}
+            for kind in sorted(allowed - granted):
+                self.expect(False, f"{name}: reads the {kind} but no Secrets Manager policy grants it")
         for name in sorted(set(table) - set(functions)):
             self.expect(False, f"STRIPE_SECRET_ACCESS names {name}, which is not a function of the template")
+
+    # -- DynamoDB
+
+    def table_scope(self, arn: Any) -> str | None:
+        """"table" for a table's !GetAtt Arn, "index" for !Sub ${Table.Arn}/index/<GSI_NAME>."""
+        tables = self.resources("AWS::DynamoDB::Table")
+        if isinstance(arn, dict) and list(arn) == ["Fn::GetAtt"]:
+            getatt = arn["Fn::GetAtt"]
+            if isinstance(getatt, list) and len(getatt) == 2 and getatt[0] in tables and getatt[1] == "Arn":
+                return "table"
+        if isinstance(arn, dict) and list(arn) == ["Fn::Sub"] and isinstance(arn["Fn::Sub"], str):
+            match = INDEX_ARN_PATTERN.match(arn["Fn::Sub"])
+            if match and match.group(1) in tables and match.group(2) == GSI_NAME:
+                return "index"
+        return None
+
+    def dynamodb_grants(self, name: str, resource: dict[str, Any]) -> dict[str, set[str]]:
+        """scope ("table", "index") -> the DynamoDB actions a function's policies grant there;
+        what cannot be stated that way (policy templates, wildcards, other resources) is a
+        violation here."""
+        granted: dict[str, set[str]] = {"table": set(), "index": set()}
+        for policy in as_list(self.props(resource).get("Policies") or []):
+            if isinstance(policy, str):
+                self.expect(
+                    "dynamodb" not in policy.lower(),
+                    f"{name}: managed policy {policy} grants DynamoDB access; use statements from DYNAMODB_ACCESS",
+                )
+                continue
+            if not isinstance(policy, dict):
+                continue
+            for key in policy:
+                if key == "DynamoDBCrudPolicy":
+                    self.expect(
+                        False,
+                        f"{name}: DynamoDBCrudPolicy grants Scan, DeleteItem, BatchWriteItem and more; grant the "
+                        f"actions DYNAMODB_ACCESS lists in a Statement",
+                    )
+                elif key.lower().startswith("dynamodb"):
+                    self.expect(
+                        False,
+                        f"{name}: policy template {key} grants a fixed set of DynamoDB actions; grant the actions "
+                        f"DYNAMODB_ACCESS lists in a Statement",
+                    )
+            for statement in as_list(policy.get("Statement") or []):
+                if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+                    continue
+                self.expect(
+                    "NotAction" not in statement,
+                    f"{name}: an Allow statement with NotAction grants DynamoDB (and everything else) it does not name",
+                )
+                dynamodb = [a for a in actions(statement) if a == "*" or a.lower().startswith("dynamodb:")]
+                if not dynamodb:
+                    continue
+                names: set[str] = set()
+                for action in dynamodb:
+                    if self.expect(
+                        "*" not in action and "?" not in action,
+                        f"{name}: wildcard action {action}; name each DynamoDB action (DYNAMODB_ACCESS)",
+                    ):
+                        names.add(action.split(":", 1)[1])
+                for arn in as_list(statement.get("Resource")):
+                    scope = self.table_scope(arn)
+                    if self.expect(
+                        scope is not None,
+                        f"{name}: DynamoDB statement on {arn!r}, which is neither !GetAtt <table>.Arn nor "
+                        f"!Sub ${{<table>.Arn}}/index/{GSI_NAME}",
+                    ):
+                        granted[scope] |= names
+        if self.props(resource).get("Role") is not None:
+            self.expect(False, f"{name}: an explicit Role hides its DynamoDB permissions from this check")
+        return granted
+
+    def check_dynamodb_access(self) -> None:
+        table = self.project.dynamodb_access
+        functions = self.resources("AWS::Serverless::Function")
+        for name, resource in functions.items():
+            granted = self.dynamodb_grants(name, resource)
+            if not self.expect(
+                name in table,
+                f"{name}: no entry in DYNAMODB_ACCESS (check_template.py): which DynamoDB calls does its code make?",
+            ):
+                continue
+            for scope, expected in (("table", table[name].table), ("index", table[name].index)):
+                have = {action.lower(): action for action in granted[scope]}
+                want = {action.lower(): action for action in expected}
+                extra = sorted(f"dynamodb:{have[a]}" for a in set(have) - set(want))
+                missing = sorted(f"dynamodb:{want[a]}" for a in set(want) - set(have))
+                where = "the table" if scope == "table" else f"index {GSI_NAME}"
+                self.expect(
+                    not extra and not missing,
+                    f"{name}: DynamoDB actions on {where} differ from DYNAMODB_ACCESS: extra {extra}, missing {missing}",
+                )
+        for name in sorted(set(table) - set(functions)):
+            self.expect(False, f"DYNAMODB_ACCESS names {name}, which is not a function of the template")
+
+    # -- logs and concurrency
+
+    def logging_config(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """A function's LoggingConfig with Globals merged in (SAM merges maps; the function's win)."""
+        merged: dict[str, Any] = {}
+        globals_ = (self.template.get("Globals") or {}).get("Function") or {}
+        for source in (globals_, self.props(resource)):
+            config = source.get("LoggingConfig")
+            if isinstance(config, dict):
+                merged.update(config)
+        return merged
+
+    def check_log_groups(self) -> None:
+        """Every function logs to its own AWS::Logs::LogGroup, /aws/lambda/<its name>, with a
+        retention CloudWatch accepts (else Lambda creates a group that keeps logs forever)."""
+        groups = self.resources("AWS::Logs::LogGroup")
+        parameters = self.template.get("Parameters") or {}
+        used: dict[str, str] = {}
+        for name, resource in self.resources("AWS::Serverless::Function").items():
+            target = self.logging_config(resource).get("LogGroup")
+            group = logical_id(target) if isinstance(target, dict) and "Ref" in target else None
+            if not self.expect(
+                group in groups,
+                f"{name}: LoggingConfig.LogGroup must be a !Ref to its AWS::Logs::LogGroup (with RetentionInDays)",
+            ):
+                continue
+            self.expect(
+                group not in used,
+                f"{name}: shares log group {group} with {used.get(group)}; each function needs its own",
+            )
+            used.setdefault(group, name)
+            props = self.props(groups[group])
+            retention = props.get("RetentionInDays")
+            self.expect(
+                self.number(retention) in LOG_RETENTION_DAYS,
+                f"{group}: RetentionInDays must be one of CloudWatch's values {sorted(LOG_RETENTION_DAYS)}, "
+                f"got {retention!r}",
+            )
+            parameter = logical_id(retention) if isinstance(retention, dict) and "Ref" in retention else None
+            if parameter in parameters:
+                allowed = (parameters[parameter] or {}).get("AllowedValues")
+                self.expect(
+                    isinstance(allowed, list) and {self.number(v) for v in allowed} <= LOG_RETENTION_DAYS,
+                    f"Parameters.{parameter}: AllowedValues must be CloudWatch's retention values (it sets "
+                    f"{group}'s RetentionInDays)",
+                )
+            function_name = self.props(resource).get("FunctionName")
+            group_name = props.get("LogGroupName")
+            self.expect(
+                sub_text(group_name) is not None
+                and sub_text(function_name) is not None
+                and sub_text(group_name) == LAMBDA_LOG_GROUP_PREFIX + sub_text(function_name),
+                f"{group}: LogGroupName must be {LAMBDA_LOG_GROUP_PREFIX}<FunctionName of {name}> (name the "
+                f"function), got {group_name!r} for {function_name!r}",
+            )
+            self.expect(
+                groups[group].get("Condition") == resource.get("Condition"),
+                f"{group}: must have the Condition of {name} ({resource.get('Condition')})",
+            )
+
+    def check_concurrency(self) -> None:
+        """Every SQS consumer: MaximumConcurrency on its event source, and a reserved concurrency
+        of at least that (a lower one would throttle invocations the poller already made)."""
+        functions = self.resources("AWS::Serverless::Function")
+        sources: list[tuple[str, str, dict[str, Any]]] = []
+        for name, resource in functions.items():
+            for event_name, event in (self.props(resource).get("Events") or {}).items():
+                if isinstance(event, dict) and event.get("Type") == "SQS":
+                    sources.append((f"{name}.{event_name}", name, event.get("Properties") or {}))
+        queues = self.resources("AWS::SQS::Queue")
+        for name, resource in self.resources("AWS::Lambda::EventSourceMapping").items():
+            props = self.props(resource)
+            function = logical_id(props.get("FunctionName"))
+            if logical_id(props.get("EventSourceArn")) in queues and function in functions:
+                sources.append((name, function, props))
+        parameters = self.template.get("Parameters") or {}
+        for where, function, props in sources:
+            maximum = (props.get("ScalingConfig") or {}).get("MaximumConcurrency")
+            reserved = self.props(functions[function]).get("ReservedConcurrentExecutions")
+            maximum_n, reserved_n = self.number(maximum), self.number(reserved)
+            if not self.expect(
+                maximum_n is not None and maximum_n >= MIN_MAXIMUM_CONCURRENCY,
+                f"{where}: SQS event source needs ScalingConfig.MaximumConcurrency (>= {MIN_MAXIMUM_CONCURRENCY}), "
+                f"got {maximum!r}",
+            ):
+                continue
+            if not self.expect(
+                reserved_n is not None,
+                f"{function}: an SQS consumer needs ReservedConcurrentExecutions (>= its MaximumConcurrency)",
+            ):
+                continue
+            self.expect(
+                reserved_n >= maximum_n,
+                f"{function}: ReservedConcurrentExecutions {reserved_n} is below {where}'s MaximumConcurrency "
+                f"{maximum_n}: invocations the poller makes would be throttled",
+            )
+            refs = {logical_id(value) for value in (maximum, reserved) if isinstance(value, dict) and "Ref" in value}
+            self.expect(
+                len(refs) <= 1 and (not refs or (isinstance(maximum, dict) and isinstance(reserved, dict))),
+                f"{function}: take ReservedConcurrentExecutions and {where}'s MaximumConcurrency from one "
+                f"parameter, so that reserved >= maximum holds for any value deployed",
+            )
+            for parameter in refs & set(parameters):
+                minimum = self.number((parameters[parameter] or {}).get("MinValue"))
+                self.expect(
+                    minimum is not None and minimum >= MIN_MAXIMUM_CONCURRENCY,
+                    f"Parameters.{parameter}: MinValue must be >= {MIN_MAXIMUM_CONCURRENCY} (it sets {where}'s "
+                    f"MaximumConcurrency)",
+                )
 
     def check_tables(self) -> None:
         tables = self.resources("AWS::DynamoDB::Table")
@@ -785,7 +1286,7 @@ def load_project() -> Project:
         api_version = pinned_api_version(STRIPE_CLIENT.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ValueError(f"{STRIPE_CLIENT}: {error}") from error
-    return Project(function_directories(), event_types, api_version, STRIPE_SECRET_ACCESS)
+    return Project(function_directories(), event_types, api_version, STRIPE_SECRET_ACCESS, DYNAMODB_ACCESS)
 
 
 # ------------------------------------------------------------------ self-test
@@ -794,17 +1295,49 @@ SELF_TEST_PROJECT = Project(
     function_dirs={"hook", "consumer", "relay"},
     event_types=("invoice.paid", "customer.updated"),
     api_version="2099-01-01.test",
-    secret_access={"Hook": True, "Consumer": False, "Relay": False},
+    secret_access={"Hook": frozenset({WEBHOOK_SECRET}), "Consumer": frozenset({API_KEY}), "Relay": frozenset()},
+    dynamodb_access={
+        "Hook": TableAccess(),
+        "Consumer": TableAccess(
+            table=frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"}),
+            index=frozenset({"Query"}),
+        ),
+        "Relay": TableAccess(),
+    },
 )
 
 SELF_TEST_TEMPLATE = """\
 Transform: AWS::Serverless-2016-10-31
+Parameters:
+  StripeApiKeySecretArn: {Type: String, Default: ""}
+  StripeWebhookSecretArn: {Type: String, Default: ""}
+  Retention:
+    Type: Number
+    Default: 30
+    AllowedValues: [7, 30, 90]
+  Concurrency: {Type: Number, Default: 5, MinValue: 2}
+Rules:
+  Separate:
+    Assertions:
+      - Assert: !Not [!Equals [!Ref StripeApiKeySecretArn, !Ref StripeWebhookSecretArn]]
+Conditions:
+  MakeKey: !Equals [!Ref StripeApiKeySecretArn, ""]
+  MakeHook: !Equals [!Ref StripeWebhookSecretArn, ""]
 Globals:
   Function:
     Runtime: provided.al2023
     Architectures: [arm64]
     Timeout: 10
+    LoggingConfig: {LogFormat: JSON}
 Resources:
+  StripeApiKeySecret:
+    Type: AWS::SecretsManager::Secret
+    Condition: MakeKey
+    Properties: {SecretString: "{}"}
+  StripeWebhookSecret:
+    Type: AWS::SecretsManager::Secret
+    Condition: MakeHook
+    Properties: {SecretString: "{}"}
   Table:
     Type: AWS::DynamoDB::Table
     Properties:
@@ -820,7 +1353,7 @@ Resources:
       VisibilityTimeout: 360
       RedrivePolicy:
         deadLetterTargetArn: !GetAtt DeadLetters.Arn
-        maxReceiveCount: 5
+        maxReceiveCount: 10
   DeadLetters:
     Type: AWS::SQS::Queue
     Properties:
@@ -829,7 +1362,7 @@ Resources:
     Type: AWS::SQS::Queue
     Properties:
       FifoQueue: true
-      RedrivePolicy: {deadLetterTargetArn: !GetAtt DeadLetters.Arn, maxReceiveCount: 5}
+      RedrivePolicy: {deadLetterTargetArn: !GetAtt DeadLetters.Arn, maxReceiveCount: 10}
   RuleDeadLetters:
     Type: AWS::SQS::Queue
   RelayFailures:
@@ -877,10 +1410,21 @@ Resources:
           Jwt:
             JwtConfiguration: {issuer: !Ref Issuer, audience: [x]}
       DefaultRouteSettings: {ThrottlingBurstLimit: 1, ThrottlingRateLimit: 1}
+  HookLogs:
+    Type: AWS::Logs::LogGroup
+    Properties: {LogGroupName: !Sub '/aws/lambda/${AWS::StackName}-hook', RetentionInDays: !Ref Retention}
+  ConsumerLogs:
+    Type: AWS::Logs::LogGroup
+    Properties: {LogGroupName: !Sub '/aws/lambda/${AWS::StackName}-consumer', RetentionInDays: !Ref Retention}
+  RelayLogs:
+    Type: AWS::Logs::LogGroup
+    Properties: {LogGroupName: /aws/lambda/relay, RetentionInDays: 14}
   Hook:
     Type: AWS::Serverless::Function
     Metadata: {BuildMethod: rust-cargolambda, BuildProperties: {Binary: hook}}
     Properties:
+      FunctionName: !Sub '${AWS::StackName}-hook'
+      LoggingConfig: {LogGroup: !Ref HookLogs}
       Events:
         Stripe:
           Type: HttpApi
@@ -888,9 +1432,9 @@ Resources:
         Me:
           Type: HttpApi
           Properties: {ApiId: !Ref Api, Method: GET, Path: /billing/me}
-      Environment: {Variables: {STRIPE_SECRETS_ARN: !Ref Secret}}
+      Environment: {Variables: {STRIPE_WEBHOOK_SECRET_ARN: !If [MakeHook, !Ref StripeWebhookSecret, !Ref StripeWebhookSecretArn]}}
       Policies:
-        - AWSSecretsManagerGetSecretValuePolicy: {SecretArn: !Ref Secret}
+        - AWSSecretsManagerGetSecretValuePolicy: {SecretArn: !If [MakeHook, !Ref StripeWebhookSecret, !Ref StripeWebhookSecretArn]}
         - Statement:
             - Effect: Allow
               Action: xray:PutTraceSegments
@@ -900,17 +1444,36 @@ Resources:
     Type: AWS::Serverless::Function
     Metadata: {BuildMethod: rust-cargolambda, BuildProperties: {Binary: consumer}}
     Properties:
+      FunctionName: !Sub '${AWS::StackName}-consumer'
+      LoggingConfig: {LogGroup: !Ref ConsumerLogs}
       Timeout: 60
+      ReservedConcurrentExecutions: !Ref Concurrency
+      Environment: {Variables: {STRIPE_API_KEY_SECRET_ARN: !If [MakeKey, !Ref StripeApiKeySecret, !Ref StripeApiKeySecretArn]}}
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem, dynamodb:DeleteItem, dynamodb:Query]
+              Resource: !GetAtt Table.Arn
+            - Effect: Allow
+              Action: dynamodb:Query
+              Resource: !Sub '${Table.Arn}/index/gsi1'
+        - Statement:
+            - Effect: Allow
+              Action: secretsmanager:GetSecretValue
+              Resource: !If [MakeKey, !Ref StripeApiKeySecret, !Ref StripeApiKeySecretArn]
       Events:
         Messages:
           Type: SQS
           Properties:
             Queue: !GetAtt Queue.Arn
             FunctionResponseTypes: [ReportBatchItemFailures]
+            ScalingConfig: {MaximumConcurrency: !Ref Concurrency}
   Relay:
     Type: AWS::Serverless::Function
     Metadata: {BuildMethod: rust-cargolambda, BuildProperties: {Binary: relay}}
     Properties:
+      FunctionName: relay
+      LoggingConfig: {LogGroup: !Ref RelayLogs}
       Environment:
         Variables:
           EVENTS_QUEUE_URL: !Ref Queue
@@ -927,6 +1490,10 @@ Resources:
 Outputs:
   StripeApiVersion:
     Value: 2099-01-01.test
+  StripeApiKeySecretArn:
+    Value: !If [MakeKey, !Ref StripeApiKeySecret, !Ref StripeApiKeySecretArn]
+  StripeWebhookSecretArn:
+    Value: !If [MakeHook, !Ref StripeWebhookSecret, !Ref StripeWebhookSecretArn]
 """
 
 # Built by concatenation so that this file itself holds no secret-looking literal.
@@ -971,7 +1538,7 @@ SELF_TEST_CASES: list[tuple[str, str, str]] = [
         "secret-looking",
     ),
     ("missing redrive policy", _mutate("      RedrivePolicy:\n", "      NoRedrive:\n"), "RedrivePolicy"),
-    ("low maxReceiveCount", _mutate("maxReceiveCount: 5", "maxReceiveCount: 1"), "maxReceiveCount"),
+    ("low maxReceiveCount", _mutate("maxReceiveCount: 10", "maxReceiveCount: 5"), "maxReceiveCount"),
     ("standard queue", _mutate("      FifoQueue: true\n      ContentBasedDeduplication", "      FifoQueue: false\n      ContentBasedDeduplication"), "FIFO"),
     (
         "content-based deduplication",
@@ -1041,7 +1608,7 @@ SELF_TEST_CASES: list[tuple[str, str, str]] = [
         _mutate(
             "        - SQSSendMessagePolicy: {QueueName: !GetAtt Queue.QueueName}\n",
             "        - SQSSendMessagePolicy: {QueueName: !GetAtt Queue.QueueName}\n"
-            "        - AWSSecretsManagerGetSecretValuePolicy: {SecretArn: !Ref Secret}\n",
+            "        - AWSSecretsManagerGetSecretValuePolicy: {SecretArn: !Ref StripeWebhookSecret}\n",
         ),
         "no Secrets Manager access",
     ),
@@ -1060,9 +1627,9 @@ SELF_TEST_CASES: list[tuple[str, str, str]] = [
         "may only have SQSSendMessagePolicy",
     ),
     (
-        "receiver told the secret's ARN by Globals",
-        _mutate("    Timeout: 10\n", "    Timeout: 10\n    Environment: {Variables: {STRIPE_SECRETS_ARN: !Ref Secret}}\n"),
-        "must not get STRIPE_SECRETS_ARN",
+        "receiver told the API key secret's ARN by Globals",
+        _mutate("    Timeout: 10\n", "    Timeout: 10\n    Environment: {Variables: {STRIPE_API_KEY_SECRET_ARN: !Ref StripeApiKeySecret}}\n"),
+        "Relay: must not get STRIPE_API_KEY_SECRET_ARN",
     ),
     (
         "receiver without on-failure destination",
@@ -1070,7 +1637,133 @@ SELF_TEST_CASES: list[tuple[str, str, str]] = [
         "OnFailure",
     ),
     ("receiver checks another account", _mutate("!Ref AWS::AccountId", "'123456789012'"), "BILLING_EVENTBRIDGE_ACCOUNT"),
-    ("secret reader without policy", _mutate("        - AWSSecretsManagerGetSecretValuePolicy: {SecretArn: !Ref Secret}\n", ""), "no Secrets Manager policy"),
+    ("secret reader without policy", _mutate("        - AWSSecretsManagerGetSecretValuePolicy: {SecretArn: !If [MakeHook, !Ref StripeWebhookSecret, !Ref StripeWebhookSecretArn]}\n", ""), "Hook: reads the webhook signing secret but no Secrets Manager policy"),
+    # -- the two Stripe secrets
+    (
+        "webhook told the API key secret",
+        _mutate(
+            "      Environment: {Variables: {STRIPE_WEBHOOK_SECRET_ARN:",
+            "      Environment: {Variables: {STRIPE_API_KEY_SECRET_ARN: !Ref StripeApiKeySecret, STRIPE_WEBHOOK_SECRET_ARN:",
+        ),
+        "Hook: must not get STRIPE_API_KEY_SECRET_ARN",
+    ),
+    (
+        "webhook reads the API key secret",
+        _mutate(
+            "{SecretArn: !If [MakeHook, !Ref StripeWebhookSecret, !Ref StripeWebhookSecretArn]}",
+            "{SecretArn: !If [MakeKey, !Ref StripeApiKeySecret, !Ref StripeApiKeySecretArn]}",
+        ),
+        "may not read the API key secret",
+    ),
+    (
+        "one grant reading both secrets",
+        _mutate(
+            "              Resource: !If [MakeKey, !Ref StripeApiKeySecret, !Ref StripeApiKeySecretArn]",
+            "              Resource: [!Ref StripeApiKeySecret, !Ref StripeWebhookSecret]",
+        ),
+        "can read both Stripe secrets",
+    ),
+    (
+        "wildcard secret ARN",
+        _mutate(
+            "              Resource: !If [MakeKey, !Ref StripeApiKeySecret, !Ref StripeApiKeySecretArn]",
+            "              Resource: !Sub '${StripeApiKeySecret}*'",
+        ),
+        "literal or wildcard part '${StripeApiKeySecret}*'",
+    ),
+    (
+        "secret ARN of another resource",
+        _mutate(
+            "              Resource: !If [MakeKey, !Ref StripeApiKeySecret, !Ref StripeApiKeySecretArn]",
+            "              Resource: !Ref Queue",
+        ),
+        "refers to Queue, which is no Stripe secret",
+    ),
+    (
+        "ARN variable naming the other secret",
+        _mutate(
+            "{Variables: {STRIPE_WEBHOOK_SECRET_ARN: !If [MakeHook, !Ref StripeWebhookSecret, !Ref StripeWebhookSecretArn]}}",
+            "{Variables: {STRIPE_WEBHOOK_SECRET_ARN: !Ref StripeApiKeySecret}}",
+        ),
+        "STRIPE_WEBHOOK_SECRET_ARN must name the webhook signing secret",
+    ),
+    (
+        "API key reader without its ARN",
+        _mutate(
+            "      Environment: {Variables: {STRIPE_API_KEY_SECRET_ARN: !If [MakeKey, !Ref StripeApiKeySecret, !Ref StripeApiKeySecretArn]}}\n",
+            "",
+        ),
+        "Consumer: reads the API key secret but has no STRIPE_API_KEY_SECRET_ARN",
+    ),
+    (
+        "the combined secret's variable",
+        _mutate("          EVENTS_QUEUE_URL: !Ref Queue\n", "          EVENTS_QUEUE_URL: !Ref Queue\n          STRIPE_SECRETS_ARN: x\n"),
+        "no function may get STRIPE_SECRETS_ARN",
+    ),
+    (
+        "broader Secrets Manager action",
+        _mutate("              Action: secretsmanager:GetSecretValue", "              Action: secretsmanager:*"),
+        "is more than secretsmanager:GetSecretValue",
+    ),
+    (
+        "secret parameter with a default",
+        _mutate('StripeWebhookSecretArn: {Type: String, Default: ""}', 'StripeWebhookSecretArn: {Type: String, Default: "arn:x"}'),
+        "Parameters.StripeWebhookSecretArn",
+    ),
+    (
+        "created secret without a condition",
+        _mutate("    Condition: MakeKey\n", ""),
+        "StripeApiKeySecret: the API key secret the stack creates",
+    ),
+    ("no secret output", _mutate("  StripeWebhookSecretArn:\n    Value:", "  WebhookArn:\n    Value:"), "Outputs.StripeWebhookSecretArn"),
+    ("no separate-secrets rule", _mutate("      - Assert: !Not [!Equals", "      - Assert: !Or [!Equals"), "Rules: no assertion"),
+    # -- DynamoDB
+    (
+        "DynamoDBCrudPolicy",
+        _mutate("        - Statement:\n            - Effect: Allow\n              Action: [dynamodb:", "        - DynamoDBCrudPolicy: {TableName: !Ref Table}\n        - Statement:\n            - Effect: Allow\n              Action: [dynamodb:"),
+        "Consumer: DynamoDBCrudPolicy",
+    ),
+    ("other DynamoDB policy template", _mutate("        - SQSSendMessagePolicy: {QueueName: !GetAtt Queue.QueueName}\n", "        - SQSSendMessagePolicy: {QueueName: !GetAtt Queue.QueueName}\n        - DynamoDBReadPolicy: {TableName: !Ref Table}\n"), "Relay: policy template DynamoDBReadPolicy"),
+    ("dynamodb:*", _mutate("Action: [dynamodb:GetItem,", "Action: ['dynamodb:*', dynamodb:GetItem,"), "wildcard action dynamodb:*"),
+    ("extra Scan", _mutate("dynamodb:DeleteItem, dynamodb:Query]", "dynamodb:DeleteItem, dynamodb:Query, dynamodb:Scan]"), "extra ['dynamodb:Scan']"),
+    ("missing DeleteItem", _mutate(" dynamodb:DeleteItem,", ""), "missing ['dynamodb:DeleteItem']"),
+    (
+        "no index Query",
+        _mutate("            - Effect: Allow\n              Action: dynamodb:Query\n              Resource: !Sub '${Table.Arn}/index/gsi1'\n", ""),
+        "on index gsi1 differ from DYNAMODB_ACCESS: extra [], missing ['dynamodb:Query']",
+    ),
+    ("every index", _mutate("/index/gsi1'", "/index/*'"), "neither !GetAtt <table>.Arn"),
+    ("table by name", _mutate("              Resource: !GetAtt Table.Arn", "              Resource: !Sub 'arn:aws:dynamodb:*:*:table/${Table}'"), "neither !GetAtt <table>.Arn"),
+    (
+        "webhook with table access",
+        _mutate(
+            "        - Statement:\n            - Effect: Allow\n              Action: xray:PutTraceSegments",
+            "        - Statement:\n            - Effect: Allow\n              Action: dynamodb:GetItem\n              Resource: !GetAtt Table.Arn\n"
+            "        - Statement:\n            - Effect: Allow\n              Action: xray:PutTraceSegments",
+        ),
+        "Hook: DynamoDB actions on the table differ from DYNAMODB_ACCESS: extra ['dynamodb:GetItem']",
+    ),
+    # -- log groups
+    ("function without its log group", _mutate("      LoggingConfig: {LogGroup: !Ref HookLogs}\n", ""), "Hook: LoggingConfig.LogGroup"),
+    ("log group by literal name", _mutate("LoggingConfig: {LogGroup: !Ref HookLogs}", "LoggingConfig: {LogGroup: /aws/lambda/hook}"), "Hook: LoggingConfig.LogGroup"),
+    ("log group without retention", _mutate(", RetentionInDays: 14}", "}"), "RelayLogs: RetentionInDays"),
+    ("retention CloudWatch refuses", _mutate("RetentionInDays: 14}", "RetentionInDays: 31}"), "RelayLogs: RetentionInDays"),
+    ("retention parameter allowing a refused value", _mutate("AllowedValues: [7, 30, 90]", "AllowedValues: [7, 30, 45]"), "Parameters.Retention: AllowedValues"),
+    ("log group named after another function", _mutate("LogGroupName: /aws/lambda/relay,", "LogGroupName: /aws/lambda/relay2,"), "RelayLogs: LogGroupName"),
+    ("function not named", _mutate("      FunctionName: relay\n", ""), "RelayLogs: LogGroupName"),
+    ("shared log group", _mutate("LoggingConfig: {LogGroup: !Ref RelayLogs}", "LoggingConfig: {LogGroup: !Ref HookLogs}"), "shares log group HookLogs"),
+    (
+        "log group without the function's condition",
+        _mutate("    Metadata: {BuildMethod: rust-cargolambda, BuildProperties: {Binary: relay}}\n", "    Condition: MakeHook\n    Metadata: {BuildMethod: rust-cargolambda, BuildProperties: {Binary: relay}}\n"),
+        "RelayLogs: must have the Condition of Relay",
+    ),
+    # -- concurrency
+    ("no MaximumConcurrency", _mutate("            ScalingConfig: {MaximumConcurrency: !Ref Concurrency}\n", ""), "ScalingConfig.MaximumConcurrency"),
+    ("MaximumConcurrency 1", _mutate("{MaximumConcurrency: !Ref Concurrency}", "{MaximumConcurrency: 1}"), "ScalingConfig.MaximumConcurrency"),
+    ("no reserved concurrency", _mutate("      ReservedConcurrentExecutions: !Ref Concurrency\n", ""), "Consumer: an SQS consumer needs ReservedConcurrentExecutions"),
+    ("reserved below maximum", _mutate("ReservedConcurrentExecutions: !Ref Concurrency", "ReservedConcurrentExecutions: 2"), "ReservedConcurrentExecutions 2 is below"),
+    ("concurrency from two sources", _mutate("ReservedConcurrentExecutions: !Ref Concurrency", "ReservedConcurrentExecutions: 50"), "from one parameter"),
+    ("concurrency parameter allowing 1", _mutate("Default: 5, MinValue: 2}", "Default: 5, MinValue: 1}"), "Parameters.Concurrency: MinValue"),
     ("wrong API version output", _mutate("Value: 2099-01-01.test", "Value: 2098-01-01.test"), "StripeApiVersion"),
     ("no API version output", _mutate("  StripeApiVersion:\n", "  ApiVersion:\n"), "StripeApiVersion"),
 ]
@@ -1084,13 +1777,42 @@ SELF_TEST_PROJECT_CASES: list[tuple[str, Project, str]] = [
     ),
     (
         "function missing from STRIPE_SECRET_ACCESS",
-        replace(SELF_TEST_PROJECT, secret_access={"Hook": True, "Consumer": False}),
+        replace(SELF_TEST_PROJECT, secret_access={"Hook": frozenset({WEBHOOK_SECRET}), "Consumer": frozenset({API_KEY})}),
         "Relay: no entry in STRIPE_SECRET_ACCESS",
     ),
     (
         "stale STRIPE_SECRET_ACCESS entry",
-        replace(SELF_TEST_PROJECT, secret_access={**SELF_TEST_PROJECT.secret_access, "Gone": False}),
-        "names Gone",
+        replace(SELF_TEST_PROJECT, secret_access={**SELF_TEST_PROJECT.secret_access, "Gone": frozenset()}),
+        "STRIPE_SECRET_ACCESS names Gone",
+    ),
+    (
+        "secret table gives the webhook the API key",
+        replace(SELF_TEST_PROJECT, secret_access={**SELF_TEST_PROJECT.secret_access, "Hook": frozenset({API_KEY})}),
+        "Hook: reads the API key secret but has no STRIPE_API_KEY_SECRET_ARN",
+    ),
+    (
+        "function missing from DYNAMODB_ACCESS",
+        replace(SELF_TEST_PROJECT, dynamodb_access={"Hook": TableAccess(), "Relay": TableAccess()}),
+        "Consumer: no entry in DYNAMODB_ACCESS",
+    ),
+    (
+        "stale DYNAMODB_ACCESS entry",
+        replace(SELF_TEST_PROJECT, dynamodb_access={**SELF_TEST_PROJECT.dynamodb_access, "Gone": TableAccess()}),
+        "DYNAMODB_ACCESS names Gone",
+    ),
+    (
+        "DYNAMODB_ACCESS row wants Scan",
+        replace(
+            SELF_TEST_PROJECT,
+            dynamodb_access={
+                **SELF_TEST_PROJECT.dynamodb_access,
+                "Consumer": replace(
+                    SELF_TEST_PROJECT.dynamodb_access["Consumer"],
+                    table=SELF_TEST_PROJECT.dynamodb_access["Consumer"].table | {"Scan"},
+                ),
+            },
+        ),
+        "missing ['dynamodb:Scan']",
     ),
     (
         "README gained an event type",
