@@ -86,6 +86,9 @@ async fn the_webhook_starts_with_only_the_signing_secret_and_never_reads_the_api
     let verifier = bootstrap::webhook_verifier(&sdk, &env).await.unwrap();
     let receiver = WebhookReceiver::new(verifier, MemoryQueue::new());
     assert_eq!(deliver(&receiver, "whsec_only_this").await, 200);
+    // A signing secret Secrets Manager cannot give fails start-up: no receiver, never a 2xx.
+    let unreadable = Env::from_pairs([("STRIPE_WEBHOOK_SECRET_ARN", NO_SUCH_SECRET)]);
+    assert!(bootstrap::webhook_verifier(&sdk, &unreadable).await.is_err());
 
     // The API key path reads only its own secret, and a missing one fails start-up clearly.
     let error = bootstrap::api_key(&sdk, &env).await.unwrap_err().to_string();
