@@ -830,7 +830,7 @@ async fn an_end_date_counts_as_cancelling_and_resume_clears_it() {
     stripe.assert_requests_valid().await;
 }
 
-/// The documented defaults (10 session calls, 6 syncs, 60 others per account and minute),
+/// The documented defaults (10 Stripe-writing calls, 6 syncs, 60 others per account and minute),
 /// counted in DynamoDB (moto): the call over the limit is a 429 with `Retry-After` and no
 /// Stripe call; another account is not affected.
 #[tokio::test]
@@ -839,17 +839,26 @@ async fn an_account_over_its_rate_limit_gets_429_with_retry_after_and_costs_no_s
     let limits = shared::config::RateLimits::default();
     let api = spawn_api_with_limits(Arc::new(aws::fresh_store().await), &stripe, limits);
     let (heavy, other) = (unique("user-heavy-"), unique("user-other-"));
+    // The windows are the clock's minutes: start well inside one, so every call below counts
+    // in the same window.
+    let into_minute = shared::unix_now().rem_euclid(60);
+    if into_minute > 40 {
+        tokio::time::sleep(std::time::Duration::from_secs(61 - into_minute as u64)).await;
+    }
     // Invalid bodies: each call is counted (identity and limit come first) yet makes no
     // Stripe call, so the limit is seen apart from Stripe's answers.
     for call in 1..=10 {
         let answer = api.call("POST", "/checkout/sessions", Some(&heavy), "[]").await;
         assert_eq!(answer.status, 400, "call {call} is within the limit");
     }
-    // The portal shares the sessions budget: the 11th session call of the minute is refused.
+    // The portal and plan changes share the budget of the routes that write to Stripe: the
+    // 11th such call of the minute is refused.
     let refused = api.call("POST", "/portal/sessions", Some(&heavy), "{}").await;
     assert_eq!(refused.status, 429, "{:?}", refused.body);
     assert_eq!(refused.body["error"], "rate_limited");
-    assert_eq!(refused.body["limit"], "sessions");
+    assert_eq!(refused.body["limit"], "writes");
+    let refused = api.call("POST", "/subscription/cancel", Some(&heavy), "{}").await;
+    assert_eq!(refused.status, 429, "{:?}", refused.body);
     let retry_after: u64 = refused.retry_after.as_deref().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert!(

@@ -51,7 +51,11 @@ impl<S: BillingStore> FromRequestParts<Arc<AppState<S>>> for CurrentUser {
 
 fn route_class(path: &str) -> RouteClass {
     match path {
-        "/checkout/sessions" | "/portal/sessions" => RouteClass::Sessions,
+        "/checkout/sessions"
+        | "/portal/sessions"
+        | "/subscription/change"
+        | "/subscription/cancel"
+        | "/subscription/resume" => RouteClass::Writes,
         "/billing/sync" => RouteClass::Sync,
         _ => RouteClass::Other,
     }

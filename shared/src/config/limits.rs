@@ -11,8 +11,9 @@ pub const WINDOW_SECS: i64 = 60;
 /// The routes, by what a call costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteClass {
-    /// `POST /checkout/sessions`, `POST /portal/sessions`: Stripe writes each.
-    Sessions,
+    /// The routes that write to Stripe: checkout and portal sessions, plan changes,
+    /// cancellations and resumes.
+    Writes,
     /// `POST /billing/sync`: a Stripe list each.
     Sync,
     /// Everything else.
@@ -20,11 +21,11 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
-    pub const ALL: [RouteClass; 3] = [RouteClass::Sessions, RouteClass::Sync, RouteClass::Other];
+    pub const ALL: [RouteClass; 3] = [RouteClass::Writes, RouteClass::Sync, RouteClass::Other];
 
     pub const fn name(self) -> &'static str {
         match self {
-            RouteClass::Sessions => "sessions",
+            RouteClass::Writes => "writes",
             RouteClass::Sync => "sync",
             RouteClass::Other => "other",
         }
@@ -34,7 +35,7 @@ impl RouteClass {
 /// Requests per account and window for each class; `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
-    pub sessions: Option<u64>,
+    pub writes: Option<u64>,
     pub sync: Option<u64>,
     pub other: Option<u64>,
 }
@@ -42,7 +43,7 @@ pub struct RateLimits {
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
-            sessions: Some(10),
+            writes: Some(10),
             sync: Some(6),
             other: Some(60),
         }
@@ -52,20 +53,20 @@ impl Default for RateLimits {
 impl RateLimits {
     /// No limits (benchmarks, tests of other things).
     pub const UNLIMITED: RateLimits = RateLimits {
-        sessions: None,
+        writes: None,
         sync: None,
         other: None,
     };
 
     pub fn limit(&self, class: RouteClass) -> Option<u64> {
         match class {
-            RouteClass::Sessions => self.sessions,
+            RouteClass::Writes => self.writes,
             RouteClass::Sync => self.sync,
             RouteClass::Other => self.other,
         }
     }
 
-    /// `sessions=10,sync=6,other=60` (per minute; any class left out keeps its default; 0 turns
+    /// `writes=10,sync=6,other=60` (per minute; any class left out keeps its default; 0 turns
     /// a class's limit off).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mut limits = RateLimits::default();
@@ -83,13 +84,13 @@ impl RateLimits {
                 )
             })?;
             let slot = match name.trim() {
-                "sessions" => &mut limits.sessions,
+                "writes" => &mut limits.writes,
                 "sync" => &mut limits.sync,
                 "other" => &mut limits.other,
                 other => {
                     return Err(invalid(
                         "BILLING_RATE_LIMITS",
-                        format!("unknown class {other:?}; the classes are sessions, sync and other"),
+                        format!("unknown class {other:?}; the classes are writes, sync and other"),
                     ));
                 }
             };
@@ -108,7 +109,7 @@ mod tests {
         assert_eq!(RateLimits::from_env(&Env::default()).unwrap(), RateLimits::default());
         let env = Env::from_pairs([("BILLING_RATE_LIMITS", "sync=2, other=0")]);
         let limits = RateLimits::from_env(&env).unwrap();
-        assert_eq!((limits.sessions, limits.sync, limits.other), (Some(10), Some(2), None));
+        assert_eq!((limits.writes, limits.sync, limits.other), (Some(10), Some(2), None));
         for bad in ["sync", "sync=x", "reads=5", "sync=-1"] {
             let env = Env::from_pairs([("BILLING_RATE_LIMITS", bad)]);
             let error = RateLimits::from_env(&env).unwrap_err().to_string();

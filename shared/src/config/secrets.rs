@@ -21,6 +21,9 @@ pub const MAX_AGE: Duration = Duration::from_secs(300);
 /// a Secrets Manager outage costs one slow request per interval, not every request.
 const RETRY_FAILED_READ: Duration = Duration::from_secs(10);
 
+/// The longest a re-read may take before the previous value is kept.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The two secrets, each with the variable naming its Secrets Manager ARN and the key of its
 /// value in the secret's JSON object (or the variable holding it directly, for local runs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,11 +168,14 @@ struct Cached<T> {
     fingerprint: Option<[u8; 32]>,
     /// When the value is due to be read again.
     due: Instant,
-    read_at: Instant,
+    /// The last read attempt, successful or not: forced re-reads are limited from it, so a
+    /// failing Secrets Manager is not asked again for every unsigned delivery.
+    attempted_at: Instant,
 }
 
 impl<T> Rotating<T> {
-    /// A value that never changes (tests, and the CLI's in-process runs).
+    /// A value that never changes (tests, and the CLI's in-process runs). It is never read, so
+    /// the secret it names in logs is only a label.
     pub fn fixed(value: T) -> Self {
         let now = Instant::now();
         Self {
@@ -181,7 +187,7 @@ impl<T> Rotating<T> {
                     value: Arc::new(value),
                     fingerprint: None,
                     due: now,
-                    read_at: now,
+                    attempted_at: now,
                 }),
                 reading: tokio::sync::Mutex::new(()),
             }),
@@ -203,7 +209,7 @@ impl<T> Rotating<T> {
                     value: Arc::new(value),
                     fingerprint: fingerprint(text.as_ref()),
                     due,
-                    read_at: now,
+                    attempted_at: now,
                 }),
                 reading: tokio::sync::Mutex::new(()),
             }),
@@ -232,27 +238,39 @@ impl<T> Rotating<T> {
         self.cached()
     }
 
-    /// Reads again now because the value looks out of date (Stripe refused the key, no secret
-    /// signed a delivery), unless it was read less than a tenth of its maximum age ago, so
-    /// that a flood of bad requests costs at most ten reads per window. Returns the new value
-    /// when the secret's text changed.
-    pub async fn reread_if_changed(&self) -> Option<Arc<T>> {
+    /// Reads again now because `used` looks out of date (Stripe refused the key, no secret
+    /// signed a delivery), unless the last attempt was less than a tenth of the maximum age ago,
+    /// so that a flood of bad requests costs at most ten reads per window. Returns the value to
+    /// retry with when it is not `used`: one another caller already read, or this read's.
+    pub async fn reread_if_changed(&self, used: &Arc<T>) -> Option<Arc<T>> {
         let max_age = self.inner.source.max_age()?;
-        let before = self.lock_read().fingerprint;
         let _reading = self.inner.reading.lock().await;
-        // A read that finished while this caller waited for the lock counts as its read.
-        if self.lock_read().read_at.elapsed() >= max_age / 10 {
-            self.reread(max_age).await;
+        let (fresh, attempted_at) = {
+            let cached = self.lock_read();
+            (Arc::clone(&cached.value), cached.attempted_at)
+        };
+        if !Arc::ptr_eq(&fresh, used) {
+            return Some(fresh);
         }
+        if attempted_at.elapsed() < max_age / 10 {
+            return None;
+        }
+        let before = self.lock_read().fingerprint;
+        self.reread(max_age).await;
         let cached = self.lock_read();
         (cached.fingerprint != before).then(|| Arc::clone(&cached.value))
     }
 
     async fn reread(&self, max_age: Duration) {
         let inner = &self.inner;
-        let result = match inner.source.read(inner.secret).await {
-            Ok(text) => (inner.parse)(text.as_ref()).map(|value| (text, value)),
-            Err(error) => Err(error),
+        // Bounded, and by the invocation's deadline too: a hanging Secrets Manager must not
+        // hold a request (and every caller waiting on the lock) past its time.
+        let limit = crate::deadline::Deadline::current()
+            .map_or(READ_TIMEOUT, |deadline| deadline.remaining().min(READ_TIMEOUT));
+        let result = match tokio::time::timeout(limit, inner.source.read(inner.secret)).await {
+            Ok(Ok(text)) => (inner.parse)(text.as_ref()).map(|value| (text, value)),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(ConfigError::Secrets(format!("no answer within {limit:?}"))),
         };
         let now = Instant::now();
         let mut cached = inner.cached.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -269,7 +287,7 @@ impl<T> Rotating<T> {
                     value: Arc::new(value),
                     fingerprint,
                     due: now + max_age,
-                    read_at: now,
+                    attempted_at: now,
                 };
             }
             Err(error) => {
@@ -277,6 +295,7 @@ impl<T> Rotating<T> {
                 // refusing them all because Secrets Manager hiccupped.
                 tracing::warn!(secret = inner.secret.key(), %error, "could not read the secret again; keeping the previous value");
                 cached.due = now + RETRY_FAILED_READ.min(max_age);
+                cached.attempted_at = now;
             }
         }
     }

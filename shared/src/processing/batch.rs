@@ -7,8 +7,8 @@
 //!
 //! When the invocation's [`Deadline`] leaves less than [`MIN_TIME_PER_MESSAGE`], the messages
 //! not yet started are returned as failures without being tried: no lease is taken on them, so
-//! the next delivery processes them at once, instead of a slow Stripe timing out the whole
-//! invocation and every message in it. SQS still counts the receive; the queues'
+//! their next receive (after the visibility timeout) processes them without waiting out a
+//! lease, instead of a slow Stripe timing out the whole invocation and every message in it. SQS still counts the receive; the queues'
 //! `maxReceiveCount` (10) leaves room for several such returns besides real failures.
 
 use std::collections::HashSet;

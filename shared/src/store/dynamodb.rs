@@ -70,10 +70,6 @@ fn string_attr(item: &Item, name: &str) -> Option<String> {
     item.get(name)?.as_s().ok().cloned()
 }
 
-/// The hash ranges a drift sample picks from; more makes a sample's first read land on a
-/// smaller, more random part of a large table.
-const SAMPLE_SEGMENTS: i32 = 16;
-
 fn number_attr(item: &Item, name: &str) -> Option<i64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
@@ -452,20 +448,25 @@ impl BillingStore for DynamoStore {
     }
 
     async fn sample_subscriptions(&self, limit: usize) -> Res<SubscriptionSample> {
-        // One of SAMPLE_SEGMENTS hash ranges of the table chosen at random, then the next ones,
-        // until the read budget is spent: `Limit` counts the items read before the filter, so
-        // the cost is bounded by the budget, not by the table.
+        // A scan from a random point of the key space (an `ExclusiveStartKey` that names no
+        // item: Scan starts after its hash), wrapping to the start once, until the read budget
+        // is spent: `Limit` counts the items read before the filter, so a run costs the budget
+        // whatever the table's size, and over runs every part of the table is reached.
         let mut sample = Reservoir::new(limit);
         let budget = sample_read_budget(limit);
-        let first = fastrand::i32(0..SAMPLE_SEGMENTS);
+        let random_start: Item = [
+            ("pk".to_owned(), s(format!("SAMPLE#{:016x}", fastrand::u64(..)))),
+            ("sk".to_owned(), s("SAMPLE")),
+        ]
+        .into_iter()
+        .collect();
+        let mut seen = std::collections::HashSet::new();
         let mut items_read = 0;
-        'segments: for step in 0..SAMPLE_SEGMENTS {
-            let segment = (first + step) % SAMPLE_SEGMENTS;
-            let mut start: Option<Item> = None;
+        'passes: for mut start in [Some(random_start), None] {
             loop {
                 let left = budget.saturating_sub(items_read);
                 if left == 0 {
-                    break 'segments;
+                    break 'passes;
                 }
                 // Eventually consistent and filtered server-side: the drift check repairs what
                 // it finds, so a record a second old is as good as a fresh one, at half the cost.
@@ -473,8 +474,6 @@ impl BillingStore for DynamoStore {
                     .client
                     .scan()
                     .table_name(&self.table)
-                    .segment(segment)
-                    .total_segments(SAMPLE_SEGMENTS)
                     .limit(i32::try_from(left).unwrap_or(i32::MAX))
                     .filter_expression("begins_with(sk, :prefix)")
                     .expression_attribute_values(":prefix", s("SUB#"))
@@ -484,7 +483,11 @@ impl BillingStore for DynamoStore {
                     .map_err(backend)?;
                 items_read += usize::try_from(output.scanned_count).unwrap_or(left);
                 for item in output.items.unwrap_or_default() {
-                    sample.offer(from_item(item)?);
+                    let record: SubscriptionRecord = from_item(item)?;
+                    // The second pass may reach items the first one read.
+                    if seen.insert((record.customer_id.clone(), record.subscription_id.clone())) {
+                        sample.offer(record);
+                    }
                 }
                 match output.last_evaluated_key {
                     Some(key) if !key.is_empty() => start = Some(key),
@@ -661,26 +664,60 @@ impl BillingStore for DynamoStore {
     }
 
     async fn count_request(&self, key: &str, window_start: i64, expires_at: i64) -> Res<u64> {
-        let output = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("RATE#{key}")))
-            .key("sk", s(format!("WINDOW#{window_start}")))
-            .update_expression("ADD #count :one SET expires_at = :expires_at")
-            .expression_attribute_names("#count", "request_count")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":expires_at", n(expires_at))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(backend)?;
-        let count = output
-            .attributes
-            .as_ref()
-            .and_then(|item| number_attr(item, "request_count"))
-            .ok_or_else(|| StoreError::Corrupt(format!("request counter {key} has no count")))?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        // One item per key, not per window: a busy account leaves three small items behind,
+        // not one per minute waiting days for TTL. The count goes up in the current window
+        // (or a newer one a faster clock opened); an older window's item is reset to 1.
+        let (pk, sk) = (s(format!("RATE#{key}")), s("COUNTER"));
+        for _ in 0..3 {
+            let added = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", pk.clone())
+                .key("sk", sk.clone())
+                .update_expression("ADD #count :one SET expires_at = :expires_at")
+                .condition_expression("window_start >= :window")
+                .expression_attribute_names("#count", "request_count")
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":window", n(window_start))
+                .expression_attribute_values(":expires_at", n(expires_at))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+                .send()
+                .await;
+            match added {
+                Ok(output) => {
+                    let count = output
+                        .attributes
+                        .as_ref()
+                        .and_then(|item| number_attr(item, "request_count"))
+                        .ok_or_else(|| StoreError::Corrupt(format!("request counter {key} has no count")))?;
+                    return Ok(u64::try_from(count).unwrap_or(0));
+                }
+                Err(error) if is_conditional_failure(&error) => {}
+                Err(error) => return Err(backend(error)),
+            }
+            let reset = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", pk.clone())
+                .key("sk", sk.clone())
+                .update_expression("SET #count = :one, window_start = :window, expires_at = :expires_at")
+                .condition_expression("attribute_not_exists(window_start) OR window_start < :window")
+                .expression_attribute_names("#count", "request_count")
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":window", n(window_start))
+                .expression_attribute_values(":expires_at", n(expires_at))
+                .send()
+                .await;
+            match reset {
+                Ok(_) => return Ok(1),
+                // Another request opened the window first: count into it.
+                Err(error) if is_conditional_failure(&error) => {}
+                Err(error) => return Err(backend(error)),
+            }
+        }
+        Err(StoreError::Backend(format!("request counter {key} kept changing")))
     }
 
     async fn get_cursor(&self, name: &str) -> Res<Option<i64>> {

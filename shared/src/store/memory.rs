@@ -22,7 +22,8 @@ struct State {
     dunning: HashMap<(String, String), DunningRecord>,
     cursors: HashMap<String, i64>,
     checkout_sessions: HashMap<String, UserId>,
-    request_counts: HashMap<(String, i64), u64>,
+    /// Per key: the window the count is in, and the count.
+    request_counts: HashMap<String, (i64, u64)>,
 }
 
 #[derive(Default)]
@@ -254,9 +255,10 @@ impl BillingStore for MemoryStore {
 
     async fn count_request(&self, key: &str, window_start: i64, _expires_at: i64) -> Res<u64> {
         Ok(self.with(|state| {
-            // Older windows are what DynamoDB's TTL would have removed.
-            state.request_counts.retain(|(_, start), _| *start >= window_start);
-            let count = state.request_counts.entry((key.to_owned(), window_start)).or_default();
+            let (window, count) = state.request_counts.entry(key.to_owned()).or_insert((window_start, 0));
+            if *window < window_start {
+                (*window, *count) = (window_start, 0);
+            }
             *count += 1;
             *count
         }))

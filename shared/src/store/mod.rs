@@ -95,8 +95,8 @@ pub trait BillingStore: Send + Sync {
 
     /// Counts one request against `key` (a route class and an account) in the fixed window
     /// that starts at `window_start`, atomically, and returns the count with this one; the
-    /// counter disappears after `expires_at`. One conditional-free `ADD`: concurrent callers
-    /// each get a distinct count, so a burst cannot slip past a limit.
+    /// counter disappears after `expires_at`. Concurrent callers each get a distinct count, so
+    /// a burst cannot slip past a limit; a later window starts again at 1.
     fn count_request(&self, key: &str, window_start: i64, expires_at: i64) -> impl Future<Output = Res<u64>> + Send;
 
     fn get_cursor(&self, name: &str) -> impl Future<Output = Res<Option<i64>>> + Send;
@@ -209,8 +209,6 @@ pub(crate) fn past_due_since(stored: Option<&SubscriptionRecord>, new: &Subscrip
     Some(earlier.map_or(seen, |earlier| earlier.min(seen)))
 }
 
-/// Reservoir sampling: a uniform sample of `limit` items from a stream of unknown length, in
-/// memory proportional to the sample, not the stream.
 /// What a drift-check sample drew, and how many items it read to draw it.
 #[derive(Debug, Clone, Default)]
 pub struct SubscriptionSample {
@@ -225,6 +223,8 @@ pub fn sample_read_budget(limit: usize) -> usize {
     limit.saturating_mul(20).clamp(200, 2_000)
 }
 
+/// Reservoir sampling: a uniform sample of `limit` items from a stream of unknown length, in
+/// memory proportional to the sample, not the stream.
 pub(crate) struct Reservoir<T> {
     limit: usize,
     seen: usize,

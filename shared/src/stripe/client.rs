@@ -408,7 +408,7 @@ impl StripeClient {
                 // try once more with the new key.
                 Attempt::Fail(error) if !key_reread && error.api().is_some_and(|api| api.status == 401) => {
                     key_reread = true;
-                    match self.secret_key.reread_if_changed().await {
+                    match self.secret_key.reread_if_changed(&key).await {
                         Some(new_key) => {
                             tracing::warn!("Stripe refused the API key; retrying with the key now in Secrets Manager");
                             key = new_key;

@@ -122,7 +122,7 @@ impl<Q: EventQueue> WebhookReceiver<Q> {
         if matches!(verdict, Err(SignatureError::NoMatch | SignatureError::NotConfigured)) {
             // No secret we hold signed it: the endpoint's secret may have been rolled a moment
             // ago. Read the secret again (at most ten times per refresh window) and retry.
-            if let Some(fresh) = self.verifier.reread_if_changed().await {
+            if let Some(fresh) = self.verifier.reread_if_changed(&verifier).await {
                 verdict = fresh.verify(delivery.signature, delivery.body, now_unix);
             }
         }
