@@ -58,14 +58,68 @@ pub struct EnvelopeData<'a> {
     pub object: EnvelopeObject<'a>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The three fields routing reads. The rest of the object is checked as it is skipped: read
+/// the way [`Event::parse`] reads it (into a `serde_json::Value`: numbers in range, strings
+/// unescaped, the same nesting limit), so that what a receiver accepts a processor can read.
+/// A derived reader would skip laxly: `cargo fuzz` found events with a number beyond `f64`'s
+/// range that the receivers enqueued (answering Stripe 2xx) and the processor then dropped as
+/// "not an event".
+#[derive(Debug, Default)]
 pub struct EnvelopeObject<'a> {
-    #[serde(borrow, default)]
     pub id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     pub object: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     pub customer: Option<BorrowedId<'a>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for EnvelopeObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> de::Visitor<'de> for Fields<'a> {
+            type Value = EnvelopeObject<'a>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a Stripe object")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut object = EnvelopeObject::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "id" => set(&mut object.id, map.next_value::<Borrowed<'a>>()?.0, "id")?,
+                        "object" => set(&mut object.object, map.next_value::<Borrowed<'a>>()?.0, "object")?,
+                        "customer" => set(&mut object.customer, map.next_value()?, "customer")?,
+                        _ => {
+                            map.next_value::<AnyJson>()?;
+                        }
+                    }
+                }
+                Ok(object)
+            }
+        }
+
+        /// A field given twice is an error, as a derived reader makes it.
+        fn set<T, E: de::Error>(slot: &mut Option<T>, value: Option<T>, name: &'static str) -> Result<(), E> {
+            if slot.is_some() {
+                return Err(E::duplicate_field(name));
+            }
+            *slot = value;
+            Ok(())
+        }
+
+        /// An optional string borrowed from the body where it has no escapes.
+        struct Borrowed<'a>(Option<Cow<'a, str>>);
+
+        impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                struct Wrap<'a>(#[serde(borrow)] Option<Cow<'a, str>>);
+                Wrap::deserialize(deserializer).map(|Wrap(value)| Borrowed(value))
+            }
+        }
+
+        deserializer.deserialize_map(Fields(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +205,52 @@ fn snapshot_type<'t>(object: Option<&str>, event_type: &'t str) -> &'t str {
     match object {
         Some(THIN_OBJECT) => event_type.strip_prefix(THIN_TYPE_PREFIX).unwrap_or(event_type),
         _ => event_type,
+    }
+}
+
+/// Any JSON value, read the way `serde_json::Value` reads one (numbers in range, strings
+/// unescaped, the same nesting limit) and then dropped.
+struct AnyJson;
+
+impl<'de> Deserialize<'de> for AnyJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AnyJson)
+    }
+}
+
+impl<'de> de::Visitor<'de> for AnyJson {
+    type Value = AnyJson;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<AnyJson>()?.is_some() {}
+        Ok(AnyJson)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        while map.next_key::<AnyJson>()?.is_some() {
+            map.next_value::<AnyJson>()?;
+        }
+        Ok(AnyJson)
     }
 }
 
@@ -301,6 +401,34 @@ mod tests {
             assert!(EventEnvelope::parse(body).is_err());
             assert!(Event::parse(std::str::from_utf8(body).unwrap()).is_err());
         }
+    }
+
+    /// Found by `cargo fuzz` (event_envelope, eventbridge): what `Event::parse` cannot read —
+    /// a number beyond `f64`'s range, nesting past serde_json's limit, a lone surrogate —
+    /// anywhere in `data.object` is refused by the envelope too, not enqueued and then dropped.
+    #[test]
+    fn the_envelope_refuses_what_the_processor_cannot_read() {
+        let event = |object: &str| {
+            format!(
+                r#"{{"id":"evt_1","object":"event","type":"customer.subscription.updated","created":1,"data":{{"object":{object}}}}}"#
+            )
+        };
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for object in [
+            r#"{"id":"sub_1","object":"subscription","created":123777770077777777000E634567890}"#.to_owned(),
+            r#"{"id":"sub_1","items":[1e400]}"#.to_owned(),
+            format!(r#"{{"id":"sub_1","x":{deep}}}"#),
+            r#"{"id":"sub_1","name":"\ud800"}"#.to_owned(),
+        ] {
+            let body = event(&object);
+            assert!(Event::parse(&body).is_err(), "{body}");
+            assert!(EventEnvelope::parse(body.as_bytes()).is_err(), "{body}");
+        }
+        // What the processor reads, the envelope still accepts.
+        let body =
+            event(r#"{"id":"sub_1","n":[1.5e300,-0,18446744073709551616],"s":"\u00e9\ud83d\ude00","deep":[[[{}]]]}"#);
+        assert!(Event::parse(&body).is_ok());
+        assert!(EventEnvelope::parse(body.as_bytes()).is_ok());
     }
 
     /// A thin event as Stripe's docs show one (`/v2/core/events`, "event notification"):
