@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use billing_tests::oracle::signature_header as official_header;
 use billing_tests::{aws, fixtures, unique};
 use serde_json::json;
 use shared::bootstrap;
@@ -41,13 +42,6 @@ async fn put_secret(arn: &str, value: &str) {
         .send()
         .await
         .unwrap();
-}
-
-/// `stripe.WebhookSignature.generate_signature_header`, the official SDK's signer.
-fn official_header(payload: &str, secret: &str, timestamp: i64) -> String {
-    let script = "import sys, stripe; print(stripe.WebhookSignature.generate_signature_header(sys.stdin.read(), sys.argv[1], timestamp=int(sys.argv[2])))";
-    let output = billing_tests::oracle::python(&["-c", script, secret, &timestamp.to_string()], payload);
-    String::from_utf8(output).unwrap().trim().to_owned()
 }
 
 fn event_body() -> String {

@@ -5,6 +5,7 @@ use std::num::NonZeroU64;
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use base64::Engine;
+use billing_tests::oracle::signature_header as official_header;
 use billing_tests::queue_conformance::drain;
 use billing_tests::{aws, fixtures, unique};
 use secrecy::SecretString;
@@ -19,13 +20,6 @@ const SECRET: &str = "whsec_primary_test";
 const SECRET_2: &str = "whsec_rotated_test";
 
 type HeaderFor = fn(&str) -> String;
-
-/// `stripe.WebhookSignature.generate_signature_header` from the official Python SDK.
-fn official_header(payload: &str, secret: &str, timestamp: i64) -> String {
-    let script = "import sys, stripe; print(stripe.WebhookSignature.generate_signature_header(sys.stdin.read(), sys.argv[1], timestamp=int(sys.argv[2])))";
-    let output = billing_tests::oracle::python(&["-c", script, secret, &timestamp.to_string()], payload);
-    String::from_utf8(output).unwrap().trim().to_owned()
-}
 
 fn verifier(secrets: &[&str]) -> SignatureVerifier {
     let secrets: Vec<SecretString> = secrets.iter().map(|s| SecretString::from(s.to_string())).collect();

@@ -24,3 +24,11 @@ pub fn python(args: &[&str], stdin: &str) -> Vec<u8> {
     );
     output.stdout
 }
+
+/// `stripe.WebhookSignature.generate_signature_header` from the official Python SDK: the
+/// `Stripe-Signature` header Stripe would send for `payload`.
+pub fn signature_header(payload: &str, secret: &str, timestamp: i64) -> String {
+    let script = "import sys, stripe; print(stripe.WebhookSignature.generate_signature_header(sys.stdin.read(), sys.argv[1], timestamp=int(sys.argv[2])))";
+    let output = python(&["-c", script, secret, &timestamp.to_string()], payload);
+    String::from_utf8(output).expect("a header is text").trim().to_owned()
+}

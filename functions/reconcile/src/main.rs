@@ -12,17 +12,22 @@ use shared::sync::Syncer;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let (sdk, env) = bootstrap::start()?;
-    let reconciler = Reconciler {
-        store: bootstrap::dynamo_store(&sdk, &env)?,
-        queue: SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), QueueSettings::from_env(&env)?),
-        stripe: bootstrap::stripe_client(&sdk, &env).await?,
-        payload: EventPayload::from_env(&env)?,
-    };
     // The drift check is optional: with no sample size the plan catalog is not needed either.
     let drift_sample = usize::try_from(env.parse_u64("RECONCILE_DRIFT_SAMPLE")?.unwrap_or(0)).unwrap_or(usize::MAX);
     let drift_syncer = match drift_sample {
         0 => None,
         _ => Some(bootstrap::syncer(&sdk, &env).await?),
+    };
+    // One client, so the API key is read from Secrets Manager once at init and cached once.
+    let stripe = match &drift_syncer {
+        Some(syncer) => syncer.stripe.clone(),
+        None => bootstrap::stripe_client(&sdk, &env).await?,
+    };
+    let reconciler = Reconciler {
+        store: bootstrap::dynamo_store(&sdk, &env)?,
+        queue: SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), QueueSettings::from_env(&env)?),
+        stripe,
+        payload: EventPayload::from_env(&env)?,
     };
     let (reconciler, drift_syncer) = (&reconciler, &drift_syncer);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {

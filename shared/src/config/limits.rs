@@ -21,8 +21,6 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
-    pub const ALL: [RouteClass; 3] = [RouteClass::Writes, RouteClass::Sync, RouteClass::Other];
-
     pub const fn name(self) -> &'static str {
         match self {
             RouteClass::Writes => "writes",

@@ -15,7 +15,7 @@ use url::Url;
 pub use env::Env;
 pub use limits::{RateLimits, RouteClass, WINDOW_SECS as RATE_WINDOW_SECS};
 pub use plans::{Plan, PlanCatalog};
-pub use secrets::{MAX_AGE as SECRETS_MAX_AGE, Rotating, SecretSource, StripeSecret};
+pub use secrets::{Rotating, SecretSource, StripeSecret};
 
 use crate::stripe::client::{DEFAULT_API_BASE, RetryPolicy};
 use crate::stripe::signature::DEFAULT_TOLERANCE_SECS;
