@@ -118,7 +118,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for EnvelopeObject<'a> {
             }
         }
 
-        deserializer.deserialize_map(Fields(std::marker::PhantomData))
+        // A struct with its fields named, as a derived reader declares them (what reads a
+        // struct's fields, such as the API-version check of what the models read, sees them).
+        const FIELDS: &[&str] = &["id", "object", "customer"];
+        deserializer.deserialize_struct("EnvelopeObject", FIELDS, Fields(std::marker::PhantomData))
     }
 }
 
