@@ -8,11 +8,14 @@
 //! - `billing dev` serves the billing API and the webhook on 127.0.0.1 (default port 3000)
 //!   with the events and payment-failed processors running in-process.
 //! - `billing event-types` prints the event types to enable on the Stripe webhook endpoint.
+//! - `billing setup` wires Stripe to a deployed stack (webhook endpoint or event destination,
+//!   signing secret); `billing doctor` checks the live wiring.
 
 mod demo;
 mod dev_identity;
 mod local;
 mod ops;
+mod wiring;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use shared::queue::QueueName;
@@ -82,6 +85,46 @@ enum Command {
         #[command(subcommand)]
         subject: InspectArg,
     },
+    /// Wire Stripe to the deployed stack: the webhook endpoint (or event destination) and its
+    /// signing secret. Idempotent; --dry-run shows the plan.
+    Setup {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Webhook endpoint, or Amazon EventBridge event destination.
+        #[arg(long, value_enum, default_value = "webhook")]
+        delivery: wiring::Delivery,
+        /// The event destination's payload (eventbridge only).
+        #[arg(long, value_enum, default_value = "snapshot")]
+        payload: wiring::Payload,
+        /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the live wiring: endpoint, events, API version, secret, key mode, queues, alarms,
+    /// reconcile cursor, last processed event. Exits 1 when a check fails.
+    Doctor {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// The CloudFormation stack (default: stack_name in ./samconfig.toml).
+    #[arg(long)]
+    stack: Option<String>,
+    /// Read the stack's outputs from this JSON file instead of CloudFormation.
+    #[arg(long)]
+    outputs: Option<std::path::PathBuf>,
+}
+
+impl From<TargetArgs> for wiring::Target {
+    fn from(args: TargetArgs) -> Self {
+        wiring::Target {
+            stack: args.stack,
+            outputs: args.outputs,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -127,6 +170,21 @@ async fn main() -> std::process::ExitCode {
             shared::routing::handled_event_types().for_each(|event_type| println!("{event_type}"));
             Ok(())
         }
+        Command::Setup {
+            target,
+            delivery,
+            payload,
+            dry_run,
+        } => match wiring::Wiring::load(&target.into()).await {
+            Ok(wired) => wiring::setup(&wired, delivery, payload, dry_run, output)
+                .await
+                .map_err(Into::into),
+            Err(error) => Err(error.into()),
+        },
+        Command::Doctor { target } => match wiring::Wiring::load(&target.into()).await {
+            Ok(wired) => wiring::doctor(&wired, output).await.map_err(Into::into),
+            Err(error) => Err(error.into()),
+        },
         operation => operate(operation, output).await,
     };
     match outcome {
@@ -158,7 +216,7 @@ async fn operate(command: Command, output: Output) -> Result<(), Box<dyn std::er
             };
             ops::inspect(&deployment, subject, output).await?
         }
-        Command::Demo | Command::Dev { .. } | Command::EventTypes => {}
+        Command::Demo | Command::Dev { .. } | Command::EventTypes | Command::Setup { .. } | Command::Doctor { .. } => {}
     }
     Ok(())
 }

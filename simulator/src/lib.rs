@@ -291,7 +291,15 @@ async fn handle(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let params = decode_form(&body);
+    // v1 takes a form body, v2 a JSON one.
+    let params = if path.starts_with("/v2/") && !body.is_empty() {
+        match serde_json::from_slice(&body) {
+            Ok(params) => params,
+            Err(_) => return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", "The request body is not JSON"),
+        }
+    } else {
+        decode_form(&body)
+    };
     let query = decode_form(uri.query().unwrap_or_default().as_bytes());
     let outcome = lock(&shared.sim).api(method.as_str(), &path, &params, &query, key.as_deref());
     let answer = match outcome {
@@ -311,9 +319,6 @@ async fn handle(
 /// the EventBridge target — in the configured shape; returns how many deliveries were taken.
 async fn deliver(shared: &Shared, mut events: Vec<Value>) -> usize {
     let delivery = lock(&shared.delivery).clone();
-    if delivery.webhook_url.is_none() && delivery.eventbridge.is_none() {
-        return 0;
-    }
     if delivery.duplicates {
         let copies: Vec<Value> = events.iter().filter(|_| fastrand::bool()).cloned().collect();
         events.extend(copies);
@@ -323,6 +328,7 @@ async fn deliver(shared: &Shared, mut events: Vec<Value>) -> usize {
     }
     let mut accepted = 0;
     for event in events {
+        accepted += deliver_to_endpoints(shared, &event).await;
         let event = match delivery.payload {
             Payload::Snapshot => event,
             Payload::Thin => state::thin::notification(&event),
@@ -333,6 +339,21 @@ async fn deliver(shared: &Shared, mut events: Vec<Value>) -> usize {
         if let Some(target) = &delivery.eventbridge {
             accepted += usize::from((target.sink)(envelope(target, &event).to_string()).await);
         }
+    }
+    accepted
+}
+
+/// The event, as a snapshot, to every enabled endpoint registered through
+/// `/v1/webhook_endpoints` that takes its type, signed with that endpoint's secret and marked
+/// with its API version.
+async fn deliver_to_endpoints(shared: &Shared, event: &Value) -> usize {
+    let event_type = event["type"].as_str().unwrap_or_default();
+    let endpoints = lock(&shared.sim).endpoints_for(event_type);
+    let mut accepted = 0;
+    for endpoint in endpoints {
+        let mut rendered = event.clone();
+        rendered["api_version"] = json!(endpoint.api_version);
+        accepted += usize::from(post_signed(shared, &endpoint.url, &endpoint.secret, &rendered).await);
     }
     accepted
 }

@@ -263,3 +263,21 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    #[test]
+    fn webhook_endpoint_create() {
+        let spec = Spec::load();
+        let body = shared::stripe::form::encode(&serde_json::json!({
+            "url": "http://127.0.0.1:1/webhooks/stripe",
+            "enabled_events": ["invoice.paid", "customer.deleted"],
+            "description": "x",
+            "metadata": {"billing_stack": "s"},
+            "api_version": "2026-10-28.endive",
+        }));
+        assert_eq!(spec.validate("POST", "/v1/webhook_endpoints", None, body.as_bytes()), Ok(()));
+    }
+}

@@ -1,6 +1,7 @@
 //! The simulator's objects and what each call or control action does to them.
 
 mod checkout;
+mod endpoints;
 mod payments;
 mod subscriptions;
 pub(crate) mod thin;
@@ -82,6 +83,8 @@ pub struct Sim {
     payment_intents: BTreeMap<String, Value>,
     charges: BTreeMap<String, Value>,
     refunds: BTreeMap<String, Value>,
+    webhook_endpoints: BTreeMap<String, Value>,
+    event_destinations: BTreeMap<String, Value>,
     events: Vec<Value>,
     idempotent: HashMap<String, Value>,
 }
@@ -187,6 +190,8 @@ impl Sim {
             payment_intents: BTreeMap::new(),
             charges: BTreeMap::new(),
             refunds: BTreeMap::new(),
+            webhook_endpoints: BTreeMap::new(),
+            event_destinations: BTreeMap::new(),
             events: Vec::new(),
             idempotent: HashMap::new(),
         }
@@ -291,6 +296,16 @@ impl Sim {
             ("GET", ["v1", "events"]) => Ok((self.list_events(query), Vec::new())),
             ("GET", ["v2", "core", "events"]) => self.list_thin_events(query),
             ("GET", ["v2", "core", "events", id]) => self.thin_event(id),
+            ("POST", ["v1", "webhook_endpoints"]) => self.create_webhook_endpoint(params),
+            ("GET", ["v1", "webhook_endpoints"]) => self.list_webhook_endpoints(query),
+            ("GET", ["v1", "webhook_endpoints", id]) => self.webhook_endpoint(id),
+            ("POST", ["v1", "webhook_endpoints", id]) => self.update_webhook_endpoint(id, params),
+            ("DELETE", ["v1", "webhook_endpoints", id]) => self.delete_webhook_endpoint(id),
+            ("POST", ["v2", "core", "event_destinations"]) => self.create_event_destination(params),
+            ("GET", ["v2", "core", "event_destinations"]) => self.list_event_destinations(),
+            ("GET", ["v2", "core", "event_destinations", id]) => self.event_destination(id),
+            ("POST", ["v2", "core", "event_destinations", id]) => self.update_event_destination(id, params),
+            ("DELETE", ["v2", "core", "event_destinations", id]) => self.delete_event_destination(id),
             _ => return None,
         })
     }

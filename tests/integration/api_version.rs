@@ -655,6 +655,23 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/prices/{price}", "stripe.params.PriceRetrieveParams"),
     ("GET", "/v1/events", "stripe.params.EventListParams"),
     ("GET", "/v1/events/{id}", "stripe.params.EventRetrieveParams"),
+    ("GET", "/v1/webhook_endpoints", "stripe.params.WebhookEndpointListParams"),
+    ("POST", "/v1/webhook_endpoints", "stripe.params.WebhookEndpointCreateParams"),
+    (
+        "GET",
+        "/v1/webhook_endpoints/{webhook_endpoint}",
+        "stripe.params.WebhookEndpointRetrieveParams",
+    ),
+    (
+        "POST",
+        "/v1/webhook_endpoints/{webhook_endpoint}",
+        "stripe.params.WebhookEndpointModifyParams",
+    ),
+    (
+        "DELETE",
+        "/v1/webhook_endpoints/{webhook_endpoint}",
+        "stripe.params.WebhookEndpointDeleteParams",
+    ),
 ];
 
 #[test]
@@ -708,4 +725,86 @@ fn checkout_sessions_refuse_payment_method_types() {
         refused[0].contains("unknown parameter payment_method_types"),
         "{refused:?}"
     );
+}
+
+/// The webhook endpoints and event destinations `billing setup` creates in the simulator have
+/// stripe-python's shapes: `stripe.WebhookEndpoint` (its `secret` only in the create answer),
+/// `stripe.v2.core.EventDestination`.
+#[tokio::test]
+async fn the_simulators_endpoints_and_destinations_have_the_pinned_versions_shapes() {
+    let sim = Sim {
+        simulator: Simulator::start(0, Delivery::default()).await.unwrap(),
+        http: reqwest::Client::new(),
+    };
+    let mut shown = Shown::default();
+    let created = sim
+        .post(
+            "/v1/webhook_endpoints",
+            &[
+                ("url", "https://billing.example/webhooks/stripe"),
+                ("enabled_events[]", "invoice.paid"),
+                ("enabled_events[]", "customer.deleted"),
+                ("api_version", shared::stripe::API_VERSION),
+                ("description", "billing"),
+                ("metadata[billing_stack]", "stack"),
+            ],
+        )
+        .await;
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"), "{created}");
+    shown.add("POST /v1/webhook_endpoints", "stripe.WebhookEndpoint", &created);
+    let we = id(&created, "/id");
+    let read = sim.get(&format!("/v1/webhook_endpoints/{we}")).await;
+    assert!(read.get("secret").is_none(), "the secret is shown at creation only: {read}");
+    shown.add("GET /v1/webhook_endpoints/{id}", "stripe.WebhookEndpoint", &read);
+    let updated = sim
+        .post(&format!("/v1/webhook_endpoints/{we}"), &[("disabled", "true")])
+        .await;
+    assert_eq!(updated["status"], "disabled");
+    shown.add("POST /v1/webhook_endpoints/{id}", "stripe.WebhookEndpoint", &updated);
+    shown.list(
+        "GET /v1/webhook_endpoints",
+        "stripe.WebhookEndpoint",
+        &sim.get("/v1/webhook_endpoints").await,
+    );
+    // Stripe refuses `api_version` on an update: an endpoint's version is fixed at creation.
+    let refused = sim
+        .http
+        .post(format!("{}/v1/webhook_endpoints/{we}", sim.simulator.base_url))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("api_version=2025-03-31.basil")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    let destination: Value = sim
+        .http
+        .post(format!("{}/v2/core/event_destinations", sim.simulator.base_url))
+        .header("Content-Type", "application/json")
+        .body(
+            json!({
+                "name": "stack-billing",
+                "type": "amazon_eventbridge",
+                "amazon_eventbridge": {"aws_account_id": "123456789012", "aws_region": "us-east-1"},
+                "enabled_events": ["invoice.paid"],
+                "event_payload": "snapshot",
+                "snapshot_api_version": shared::stripe::API_VERSION,
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(destination["amazon_eventbridge"]["aws_event_source_status"], "pending", "{destination}");
+    shown.add(
+        "POST /v2/core/event_destinations",
+        "stripe.v2.core.EventDestination",
+        &destination,
+    );
+    let answer = oracle("shapes", &Value::Array(shown.0));
+    let found = problems(&answer);
+    assert!(found.is_empty(), "differences from stripe-python:\n{}", found.join("\n"));
 }

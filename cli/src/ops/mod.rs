@@ -103,7 +103,7 @@ pub struct Output {
 }
 
 impl Output {
-    fn emit(&self, human: &str, report: &impl Serialize) -> Result<(), OpsError> {
+    pub(crate) fn emit(&self, human: &str, report: &impl Serialize) -> Result<(), OpsError> {
         if self.json {
             let json = serde_json::to_string_pretty(report).map_err(|error| OpsError::Usage(error.to_string()))?;
             println!("{json}");

@@ -99,10 +99,15 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
         emailed_action_attempt: existing.as_ref().map_or(0, |r| r.emailed_action_attempt),
         published_action_attempt: existing.as_ref().map_or(0, |r| r.published_action_attempt),
     };
+    // A closed record returned above: no record means this failure opens the episode.
+    let opens = existing.is_none();
     if syncer.store.put_dunning(&record).await? == WriteOutcome::Stale {
         // Closed between our read of the invoice and this write: it was paid or voided.
         tracing::info!(event_id = %event.id, invoice_id = %invoice.id, "stale failure: dunning closed meanwhile");
         return Ok(Outcome::Applied);
+    }
+    if opens {
+        crate::telemetry::count("DunningOpened");
     }
     if let Some(subscription_id) = &record.subscription_id {
         syncer.refetch_subscription(subscription_id, event.created).await?;

@@ -18,6 +18,8 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 
 use super::{Outcome, ProcessError};
 use crate::deadline::Deadline;
+use crate::routing::EventKind;
+use crate::telemetry;
 use crate::queue::ReceivedMessage;
 
 /// Received messages as the SQS trigger hands them to a function: for local runs, which drain
@@ -75,7 +77,19 @@ where
             continue;
         }
         let held_back = group.as_ref().is_some_and(|g| failed_groups.contains(g));
+        // The type from the closed catalogue only, so the metric's dimension stays bounded.
+        let kind = message
+            .message_attributes
+            .get("event_type")
+            .and_then(|attribute| attribute.string_value.as_deref())
+            .and_then(EventKind::parse)
+            .map_or("other", EventKind::name);
         let result = if held_back { None } else { Some(handle(message).await) };
+        match &result {
+            Some(Ok(Outcome::Rejected)) | None => {}
+            Some(Ok(_)) => telemetry::count_by("EventsProcessed", "EventType", kind),
+            Some(Err(_)) => telemetry::count_by("EventsFailed", "EventType", kind),
+        }
         match result {
             Some(Ok(Outcome::Applied)) => counts.applied += 1,
             Some(Ok(Outcome::Duplicate)) => counts.duplicates += 1,

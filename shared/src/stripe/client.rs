@@ -126,6 +126,12 @@ impl std::fmt::Debug for StripeClient {
     }
 }
 
+/// A request body: v1 takes forms, v2 JSON.
+enum Body {
+    Form(String),
+    Json(String),
+}
+
 enum Attempt<T> {
     Done(T),
     Retry {
@@ -201,7 +207,19 @@ impl StripeClient {
         idempotency_key: Option<&str>,
     ) -> Result<T, StripeError> {
         let key = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-        self.send(Method::POST, self.url(path), Some(form::encode(params)), Some(key))
+        self.send(Method::POST, self.url(path), Some(Body::Form(form::encode(params))), Some(key))
+            .await
+    }
+
+    /// POSTs `params` as JSON, as the v2 API takes them, with an idempotency key as [`Self::post`].
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, StripeError> {
+        let key = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        self.send(Method::POST, self.url(path), Some(Body::Json(params.to_string())), Some(key))
             .await
     }
 
@@ -291,7 +309,7 @@ impl StripeClient {
     }
 
     /// Follows `has_more` / `starting_after` to the end of a Stripe list, 100 items a page.
-    async fn list_all<T: DeserializeOwned>(
+    pub(crate) async fn list_all<T: DeserializeOwned>(
         &self,
         path: &str,
         filters: &[(&str, &str)],
@@ -364,7 +382,7 @@ impl StripeClient {
         &self,
         method: Method,
         url: Url,
-        body: Option<String>,
+        body: Option<Body>,
         idempotency_key: Option<String>,
     ) -> Result<T, StripeError> {
         // The call's own limit, or the invocation's deadline when that comes first.
@@ -398,9 +416,13 @@ impl StripeClient {
                 request = request.header("Idempotency-Key", key);
             }
             if let Some(body) = &body {
+                let (content_type, text) = match body {
+                    Body::Form(text) => ("application/x-www-form-urlencoded", text),
+                    Body::Json(text) => ("application/json", text),
+                };
                 request = request
-                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(body.clone());
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(text.clone());
             }
             let (error, retry_after) = match self.attempt(request, budget).await {
                 Attempt::Done(value) => return Ok(value),
@@ -477,6 +499,13 @@ impl StripeClient {
                 Err(error) => Attempt::Fail(StripeError::Decode(error)),
             };
         }
+        // Stripe's rate limit is shared with the whole account: the dashboard shows who is
+        // close to it.
+        crate::telemetry::count(if status == StatusCode::TOO_MANY_REQUESTS {
+            "StripeRateLimited"
+        } else {
+            "StripeErrors"
+        });
         let error = StripeError::Api(Box::new(api_error(status, &bytes, request_id)));
         let retryable = should_retry.unwrap_or(
             status == StatusCode::CONFLICT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),
@@ -557,7 +586,7 @@ pub struct V2List {
     pub next_page_url: Option<String>,
 }
 
-fn path_id(id: &str) -> Result<&str, StripeError> {
+pub(crate) fn path_id(id: &str) -> Result<&str, StripeError> {
     let valid = !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if valid {
         Ok(id)

@@ -7,6 +7,7 @@ pub mod ids;
 pub mod objects;
 pub mod resource;
 pub mod signature;
+pub mod wiring;
 
 pub use client::{API_VERSION, ApiError, RetryPolicy, StripeClient, StripeError};
 pub use event::{Event, EventEnvelope, NotAnEvent, RelatedObject, Shape};

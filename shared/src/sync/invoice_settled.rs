@@ -28,6 +28,10 @@ pub(super) async fn apply<S: BillingStore, P: Publisher>(
             dunning.stage = DunningStage::Closed;
             dunning.watermark = dunning.watermark.max(event.created);
             syncer.store.put_dunning(&dunning).await?;
+            crate::telemetry::count(match kind {
+                EventKind::InvoicePaid | EventKind::InvoicePaymentSucceeded => "DunningRecovered",
+                _ => "DunningAbandoned",
+            });
             tracing::info!(event_id = %event.id, invoice_id = %invoice.id, settled_by = kind.name(), "dunning closed");
         }
     }

@@ -27,6 +27,13 @@ pub async fn handle<Q: EventQueue>(
         }
         Err(reply) => reply,
     };
+    // The dashboard's webhook answers by class (API Gateway's own metrics mix in the billing API).
+    let class = match reply.status {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    crate::telemetry::count_by("WebhookAnswers", "Status", class);
     response(reply)
 }
 
