@@ -377,3 +377,73 @@ async fn an_endpoint_at_another_api_version_is_reported_and_replaced_with_its_se
     assert!(ok, "{report:#}");
     assert_eq!(check(&report, "endpoint API version")["detail"], API_VERSION);
 }
+
+#[tokio::test]
+async fn setup_creates_one_event_destination_and_names_the_deploy_that_associates_it() {
+    let stack = Stack::deploy().await;
+    let dir = std::env::temp_dir().join(unique("billing-outputs-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let outputs = dir.join("outputs.json");
+    // Outputs as `aws cloudformation describe-stacks --query 'Stacks[0].Outputs'` prints them,
+    // of a stack deployed for webhooks that is moving to EventBridge.
+    let write = |extra: &[(&str, &str)]| {
+        let mut list = vec![
+            json!({"OutputKey": "AwsAccountId", "OutputValue": "123456789012"}),
+            json!({"OutputKey": "AwsRegion", "OutputValue": "eu-west-1"}),
+        ];
+        list.extend(extra.iter().map(|(k, v)| json!({"OutputKey": k, "OutputValue": v})));
+        std::fs::write(&outputs, Value::Array(list).to_string()).unwrap();
+    };
+    write(&[]);
+    let path = outputs.to_str().unwrap();
+    let first = stack
+        .billing(&["setup", "--delivery", "eventbridge", "--outputs", path])
+        .await;
+    assert!(first.ok, "{}\n{}", first.stdout, first.stderr);
+    let list = stack.stripe(reqwest::Method::GET, "/v2/core/event_destinations", &[]).await;
+    let destinations = list["data"].as_array().unwrap();
+    assert_eq!(destinations.len(), 1, "{list:#}");
+    let destination = &destinations[0];
+    assert_eq!(destination["type"], "amazon_eventbridge");
+    assert_eq!(destination["amazon_eventbridge"]["aws_account_id"], "123456789012");
+    assert_eq!(destination["snapshot_api_version"], API_VERSION);
+    assert_eq!(destination["event_payload"], "snapshot");
+    assert_eq!(events_of(destination), catalogue());
+    let arn = destination["amazon_eventbridge"]["aws_event_source_arn"].as_str().unwrap();
+    assert!(arn.starts_with("arn:aws:events:eu-west-1::event-source/"), "{arn}");
+    let source = arn.split_once("event-source/").unwrap().1;
+    assert!(
+        first
+            .stdout
+            .contains(&format!("StripePartnerEventSource={source}")),
+        "{}",
+        first.stdout
+    );
+
+    let again = stack
+        .billing(&["setup", "--delivery", "eventbridge", "--outputs", path])
+        .await;
+    assert!(again.stdout.contains("nothing to change"), "{}", again.stdout);
+    assert_eq!(
+        stack.stripe(reqwest::Method::GET, "/v2/core/event_destinations", &[]).await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Deployed with that source: the doctor finds the destination, and says the source still
+    // waits for its association (Stripe shows `pending` until the bus exists).
+    write(&[("EventBusName", source)]);
+    let doctor = stack.billing(&["doctor", "--json", "--outputs", path]).await;
+    assert!(!doctor.ok);
+    let report: Value = serde_json::from_str(&doctor.stdout).unwrap();
+    let found = check(&report, "event destination");
+    assert_eq!(found["status"], "FAIL", "{report:#}");
+    assert_eq!(
+        found["detail"],
+        format!("{}: the partner event source is pending", destination["id"].as_str().unwrap())
+    );
+    assert_eq!(check(&report, "destination events")["status"], "OK");
+    assert_eq!(check(&report, "destination API version")["status"], "OK");
+}
