@@ -359,6 +359,8 @@ class Project:
     api_version: str
     secret_access: dict[str, frozenset[str]]
     dynamodb_access: dict[str, TableAccess]
+    # The CloudWatch metrics the Rust code counts (`telemetry::count("Name")`, `count_by`).
+    metrics: tuple[str, ...] = ()
 
 
 class Checker:
@@ -430,6 +432,7 @@ class Checker:
         self.check_http_api()
         self.check_eventbridge()
         self.check_api_version()
+        self.check_metrics()
 
     def check_secrets(self) -> None:
         for pattern in SECRET_PATTERNS:
@@ -1236,6 +1239,22 @@ class Checker:
 
     # -- Stripe API version
 
+    def check_metrics(self) -> None:
+        """Every metric the code counts is on the dashboard or has an alarm: none is emitted
+        for nobody to look at, and a renamed metric cannot leave a dead widget behind."""
+        dashboards = self.resources("AWS::CloudWatch::Dashboard")
+        self.expect(len(dashboards) == 1, f"expected one AWS::CloudWatch::Dashboard, found {len(dashboards)}")
+        shown = " ".join(
+            sub_text(self.props(board).get("DashboardBody")) or str(self.props(board).get("DashboardBody") or "")
+            for board in dashboards.values()
+        )
+        alarmed = {self.props(alarm).get("MetricName") for alarm in self.resources("AWS::CloudWatch::Alarm").values()}
+        for metric in self.project.metrics:
+            self.expect(
+                re.search(rf"(?<![A-Za-z0-9]){metric}(?![A-Za-z0-9])", shown) is not None or metric in alarmed,
+                f"metric {metric} (counted in the Rust code) is on no dashboard widget and has no alarm",
+            )
+
     def check_api_version(self) -> None:
         output = (self.template.get("Outputs") or {}).get(API_VERSION_OUTPUT) or {}
         self.expect(
@@ -1276,6 +1295,18 @@ def pinned_api_version(text: str) -> str:
     return match.group(1)
 
 
+METRIC_CALL = re.compile(r'\bcount(?:_by)?\(\s*"(\w+)"')
+
+
+def counted_metrics() -> tuple[str, ...]:
+    """The metric names passed to telemetry::count / count_by in shared/ and functions/."""
+    names: set[str] = set()
+    for root in (REPO_ROOT / "shared" / "src", REPO_ROOT / "functions"):
+        for path in root.rglob("*.rs"):
+            names.update(METRIC_CALL.findall(path.read_text(encoding="utf-8")))
+    return tuple(sorted(names))
+
+
 def load_project() -> Project:
     """The repository's functions/, README.md and client.rs; raises OSError or ValueError."""
     try:
@@ -1286,7 +1317,9 @@ def load_project() -> Project:
         api_version = pinned_api_version(STRIPE_CLIENT.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ValueError(f"{STRIPE_CLIENT}: {error}") from error
-    return Project(function_directories(), event_types, api_version, STRIPE_SECRET_ACCESS, DYNAMODB_ACCESS)
+    return Project(
+        function_directories(), event_types, api_version, STRIPE_SECRET_ACCESS, DYNAMODB_ACCESS, counted_metrics()
+    )
 
 
 # ------------------------------------------------------------------ self-test
@@ -1304,6 +1337,7 @@ SELF_TEST_PROJECT = Project(
         ),
         "Relay": TableAccess(),
     },
+    metrics=("Seen", "Lost"),
 )
 
 SELF_TEST_TEMPLATE = """\
@@ -1487,6 +1521,13 @@ Resources:
         MaximumRetryAttempts: 2
         DestinationConfig:
           OnFailure: {Type: SQS, Destination: !GetAtt RelayFailures.Arn}
+  LostAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties: {Namespace: StripeBilling, MetricName: Lost}
+  Board:
+    Type: AWS::CloudWatch::Dashboard
+    Properties:
+      DashboardBody: !Sub '{"widgets": [{"properties": {"region": "${AWS::Region}", "metrics": [["StripeBilling", "Seen"]]}}]}'
 Outputs:
   StripeApiVersion:
     Value: 2099-01-01.test
@@ -1513,6 +1554,9 @@ SELF_TEST_CASES: list[tuple[str, str, str]] = [
         _mutate("FunctionResponseTypes: [ReportBatchItemFailures]", "FunctionResponseTypes: []"),
         "ReportBatchItemFailures",
     ),
+    ("metric on no widget", _mutate('"StripeBilling", "Seen"', '"StripeBilling", "Unseen"'), "metric Seen"),
+    ("metric without its alarm", _mutate("MetricName: Lost}", "MetricName: Found}"), "metric Lost"),
+    ("no dashboard", _mutate("Type: AWS::CloudWatch::Dashboard", "Type: AWS::SNS::Topic"), "one AWS::CloudWatch::Dashboard"),
     ("low visibility timeout", _mutate("VisibilityTimeout: 360", "VisibilityTimeout: 300"), "VisibilityTimeout"),
     (
         "uncommented Resource '*'",

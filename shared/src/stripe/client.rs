@@ -501,11 +501,11 @@ impl StripeClient {
         }
         // Stripe's rate limit is shared with the whole account: the dashboard shows who is
         // close to it.
-        crate::telemetry::count(if status == StatusCode::TOO_MANY_REQUESTS {
-            "StripeRateLimited"
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            crate::telemetry::count("StripeRateLimited");
         } else {
-            "StripeErrors"
-        });
+            crate::telemetry::count("StripeErrors");
+        }
         let error = StripeError::Api(Box::new(api_error(status, &bytes, request_id)));
         let retryable = should_retry.unwrap_or(
             status == StatusCode::CONFLICT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),

@@ -28,10 +28,12 @@ pub(super) async fn apply<S: BillingStore, P: Publisher>(
             dunning.stage = DunningStage::Closed;
             dunning.watermark = dunning.watermark.max(event.created);
             syncer.store.put_dunning(&dunning).await?;
-            crate::telemetry::count(match kind {
-                EventKind::InvoicePaid | EventKind::InvoicePaymentSucceeded => "DunningRecovered",
-                _ => "DunningAbandoned",
-            });
+            match kind {
+                EventKind::InvoicePaid | EventKind::InvoicePaymentSucceeded => {
+                    crate::telemetry::count("DunningRecovered");
+                }
+                _ => crate::telemetry::count("DunningAbandoned"),
+            }
             tracing::info!(event_id = %event.id, invoice_id = %invoice.id, settled_by = kind.name(), "dunning closed");
         }
     }
