@@ -165,7 +165,9 @@ impl Stack {
             .await
             .unwrap();
 
-        let simulator = Simulator::start(0, stripe_simulator::Delivery::default()).await.unwrap();
+        let simulator = Simulator::start(0, stripe_simulator::Delivery::default())
+            .await
+            .unwrap();
         Self {
             name,
             simulator,
@@ -202,7 +204,11 @@ impl Stack {
             .request(method, format!("{}{path}", self.simulator.base_url))
             .bearer_auth("sk_test_operator")
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish())
+            .body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form)
+                    .finish(),
+            )
             .send()
             .await
             .unwrap()
@@ -292,7 +298,10 @@ async fn setup_wires_the_endpoint_once_and_doctor_reports_then_setup_fixes_drift
     );
 
     // Stripe now delivers to the stack, signed with the stored secret: the event is queued.
-    assert!(stack.delivered_event().await.is_some(), "an event reached the events queue");
+    assert!(
+        stack.delivered_event().await.is_some(),
+        "an event reached the events queue"
+    );
 
     // A second run changes nothing and says so.
     let second = stack.billing(&["setup"]).await;
@@ -304,7 +313,13 @@ async fn setup_wires_the_endpoint_once_and_doctor_reports_then_setup_fixes_drift
     // All green.
     let (ok, report) = stack.doctor().await;
     assert!(ok, "{report:#}");
-    for name in ["webhook endpoint", "endpoint events", "endpoint API version", "signing secret", "API key mode"] {
+    for name in [
+        "webhook endpoint",
+        "endpoint events",
+        "endpoint API version",
+        "signing secret",
+        "API key mode",
+    ] {
         assert_eq!(check(&report, name)["status"], "OK", "{name}: {report:#}");
     }
     assert_eq!(check(&report, "alarms")["status"], "OK", "{report:#}");
@@ -345,7 +360,9 @@ async fn an_endpoint_at_another_api_version_is_reported_and_replaced_with_its_se
     let mut form: Vec<(&str, &str)> = vec![("url", stack.webhook_url.as_str()), ("api_version", "2025-03-31.basil")];
     let names: Vec<String> = catalogue().into_iter().collect();
     form.extend(names.iter().map(|e| ("enabled_events[]", e.as_str())));
-    let manual = stack.stripe(reqwest::Method::POST, "/v1/webhook_endpoints", &form).await;
+    let manual = stack
+        .stripe(reqwest::Method::POST, "/v1/webhook_endpoints", &form)
+        .await;
     let old_secret = manual["secret"].as_str().unwrap().to_owned();
     put_secret(&stack.webhook_secret_arn, &json!({"STRIPE_WEBHOOK_SECRET": old_secret})).await;
     assert!(stack.delivered_event().await.is_some(), "the hand-made wiring delivers");
@@ -354,7 +371,10 @@ async fn an_endpoint_at_another_api_version_is_reported_and_replaced_with_its_se
     assert!(!ok);
     let version = check(&report, "endpoint API version");
     assert_eq!(version["status"], "FAIL");
-    assert_eq!(version["detail"], format!("2025-03-31.basil, not the pinned {API_VERSION}"));
+    assert_eq!(
+        version["detail"],
+        format!("2025-03-31.basil, not the pinned {API_VERSION}")
+    );
     assert_eq!(check(&report, "endpoint events")["status"], "OK");
 
     let fix = stack.billing(&["setup"]).await;
@@ -400,7 +420,9 @@ async fn setup_creates_one_event_destination_and_names_the_deploy_that_associate
         .billing(&["setup", "--delivery", "eventbridge", "--outputs", path])
         .await;
     assert!(first.ok, "{}\n{}", first.stdout, first.stderr);
-    let list = stack.stripe(reqwest::Method::GET, "/v2/core/event_destinations", &[]).await;
+    let list = stack
+        .stripe(reqwest::Method::GET, "/v2/core/event_destinations", &[])
+        .await;
     let destinations = list["data"].as_array().unwrap();
     assert_eq!(destinations.len(), 1, "{list:#}");
     let destination = &destinations[0];
@@ -409,13 +431,13 @@ async fn setup_creates_one_event_destination_and_names_the_deploy_that_associate
     assert_eq!(destination["snapshot_api_version"], API_VERSION);
     assert_eq!(destination["event_payload"], "snapshot");
     assert_eq!(events_of(destination), catalogue());
-    let arn = destination["amazon_eventbridge"]["aws_event_source_arn"].as_str().unwrap();
+    let arn = destination["amazon_eventbridge"]["aws_event_source_arn"]
+        .as_str()
+        .unwrap();
     assert!(arn.starts_with("arn:aws:events:eu-west-1::event-source/"), "{arn}");
     let source = arn.split_once("event-source/").unwrap().1;
     assert!(
-        first
-            .stdout
-            .contains(&format!("StripePartnerEventSource={source}")),
+        first.stdout.contains(&format!("StripePartnerEventSource={source}")),
         "{}",
         first.stdout
     );
@@ -425,7 +447,9 @@ async fn setup_creates_one_event_destination_and_names_the_deploy_that_associate
         .await;
     assert!(again.stdout.contains("nothing to change"), "{}", again.stdout);
     assert_eq!(
-        stack.stripe(reqwest::Method::GET, "/v2/core/event_destinations", &[]).await["data"]
+        stack
+            .stripe(reqwest::Method::GET, "/v2/core/event_destinations", &[])
+            .await["data"]
             .as_array()
             .unwrap()
             .len(),
@@ -442,7 +466,10 @@ async fn setup_creates_one_event_destination_and_names_the_deploy_that_associate
     assert_eq!(found["status"], "FAIL", "{report:#}");
     assert_eq!(
         found["detail"],
-        format!("{}: the partner event source is pending", destination["id"].as_str().unwrap())
+        format!(
+            "{}: the partner event source is pending",
+            destination["id"].as_str().unwrap()
+        )
     );
     assert_eq!(check(&report, "destination events")["status"], "OK");
     assert_eq!(check(&report, "destination API version")["status"], "OK");

@@ -295,7 +295,13 @@ async fn handle(
     let params = if path.starts_with("/v2/") && !body.is_empty() {
         match serde_json::from_slice(&body) {
             Ok(params) => params,
-            Err(_) => return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", "The request body is not JSON"),
+            Err(_) => {
+                return stripe_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "The request body is not JSON",
+                );
+            }
         }
     } else {
         decode_form(&body)

@@ -278,6 +278,9 @@ mod endpoint_tests {
             "metadata": {"billing_stack": "s"},
             "api_version": "2026-10-28.endive",
         }));
-        assert_eq!(spec.validate("POST", "/v1/webhook_endpoints", None, body.as_bytes()), Ok(()));
+        assert_eq!(
+            spec.validate("POST", "/v1/webhook_endpoints", None, body.as_bytes()),
+            Ok(())
+        );
     }
 }

@@ -655,8 +655,16 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/prices/{price}", "stripe.params.PriceRetrieveParams"),
     ("GET", "/v1/events", "stripe.params.EventListParams"),
     ("GET", "/v1/events/{id}", "stripe.params.EventRetrieveParams"),
-    ("GET", "/v1/webhook_endpoints", "stripe.params.WebhookEndpointListParams"),
-    ("POST", "/v1/webhook_endpoints", "stripe.params.WebhookEndpointCreateParams"),
+    (
+        "GET",
+        "/v1/webhook_endpoints",
+        "stripe.params.WebhookEndpointListParams",
+    ),
+    (
+        "POST",
+        "/v1/webhook_endpoints",
+        "stripe.params.WebhookEndpointCreateParams",
+    ),
     (
         "GET",
         "/v1/webhook_endpoints/{webhook_endpoint}",
@@ -754,7 +762,10 @@ async fn the_simulators_endpoints_and_destinations_have_the_pinned_versions_shap
     shown.add("POST /v1/webhook_endpoints", "stripe.WebhookEndpoint", &created);
     let we = id(&created, "/id");
     let read = sim.get(&format!("/v1/webhook_endpoints/{we}")).await;
-    assert!(read.get("secret").is_none(), "the secret is shown at creation only: {read}");
+    assert!(
+        read.get("secret").is_none(),
+        "the secret is shown at creation only: {read}"
+    );
     shown.add("GET /v1/webhook_endpoints/{id}", "stripe.WebhookEndpoint", &read);
     let updated = sim
         .post(&format!("/v1/webhook_endpoints/{we}"), &[("disabled", "true")])
@@ -798,7 +809,10 @@ async fn the_simulators_endpoints_and_destinations_have_the_pinned_versions_shap
         .json()
         .await
         .unwrap();
-    assert_eq!(destination["amazon_eventbridge"]["aws_event_source_status"], "pending", "{destination}");
+    assert_eq!(
+        destination["amazon_eventbridge"]["aws_event_source_status"], "pending",
+        "{destination}"
+    );
     shown.add(
         "POST /v2/core/event_destinations",
         "stripe.v2.core.EventDestination",
@@ -806,5 +820,9 @@ async fn the_simulators_endpoints_and_destinations_have_the_pinned_versions_shap
     );
     let answer = oracle("shapes", &Value::Array(shown.0));
     let found = problems(&answer);
-    assert!(found.is_empty(), "differences from stripe-python:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "differences from stripe-python:\n{}",
+        found.join("\n")
+    );
 }

@@ -128,7 +128,12 @@ pub async fn doctor(wiring: &Wiring, output: Output) -> Result<(), WiringError> 
 
 /// The endpoint the stack uses: the one its stored secret names, else a tagged one, else
 /// one at its URL.
-fn our_endpoint<'a>(endpoints: &'a [WebhookEndpoint], url: &str, stack: &str, recorded: Option<&str>) -> Option<&'a WebhookEndpoint> {
+fn our_endpoint<'a>(
+    endpoints: &'a [WebhookEndpoint],
+    url: &str,
+    stack: &str,
+    recorded: Option<&str>,
+) -> Option<&'a WebhookEndpoint> {
     endpoints
         .iter()
         .find(|e| Some(e.id.as_str()) == recorded)
@@ -204,7 +209,11 @@ async fn webhook_checks(wiring: &Wiring, url: &str, checks: &mut Vec<Check>) {
             "billing setup",
         ));
     } else if !endpoint.enabled() {
-        checks.push(fail("webhook endpoint", format!("{} is disabled", endpoint.id), "billing setup"));
+        checks.push(fail(
+            "webhook endpoint",
+            format!("{} is disabled", endpoint.id),
+            "billing setup",
+        ));
     } else {
         checks.push(ok("webhook endpoint", format!("{} enabled at {url}", endpoint.id)));
     }
@@ -218,7 +227,10 @@ async fn webhook_checks(wiring: &Wiring, url: &str, checks: &mut Vec<Check>) {
         Some(API_VERSION) => checks.push(ok("endpoint API version", API_VERSION)),
         other => checks.push(fail(
             "endpoint API version",
-            format!("{}, not the pinned {API_VERSION}", other.unwrap_or("the account's default")),
+            format!(
+                "{}, not the pinned {API_VERSION}",
+                other.unwrap_or("the account's default")
+            ),
             "billing setup (a new endpoint at the pinned version; the old one is deleted after its secret is stored)",
         )),
     }
@@ -235,7 +247,11 @@ async fn signature_check(url: &str, stored: &StoredSigning, endpoint: &WebhookEn
     const NAME: &str = "signing secret";
     let secrets = stored.secrets();
     let Some(secret) = secrets.first() else {
-        return fail(NAME, "the stack's webhook secret holds no whsec_ secret", "billing setup");
+        return fail(
+            NAME,
+            "the stack's webhook secret holds no whsec_ secret",
+            "billing setup",
+        );
     };
     let now = shared::unix_now();
     let ping = json!({
@@ -265,9 +281,13 @@ async fn signature_check(url: &str, stored: &StoredSigning, endpoint: &WebhookEn
         None => "; which endpoint it belongs to is not recorded".to_owned(),
     };
     match sent {
-        Ok(answer) if answer.status().is_success() && named.is_empty() => {
-            ok(NAME, format!("a delivery signed with the stored secret is accepted ({})", answer.status()))
-        }
+        Ok(answer) if answer.status().is_success() && named.is_empty() => ok(
+            NAME,
+            format!(
+                "a delivery signed with the stored secret is accepted ({})",
+                answer.status()
+            ),
+        ),
         Ok(answer) if answer.status().is_success() => warn(
             NAME,
             format!("a delivery signed with the stored secret is accepted{named}"),
@@ -275,7 +295,10 @@ async fn signature_check(url: &str, stored: &StoredSigning, endpoint: &WebhookEn
         ),
         Ok(answer) => fail(
             NAME,
-            format!("the webhook answered {} to a delivery signed with the stored secret", answer.status()),
+            format!(
+                "the webhook answered {} to a delivery signed with the stored secret",
+                answer.status()
+            ),
             "billing setup; if the webhook answers 500, check its log for the secret it could not read",
         ),
         Err(error) => fail(
@@ -296,10 +319,17 @@ async fn key_mode_check(wiring: &Wiring, endpoint_live: bool) -> Check {
         None => None,
     };
     match key.as_ref().and_then(|key| key_livemode(key.expose_secret())) {
-        Some(live) if live == endpoint_live => ok(NAME, format!("the functions' key and the endpoint are both {} mode", mode(live))),
+        Some(live) if live == endpoint_live => ok(
+            NAME,
+            format!("the functions' key and the endpoint are both {} mode", mode(live)),
+        ),
         Some(live) => fail(
             NAME,
-            format!("the functions' key is {} mode, the endpoint {} mode", mode(live), mode(endpoint_live)),
+            format!(
+                "the functions' key is {} mode, the endpoint {} mode",
+                mode(live),
+                mode(endpoint_live)
+            ),
             "put a key of the endpoint's mode in the stack's API-key secret, or run billing setup with a key of the functions' mode",
         ),
         None => warn(
@@ -342,10 +372,7 @@ async fn destination_checks(wiring: &Wiring, bus: &str, checks: &mut Vec<Check>)
         }
     };
     let used = destinations.iter().find(|d: &&EventDestination| {
-        d.amazon_eventbridge
-            .as_ref()
-            .and_then(|aws| aws.event_source_name())
-            == Some(bus)
+        d.amazon_eventbridge.as_ref().and_then(|aws| aws.event_source_name()) == Some(bus)
     });
     let Some(destination) = used else {
         checks.push(fail(
@@ -372,7 +399,10 @@ async fn destination_checks(wiring: &Wiring, bus: &str, checks: &mut Vec<Check>)
             "sam deploy with StripePartnerEventSource set to it (associates the source with the bus)",
         ));
     } else {
-        checks.push(ok("event destination", format!("{} enabled, source active", destination.id)));
+        checks.push(ok(
+            "event destination",
+            format!("{} enabled, source active", destination.id),
+        ));
     }
     let wanted: Vec<String> = if destination.event_payload == "thin" {
         shared::routing::handled_thin_event_types().collect()
@@ -426,10 +456,18 @@ async fn queue_checks(wiring: &Wiring, checks: &mut Vec<Check>) {
         ("events queue", "EventsQueueUrl", None),
         ("payment-failed queue", "PaymentFailedQueueUrl", None),
         ("events DLQ", "EventsDeadLetterQueueUrl", Some("events")),
-        ("payment-failed DLQ", "PaymentFailedDeadLetterQueueUrl", Some("payment-failed")),
+        (
+            "payment-failed DLQ",
+            "PaymentFailedDeadLetterQueueUrl",
+            Some("payment-failed"),
+        ),
     ] {
         let Some(url) = wiring.outputs.get(output) else {
-            checks.push(warn(name, format!("the stack has no {output} output"), "deploy the current template"));
+            checks.push(warn(
+                name,
+                format!("the stack has no {output} output"),
+                "deploy the current template",
+            ));
             continue;
         };
         match (queue_depth(&sqs, url).await, redrive) {
@@ -463,12 +501,12 @@ async fn alarm_checks(wiring: &Wiring, checks: &mut Vec<Check>) {
             .await;
         match answer {
             Ok(answer) => {
-                alarms.extend(
-                    answer
-                        .metric_alarms()
-                        .iter()
-                        .map(|alarm| (alarm.alarm_name().unwrap_or_default().to_owned(), alarm.state_value().map(|s| s.as_str().to_owned()))),
-                );
+                alarms.extend(answer.metric_alarms().iter().map(|alarm| {
+                    (
+                        alarm.alarm_name().unwrap_or_default().to_owned(),
+                        alarm.state_value().map(|s| s.as_str().to_owned()),
+                    )
+                }));
                 match answer.next_token() {
                     Some(next) => token = Some(next.to_owned()),
                     None => break,
@@ -490,7 +528,11 @@ async fn alarm_checks(wiring: &Wiring, checks: &mut Vec<Check>) {
         .map(|(name, _)| name.as_str())
         .collect();
     if alarms.is_empty() {
-        checks.push(warn(NAME, format!("no alarm named {prefix}…"), "deploy the current template"));
+        checks.push(warn(
+            NAME,
+            format!("no alarm named {prefix}…"),
+            "deploy the current template",
+        ));
     } else if firing.is_empty() {
         let plural = if alarms.len() == 1 { "" } else { "s" };
         checks.push(ok(NAME, format!("{} alarm{plural}, none firing", alarms.len())));
@@ -513,12 +555,16 @@ async fn store_checks(wiring: &Wiring, checks: &mut Vec<Check>) {
     };
     let now = shared::unix_now();
     match store.get_cursor(shared::reconcile::CURSOR).await {
-        Ok(Some(covered)) if now - covered <= CURSOR_WARN_AFTER => {
-            checks.push(ok("reconcile cursor", format!("covers events up to {}s ago", now - covered)))
-        }
+        Ok(Some(covered)) if now - covered <= CURSOR_WARN_AFTER => checks.push(ok(
+            "reconcile cursor",
+            format!("covers events up to {}s ago", now - covered),
+        )),
         Ok(Some(covered)) => checks.push(warn(
             "reconcile cursor",
-            format!("covers events up to {}s ago (the reconciler runs every 15 minutes by default)", now - covered),
+            format!(
+                "covers events up to {}s ago (the reconciler runs every 15 minutes by default)",
+                now - covered
+            ),
             "look at the reconcile function's log and its errors alarm",
         )),
         Ok(None) => checks.push(warn(
@@ -527,7 +573,11 @@ async fn store_checks(wiring: &Wiring, checks: &mut Vec<Check>) {
             "wait for its schedule, or look at the reconcile function's log",
         )),
         Err(error) => {
-            checks.push(fail("reconcile cursor", format!("the table: {error}"), "check the stack's BillingTableName output"));
+            checks.push(fail(
+                "reconcile cursor",
+                format!("the table: {error}"),
+                "check the stack's BillingTableName output",
+            ));
             return;
         }
     }
@@ -541,13 +591,21 @@ async fn ledger_check(wiring: &Wiring, store: &impl BillingStore, now: i64) -> C
     let listed: Result<Value, _> = wiring.stripe.get("/v1/events", &[("limit", RECENT_EVENTS)]).await;
     let events = match listed {
         Ok(list) => list["data"].as_array().cloned().unwrap_or_default(),
-        Err(error) => return warn(NAME, format!("Stripe refused listing events: {error}"), "the key needs Events: Read"),
+        Err(error) => {
+            return warn(
+                NAME,
+                format!("Stripe refused listing events: {error}"),
+                "the key needs Events: Read",
+            );
+        }
     };
     let mut newest_processed: Option<i64> = None;
     let mut unprocessed = Vec::new();
     let mut handled = 0;
     for event in &events {
-        let (Some(id), Some(kind), Some(created)) = (event["id"].as_str(), event["type"].as_str(), event["created"].as_i64()) else {
+        let (Some(id), Some(kind), Some(created)) =
+            (event["id"].as_str(), event["type"].as_str(), event["created"].as_i64())
+        else {
             continue;
         };
         if shared::routing::route(kind).is_none() {
@@ -560,7 +618,13 @@ async fn ledger_check(wiring: &Wiring, store: &impl BillingStore, now: i64) -> C
             }
             Ok(_) if now - created > UNPROCESSED_FAIL_AFTER => unprocessed.push((id.to_owned(), created)),
             Ok(_) => {}
-            Err(error) => return fail(NAME, format!("the ledger: {error}"), "check the stack's BillingTableName output"),
+            Err(error) => {
+                return fail(
+                    NAME,
+                    format!("the ledger: {error}"),
+                    "check the stack's BillingTableName output",
+                );
+            }
         }
     }
     if let Some((_, oldest)) = unprocessed.iter().min_by_key(|(_, created)| *created) {
@@ -570,14 +634,28 @@ async fn ledger_check(wiring: &Wiring, store: &impl BillingStore, now: i64) -> C
                 "{} of Stripe's {handled} newest handled events are not processed (the oldest {}s old): {}",
                 unprocessed.len(),
                 now - oldest,
-                unprocessed.iter().map(|(id, _)| id.as_str()).take(5).collect::<Vec<_>>().join(", ")
+                unprocessed
+                    .iter()
+                    .map(|(id, _)| id.as_str())
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             format!("billing backfill --since {}", oldest - 60),
         );
     }
     match newest_processed {
-        Some(created) => ok(NAME, format!("{}s ago; Stripe's {handled} newest handled events are all processed", now - created)),
+        Some(created) => ok(
+            NAME,
+            format!(
+                "{}s ago; Stripe's {handled} newest handled events are all processed",
+                now - created
+            ),
+        ),
         None if handled == 0 => ok(NAME, "Stripe has no handled events yet"),
-        None => ok(NAME, format!("Stripe's {handled} newest handled events are under ten minutes old and on their way")),
+        None => ok(
+            NAME,
+            format!("Stripe's {handled} newest handled events are under ten minutes old and on their way"),
+        ),
     }
 }

@@ -130,9 +130,18 @@ fn outputs_file(path: &Path) -> Result<BTreeMap<String, String>, WiringError> {
             .collect(),
         Value::Array(list) => list
             .iter()
-            .filter_map(|entry| Some((entry["OutputKey"].as_str()?.to_owned(), entry["OutputValue"].as_str()?.to_owned())))
+            .filter_map(|entry| {
+                Some((
+                    entry["OutputKey"].as_str()?.to_owned(),
+                    entry["OutputValue"].as_str()?.to_owned(),
+                ))
+            })
             .collect(),
-        _ => return Err(failed("expected an object of output values or a list of OutputKey/OutputValue".into())),
+        _ => {
+            return Err(failed(
+                "expected an object of output values or a list of OutputKey/OutputValue".into(),
+            ));
+        }
     };
     Ok(pairs.into_iter().collect())
 }
@@ -148,10 +157,7 @@ async fn describe(sdk: &aws_config::SdkConfig, stack: &str) -> Result<BTreeMap<S
         .send()
         .await
         .map_err(|error| failed(aws_sdk_cloudformation::error::DisplayErrorContext(error).to_string()))?;
-    let described = answer
-        .stacks()
-        .first()
-        .ok_or_else(|| failed("no such stack".into()))?;
+    let described = answer.stacks().first().ok_or_else(|| failed("no such stack".into()))?;
     Ok(described
         .outputs()
         .iter()
@@ -210,7 +216,9 @@ impl Wiring {
             .secret_id(arn)
             .send()
             .await
-            .map_err(|error| WiringError::Secrets(aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string()))?;
+            .map_err(|error| {
+                WiringError::Secrets(aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string())
+            })?;
         let text = answer.secret_string().unwrap_or("{}");
         let document = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => map,
@@ -231,7 +239,9 @@ impl Wiring {
             .secret_string(text.expose_secret())
             .send()
             .await
-            .map_err(|error| WiringError::Secrets(aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string()))?;
+            .map_err(|error| {
+                WiringError::Secrets(aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string())
+            })?;
         Ok(())
     }
 }
@@ -273,7 +283,8 @@ impl StoredSigning {
             value.push_str(previous.expose_secret());
         }
         self.document.insert(SIGNING_KEY.into(), Value::String(value));
-        self.document.insert(ENDPOINT_KEY.into(), Value::String(endpoint.to_owned()));
+        self.document
+            .insert(ENDPOINT_KEY.into(), Value::String(endpoint.to_owned()));
     }
 }
 
@@ -297,7 +308,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("samconfig-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("samconfig.toml");
-        std::fs::write(&path, "version = 0.1\n[default.deploy.parameters]\nstack_name = \"acme-billing\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "version = 0.1\n[default.deploy.parameters]\nstack_name = \"acme-billing\"\n",
+        )
+        .unwrap();
         assert_eq!(stack_from_samconfig(&path).as_deref(), Some("acme-billing"));
         std::fs::write(&path, "version = 0.1\n").unwrap();
         assert_eq!(stack_from_samconfig(&path), None);

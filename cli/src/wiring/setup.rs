@@ -44,18 +44,32 @@ pub enum Step {
     CreateEndpoint,
     /// The new endpoint's secret into the stack's secret, the replaced one kept beside it.
     StoreSecret,
-    UpdateEndpoint { id: String, changes: Vec<String> },
-    DeleteEndpoint { id: String, reason: String },
+    UpdateEndpoint {
+        id: String,
+        changes: Vec<String>,
+    },
+    DeleteEndpoint {
+        id: String,
+        reason: String,
+    },
     CreateDestination,
-    UpdateDestination { id: String, changes: Vec<String> },
-    DeleteDestination { id: String, reason: String },
+    UpdateDestination {
+        id: String,
+        changes: Vec<String>,
+    },
+    DeleteDestination {
+        id: String,
+        reason: String,
+    },
 }
 
 impl Step {
     fn describe(&self) -> String {
         match self {
             Step::CreateEndpoint => format!("create a webhook endpoint at API version {API_VERSION}"),
-            Step::StoreSecret => "store its signing secret in the stack's secret (the replaced one kept beside it)".into(),
+            Step::StoreSecret => {
+                "store its signing secret in the stack's secret (the replaced one kept beside it)".into()
+            }
             Step::UpdateEndpoint { id, changes } => format!("update {id}: {}", changes.join("; ")),
             Step::DeleteEndpoint { id, reason } => format!("delete {id}: {reason}"),
             Step::CreateDestination => "create an Amazon EventBridge event destination".into(),
@@ -113,7 +127,12 @@ pub fn differences(view: &EndpointView, url: &str, events: &BTreeSet<String>) ->
 /// tagged and any at its URL. One of them is kept only if its secret is the stored one (the
 /// secret names it) and its version is the pin; every other one is deleted, after the new
 /// endpoint's secret is stored.
-pub fn plan_webhook(url: &str, events: &BTreeSet<String>, existing: &[EndpointView], recorded: Option<&str>) -> Vec<Step> {
+pub fn plan_webhook(
+    url: &str,
+    events: &BTreeSet<String>,
+    existing: &[EndpointView],
+    recorded: Option<&str>,
+) -> Vec<Step> {
     let ours: Vec<&EndpointView> = existing.iter().filter(|e| e.tagged || e.url == url).collect();
     let kept = ours
         .iter()
@@ -211,15 +230,16 @@ async fn setup_webhook(wiring: &Wiring, dry_run: bool) -> Result<Report, WiringE
         .to_owned();
     let arn = wiring
         .outputs
-        .require("StripeWebhookSecretArn", " (is the stack deployed with Delivery=eventbridge?)")?
+        .require(
+            "StripeWebhookSecretArn",
+            " (is the stack deployed with Delivery=eventbridge?)",
+        )?
         .to_owned();
     let events = catalogue();
     let wanted: BTreeSet<String> = events.iter().cloned().collect();
-    let existing = wiring
-        .stripe
-        .list_webhook_endpoints()
-        .await
-        .map_err(stripe_error("listing webhook endpoints (the key needs Webhook Endpoints: Write)"))?;
+    let existing = wiring.stripe.list_webhook_endpoints().await.map_err(stripe_error(
+        "listing webhook endpoints (the key needs Webhook Endpoints: Write)",
+    ))?;
     let views: Vec<EndpointView> = existing.iter().map(|e| EndpointView::of(e, &stack)).collect();
     let mut stored = wiring.read_signing(&arn).await?;
     let recorded = stored.endpoint().map(str::to_owned);
@@ -249,14 +269,23 @@ async fn setup_webhook(wiring: &Wiring, dry_run: bool) -> Result<Report, WiringE
     for step in &steps {
         match step {
             Step::CreateEndpoint => {
-                let key = create_key(&[&stack, &url, &events.join(","), API_VERSION, id.as_deref().unwrap_or("-")]);
+                let key = create_key(&[
+                    &stack,
+                    &url,
+                    &events.join(","),
+                    API_VERSION,
+                    id.as_deref().unwrap_or("-"),
+                ]);
                 let endpoint = wiring
                     .stripe
                     .create_webhook_endpoint(&spec, &key)
                     .await
                     .map_err(stripe_error("creating the webhook endpoint"))?;
                 let secret = endpoint.secret.ok_or_else(|| {
-                    WiringError::Usage(format!("Stripe created {} without a signing secret in its answer", endpoint.id))
+                    WiringError::Usage(format!(
+                        "Stripe created {} without a signing secret in its answer",
+                        endpoint.id
+                    ))
                 })?;
                 created = Some((endpoint.id, secret));
             }
@@ -328,7 +357,10 @@ fn destination_fits(destination: &EventDestination, payload: Payload, account: &
     destination.kind == "amazon_eventbridge"
         && destination.event_payload == payload.name()
         && (payload == Payload::Thin || destination.snapshot_api_version.as_deref() == Some(API_VERSION))
-        && destination.amazon_eventbridge.as_ref().is_some_and(|aws| aws.aws_account_id == account)
+        && destination
+            .amazon_eventbridge
+            .as_ref()
+            .is_some_and(|aws| aws.aws_account_id == account)
 }
 
 async fn setup_destination(wiring: &Wiring, payload: Payload, dry_run: bool) -> Result<Report, WiringError> {
@@ -402,7 +434,14 @@ async fn setup_destination(wiring: &Wiring, payload: Payload, dry_run: bool) -> 
         for step in &steps {
             match step {
                 Step::CreateDestination => {
-                    let key = create_key(&[&stack, &account, &region, payload.name(), &events.join(","), API_VERSION]);
+                    let key = create_key(&[
+                        &stack,
+                        &account,
+                        &region,
+                        payload.name(),
+                        &events.join(","),
+                        API_VERSION,
+                    ]);
                     let created = wiring
                         .stripe
                         .create_event_destination(&spec, &key)
@@ -428,7 +467,10 @@ async fn setup_destination(wiring: &Wiring, payload: Payload, dry_run: bool) -> 
                         .await
                         .map_err(stripe_error(format!("deleting {destination}")))?;
                 }
-                Step::CreateEndpoint | Step::StoreSecret | Step::UpdateEndpoint { .. } | Step::DeleteEndpoint { .. } => {}
+                Step::CreateEndpoint
+                | Step::StoreSecret
+                | Step::UpdateEndpoint { .. }
+                | Step::DeleteEndpoint { .. } => {}
             }
         }
     }
@@ -476,10 +518,20 @@ mod tests {
     #[test]
     fn the_plan_follows_stripes_rules_for_endpoints() {
         let wanted = events(&["invoice.paid", "customer.subscription.updated"]);
-        let right = || endpoint("we_1", URL, Some(API_VERSION), &["invoice.paid", "customer.subscription.updated"]);
+        let right = || {
+            endpoint(
+                "we_1",
+                URL,
+                Some(API_VERSION),
+                &["invoice.paid", "customer.subscription.updated"],
+            )
+        };
 
         // Nothing yet: create, then store the secret.
-        assert_eq!(plan_webhook(URL, &wanted, &[], None), vec![Step::CreateEndpoint, Step::StoreSecret]);
+        assert_eq!(
+            plan_webhook(URL, &wanted, &[], None),
+            vec![Step::CreateEndpoint, Step::StoreSecret]
+        );
         // As wanted, and the stored secret is its own: nothing.
         assert_eq!(plan_webhook(URL, &wanted, &[right()], Some("we_1")), vec![]);
         // Someone else's endpoint elsewhere is never touched.
@@ -511,7 +563,12 @@ mod tests {
             }]
         );
         // Wrong API version: a new endpoint, its secret stored, then the old one deleted.
-        let old = endpoint("we_1", URL, Some("2025-03-31.basil"), &["invoice.paid", "customer.subscription.updated"]);
+        let old = endpoint(
+            "we_1",
+            URL,
+            Some("2025-03-31.basil"),
+            &["invoice.paid", "customer.subscription.updated"],
+        );
         assert_eq!(
             plan_webhook(URL, &wanted, &[old], Some("we_1")),
             vec![
@@ -519,7 +576,9 @@ mod tests {
                 Step::StoreSecret,
                 Step::DeleteEndpoint {
                     id: "we_1".into(),
-                    reason: format!("API version 2025-03-31.basil, not {API_VERSION} (an endpoint's version cannot change)"),
+                    reason: format!(
+                        "API version 2025-03-31.basil, not {API_VERSION} (an endpoint's version cannot change)"
+                    ),
                 },
             ]
         );
@@ -537,7 +596,12 @@ mod tests {
             ]
         );
         // Two at the URL: the stored one is kept, the duplicate deleted.
-        let twin = endpoint("we_2", URL, Some(API_VERSION), &["invoice.paid", "customer.subscription.updated"]);
+        let twin = endpoint(
+            "we_2",
+            URL,
+            Some(API_VERSION),
+            &["invoice.paid", "customer.subscription.updated"],
+        );
         assert_eq!(
             plan_webhook(URL, &wanted, &[right(), twin], Some("we_1")),
             vec![Step::DeleteEndpoint {

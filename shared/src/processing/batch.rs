@@ -18,9 +18,9 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 
 use super::{Outcome, ProcessError};
 use crate::deadline::Deadline;
+use crate::queue::ReceivedMessage;
 use crate::routing::EventKind;
 use crate::telemetry;
-use crate::queue::ReceivedMessage;
 
 /// Received messages as the SQS trigger hands them to a function: for local runs, which drain
 /// a queue themselves and must feed the processors exactly what Lambda would.

@@ -207,8 +207,13 @@ impl StripeClient {
         idempotency_key: Option<&str>,
     ) -> Result<T, StripeError> {
         let key = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-        self.send(Method::POST, self.url(path), Some(Body::Form(form::encode(params))), Some(key))
-            .await
+        self.send(
+            Method::POST,
+            self.url(path),
+            Some(Body::Form(form::encode(params))),
+            Some(key),
+        )
+        .await
     }
 
     /// POSTs `params` as JSON, as the v2 API takes them, with an idempotency key as [`Self::post`].
@@ -219,8 +224,13 @@ impl StripeClient {
         idempotency_key: Option<&str>,
     ) -> Result<T, StripeError> {
         let key = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-        self.send(Method::POST, self.url(path), Some(Body::Json(params.to_string())), Some(key))
-            .await
+        self.send(
+            Method::POST,
+            self.url(path),
+            Some(Body::Json(params.to_string())),
+            Some(key),
+        )
+        .await
     }
 
     pub async fn delete<T: DeserializeOwned>(

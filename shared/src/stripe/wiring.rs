@@ -83,7 +83,9 @@ pub struct AmazonEventBridge {
 impl AmazonEventBridge {
     /// The partner event source's name, the part of its ARN after `event-source/`.
     pub fn event_source_name(&self) -> Option<&str> {
-        self.aws_event_source_arn.split_once("event-source/").map(|(_, name)| name)
+        self.aws_event_source_arn
+            .split_once("event-source/")
+            .map(|(_, name)| name)
     }
 }
 
@@ -149,7 +151,8 @@ impl StripeClient {
     }
 
     pub async fn delete_webhook_endpoint(&self, id: &str) -> Result<Value, StripeError> {
-        self.delete(&format!("/v1/webhook_endpoints/{}", path_id(id)?), None).await
+        self.delete(&format!("/v1/webhook_endpoints/{}", path_id(id)?), None)
+            .await
     }
 
     /// Every event destination of the account, following `next_page_url`.
@@ -199,7 +202,8 @@ impl StripeClient {
     }
 
     pub async fn delete_event_destination(&self, id: &str) -> Result<Value, StripeError> {
-        self.delete(&format!("{DESTINATIONS_PATH}/{}", path_id(id)?), None).await
+        self.delete(&format!("{DESTINATIONS_PATH}/{}", path_id(id)?), None)
+            .await
     }
 }
 

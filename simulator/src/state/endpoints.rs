@@ -64,7 +64,12 @@ impl Sim {
         let url = endpoint_url(&params["url"])?;
         let events = event_names(params)?;
         let id = self.id("we");
-        let secret = format!("whsec_{}", std::iter::repeat_with(fastrand::alphanumeric).take(32).collect::<String>());
+        let secret = format!(
+            "whsec_{}",
+            std::iter::repeat_with(fastrand::alphanumeric)
+                .take(32)
+                .collect::<String>()
+        );
         let endpoint = json!({
             "id": id,
             "object": "webhook_endpoint",
@@ -87,7 +92,13 @@ impl Sim {
 
     pub(super) fn list_webhook_endpoints(&self, query: &Value) -> ApiResult {
         let all: Vec<&Value> = self.webhook_endpoints.values().collect();
-        let list = page(all, query, "/v1/webhook_endpoints", &self.webhook_endpoints, "webhook endpoint")?;
+        let list = page(
+            all,
+            query,
+            "/v1/webhook_endpoints",
+            &self.webhook_endpoints,
+            "webhook endpoint",
+        )?;
         Ok((list, Vec::new()))
     }
 
@@ -123,7 +134,10 @@ impl Sim {
         self.webhook_endpoints
             .remove(id)
             .ok_or_else(|| not_found("webhook endpoint", id))?;
-        Ok((json!({"id": id, "object": "webhook_endpoint", "deleted": true}), Vec::new()))
+        Ok((
+            json!({"id": id, "object": "webhook_endpoint", "deleted": true}),
+            Vec::new(),
+        ))
     }
 
     /// The enabled endpoints that take an event of this type.
@@ -148,7 +162,10 @@ impl Sim {
         let name = text(&params["name"]).ok_or_else(|| missing("name"))?;
         let kind = text(&params["type"]).ok_or_else(|| missing("type"))?;
         if kind != "amazon_eventbridge" {
-            return Err(ApiError::invalid(format!("The simulator offers only amazon_eventbridge destinations, not {kind}")).with_param("type"));
+            return Err(ApiError::invalid(format!(
+                "The simulator offers only amazon_eventbridge destinations, not {kind}"
+            ))
+            .with_param("type"));
         }
         let payload = text(&params["event_payload"]).ok_or_else(|| missing("event_payload"))?;
         if payload != "snapshot" && payload != "thin" {
@@ -196,7 +213,10 @@ impl Sim {
     /// A v2 list: `data` and page URLs, all destinations on one page.
     pub(super) fn list_event_destinations(&self) -> ApiResult {
         let data: Vec<Value> = self.event_destinations.values().cloned().collect();
-        Ok((json!({"data": data, "next_page_url": null, "previous_page_url": null}), Vec::new()))
+        Ok((
+            json!({"data": data, "next_page_url": null, "previous_page_url": null}),
+            Vec::new(),
+        ))
     }
 
     pub(super) fn event_destination(&self, id: &str) -> ApiResult {
@@ -229,7 +249,10 @@ impl Sim {
         self.event_destinations
             .remove(id)
             .ok_or_else(|| not_found("event destination", id))?;
-        Ok((json!({"id": id, "object": "v2.core.event_destination", "deleted": true}), Vec::new()))
+        Ok((
+            json!({"id": id, "object": "v2.core.event_destination", "deleted": true}),
+            Vec::new(),
+        ))
     }
 }
 
@@ -249,11 +272,20 @@ const DESTINATION_CREATE_PARAMS: &[&str] = &[
     "type",
     "webhook_endpoint",
 ];
-const DESTINATION_UPDATE_PARAMS: &[&str] =
-    &["description", "enabled_events", "include", "metadata", "name", "webhook_endpoint"];
+const DESTINATION_UPDATE_PARAMS: &[&str] = &[
+    "description",
+    "enabled_events",
+    "include",
+    "metadata",
+    "name",
+    "webhook_endpoint",
+];
 
 fn known_only(params: &Value, known: &[&str]) -> Result<(), ApiError> {
-    match params.as_object().and_then(|map| map.keys().find(|key| !known.contains(&key.as_str()))) {
+    match params
+        .as_object()
+        .and_then(|map| map.keys().find(|key| !known.contains(&key.as_str())))
+    {
         Some(unknown) => Err(ApiError::invalid(format!("Received unknown parameter: {unknown}"))
             .with_code("parameter_unknown")
             .with_param(unknown.clone())),
