@@ -24,7 +24,7 @@ use common::{Run, run};
 use serde_json::{Value, json};
 use shared::config::Env;
 use shared::queue::{QueueName, SqsQueue};
-use shared::store::BillingStore;
+use shared::store::{BillingStore, LedgerClaim};
 use shared::stripe::API_VERSION;
 use shared::webhook::{Delivery, WebhookReceiver};
 use stripe_simulator::Simulator;
@@ -36,6 +36,7 @@ struct Stack {
     webhook_url: String,
     webhook_secret_arn: String,
     queue: SqsQueue,
+    store: shared::store::DynamoStore,
     http: reqwest::Client,
 }
 
@@ -174,6 +175,7 @@ impl Stack {
             webhook_url,
             webhook_secret_arn,
             queue,
+            store,
             http: reqwest::Client::new(),
         }
     }
@@ -298,10 +300,20 @@ async fn setup_wires_the_endpoint_once_and_doctor_reports_then_setup_fixes_drift
     );
 
     // Stripe now delivers to the stack, signed with the stored secret: the event is queued.
-    assert!(
-        stack.delivered_event().await.is_some(),
-        "an event reached the events queue"
-    );
+    let delivered = stack
+        .delivered_event()
+        .await
+        .expect("an event reached the events queue");
+    // The events processor's ledger entry for it, as the processor leaves it.
+    let now = shared::unix_now();
+    let LedgerClaim::Acquired { token } = stack.store.claim_event(&delivered, now, now + 60).await.unwrap() else {
+        panic!("a fresh event is claimable");
+    };
+    stack
+        .store
+        .complete_event(&delivered, &token, now + 86_400)
+        .await
+        .unwrap();
 
     // A second run changes nothing and says so.
     let second = stack.billing(&["setup"]).await;
@@ -323,6 +335,17 @@ async fn setup_wires_the_endpoint_once_and_doctor_reports_then_setup_fixes_drift
         assert_eq!(check(&report, name)["status"], "OK", "{name}: {report:#}");
     }
     assert_eq!(check(&report, "alarms")["status"], "OK", "{report:#}");
+    // The one delivered and processed; the one Stripe made before setup never arrived, and is
+    // too new to call lost (the reconciler would bring it).
+    let last = check(&report, "last processed event");
+    assert_eq!(last["status"], "OK", "{report:#}");
+    let detail = last["detail"].as_str().unwrap();
+    assert!(
+        detail.ends_with(
+            "s ago; 1 of Stripe's 2 newest handled events processed, 1 under ten minutes old and on their way"
+        ),
+        "{detail}"
+    );
     assert_eq!(check(&report, "events DLQ")["status"], "OK", "{report:#}");
 
     // Someone edits the endpoint in the dashboard: invoice.paid dropped, charge.succeeded added.

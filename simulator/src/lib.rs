@@ -5,7 +5,9 @@
 //! Control endpoints under `/sim/` drive what a customer or a bank would do — complete a
 //! checkout, fail or authenticate a payment, pay, end a period, cancel — and each emits the events
 //! real Stripe emits, signed with the webhook secret and POSTed to the webhook URL, optionally
-//! duplicated and shuffled like real at-least-once, unordered delivery.
+//! duplicated and shuffled like real at-least-once, unordered delivery. Endpoints created through
+//! `/v1/webhook_endpoints` (as `billing setup` does) receive the events they enabled too, each
+//! signed with its own secret.
 
 pub mod spec;
 mod state;
@@ -322,7 +324,8 @@ async fn handle(
 }
 
 /// Delivers events to the configured destinations — signed POSTs to the webhook, envelopes to
-/// the EventBridge target — in the configured shape; returns how many deliveries were taken.
+/// the EventBridge target — in the configured shape, and to the registered webhook endpoints;
+/// returns how many deliveries were taken.
 async fn deliver(shared: &Shared, mut events: Vec<Value>) -> usize {
     let delivery = lock(&shared.delivery).clone();
     if delivery.duplicates {

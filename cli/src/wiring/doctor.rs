@@ -9,8 +9,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::{Value, json};
 use shared::store::{BillingStore, LedgerState};
-use shared::stripe::API_VERSION;
+use shared::stripe::client::ThinEventsPage;
 use shared::stripe::wiring::{EventDestination, WebhookEndpoint};
+use shared::stripe::{API_VERSION, EventEnvelope};
 
 use super::{STACK_TAG, StoredSigning, Wiring, WiringError, catalogue};
 use crate::ops::Output;
@@ -585,12 +586,27 @@ async fn store_checks(wiring: &Wiring, checks: &mut Vec<Check>) {
 }
 
 /// Stripe's newest handled events against the ledger: the age of the newest one processed,
-/// and any older than ten minutes that were not.
+/// and any older than ten minutes that were not. A stack on thin events keeps thin event ids in
+/// its ledger, so it lists `GET /v2/core/events`; each item is read the way the reconciler reads
+/// it (the envelope, then the routing table's message and ledger key).
 async fn ledger_check(wiring: &Wiring, store: &impl BillingStore, now: i64) -> Check {
     const NAME: &str = "last processed event";
-    let listed: Result<Value, _> = wiring.stripe.get("/v1/events", &[("limit", RECENT_EVENTS)]).await;
+    let thin = wiring.outputs.get("EventPayload") == Some("thin");
+    let listed = if thin {
+        wiring
+            .stripe
+            .list_thin_events(ThinEventsPage::First(&[("limit", RECENT_EVENTS)]))
+            .await
+            .map(|page| page.data)
+    } else {
+        wiring
+            .stripe
+            .get::<Value>("/v1/events", &[("limit", RECENT_EVENTS)])
+            .await
+            .map(|list| list["data"].as_array().cloned().unwrap_or_default())
+    };
     let events = match listed {
-        Ok(list) => list["data"].as_array().cloned().unwrap_or_default(),
+        Ok(events) => events,
         Err(error) => {
             return warn(
                 NAME,
@@ -601,23 +617,25 @@ async fn ledger_check(wiring: &Wiring, store: &impl BillingStore, now: i64) -> C
     };
     let mut newest_processed: Option<i64> = None;
     let mut unprocessed = Vec::new();
-    let mut handled = 0;
+    let (mut handled, mut processed, mut recent) = (0, 0, 0);
     for event in &events {
-        let (Some(id), Some(kind), Some(created)) =
-            (event["id"].as_str(), event["type"].as_str(), event["created"].as_i64())
-        else {
+        let body = event.to_string();
+        let Ok(envelope) = EventEnvelope::parse(body.as_bytes()) else {
             continue;
         };
-        if shared::routing::route(kind).is_none() {
+        let Some((_, message)) = shared::routing::message_for(&envelope, &body) else {
             continue;
-        }
+        };
         handled += 1;
-        match store.event_state(id).await {
+        match store.event_state(message.event_id).await {
             Ok(Some(LedgerState::Completed)) => {
-                newest_processed = Some(newest_processed.map_or(created, |n| n.max(created)));
+                processed += 1;
+                newest_processed = Some(newest_processed.map_or(envelope.created, |n| n.max(envelope.created)));
             }
-            Ok(_) if now - created > UNPROCESSED_FAIL_AFTER => unprocessed.push((id.to_owned(), created)),
-            Ok(_) => {}
+            Ok(_) if now - envelope.created > UNPROCESSED_FAIL_AFTER => {
+                unprocessed.push((message.event_id.to_owned(), envelope.created));
+            }
+            Ok(_) => recent += 1,
             Err(error) => {
                 return fail(
                     NAME,
@@ -644,18 +662,23 @@ async fn ledger_check(wiring: &Wiring, store: &impl BillingStore, now: i64) -> C
             format!("billing backfill --since {}", oldest - 60),
         );
     }
+    let on_their_way = if recent > 0 {
+        format!(", {recent} under ten minutes old and on their way")
+    } else {
+        String::new()
+    };
     match newest_processed {
         Some(created) => ok(
             NAME,
             format!(
-                "{}s ago; Stripe's {handled} newest handled events are all processed",
+                "{}s ago; {processed} of Stripe's {handled} newest handled events processed{on_their_way}",
                 now - created
             ),
         ),
         None if handled == 0 => ok(NAME, "Stripe has no handled events yet"),
         None => ok(
             NAME,
-            format!("Stripe's {handled} newest handled events are under ten minutes old and on their way"),
+            format!("none yet; Stripe's {handled} newest handled events are under ten minutes old and on their way"),
         ),
     }
 }
