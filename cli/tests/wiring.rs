@@ -37,6 +37,8 @@ struct Stack {
     webhook_secret_arn: String,
     queue: SqsQueue,
     store: shared::store::DynamoStore,
+    api_key_arn: String,
+    events_dead_letter_url: String,
     http: reqwest::Client,
 }
 
@@ -176,6 +178,8 @@ impl Stack {
             webhook_secret_arn,
             queue,
             store,
+            api_key_arn,
+            events_dead_letter_url: dead_letter[0].clone(),
             http: reqwest::Client::new(),
         }
     }
@@ -496,4 +500,68 @@ async fn setup_creates_one_event_destination_and_names_the_deploy_that_associate
     );
     assert_eq!(check(&report, "destination events")["status"], "OK");
     assert_eq!(check(&report, "destination API version")["status"], "OK");
+}
+
+#[tokio::test]
+async fn doctor_fails_on_what_an_operator_must_act_on_and_names_the_fix() {
+    let stack = Stack::deploy().await;
+    let setup = stack.billing(&["setup"]).await;
+    assert!(setup.ok, "{}", setup.stderr);
+    let sdk = aws::sdk_config().await;
+    // An alarm fires, a message is dead-lettered, and someone put a live key in the functions'
+    // secret while the endpoint is a test-mode one.
+    let alarm = format!("{}-EventsDeadLetterQueueAlarm-ABC123", stack.name);
+    aws_sdk_cloudwatch::Client::new(&sdk)
+        .set_alarm_state()
+        .alarm_name(&alarm)
+        .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+        .state_reason("test")
+        .send()
+        .await
+        .unwrap();
+    aws_sdk_sqs::Client::new(&sdk)
+        .send_message()
+        .queue_url(&stack.events_dead_letter_url)
+        .message_body("{}")
+        .message_group_id("g")
+        .message_deduplication_id(unique("d"))
+        .send()
+        .await
+        .unwrap();
+    put_secret(&stack.api_key_arn, &json!({"STRIPE_SECRET_KEY": "rk_live_functions"})).await;
+
+    let (ok, report) = stack.doctor().await;
+    assert!(!ok);
+    let alarms = check(&report, "alarms");
+    assert_eq!(alarms["status"], "FAIL");
+    assert_eq!(alarms["detail"], format!("in ALARM: {alarm}"));
+    let dead = check(&report, "events DLQ");
+    assert_eq!(dead["status"], "FAIL");
+    assert_eq!(dead["detail"], "1 dead-lettered messages");
+    assert!(
+        dead["fix"].as_str().unwrap().contains("billing redrive --queue events"),
+        "{dead}"
+    );
+    let mode = check(&report, "API key mode");
+    assert_eq!(mode["status"], "FAIL");
+    assert_eq!(
+        mode["detail"],
+        "the functions' key is live mode, the endpoint test mode"
+    );
+    // What is fine stays OK beside it.
+    assert_eq!(check(&report, "endpoint events")["status"], "OK");
+    assert_eq!(check(&report, "payment-failed DLQ")["status"], "OK");
+
+    // The table for people: one line per check, the fix under each failure, exit status 1.
+    let human = stack.billing(&["doctor"]).await;
+    assert!(!human.ok);
+    assert!(human.stdout.contains("FAIL  alarms"), "{}", human.stdout);
+    assert!(
+        human
+            .stdout
+            .contains("fix: look at them with billing redrive --queue events --dry-run"),
+        "{}",
+        human.stdout
+    );
+    assert!(human.stderr.contains("3 of "), "{}", human.stderr);
 }

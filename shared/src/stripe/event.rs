@@ -125,12 +125,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for EnvelopeObject<'a> {
     }
 }
 
+/// Every field [`RelatedObject`] reads, read the same way, though routing needs only two: a
+/// field the envelope skipped could be given twice or with the wrong type, and the processor
+/// would then refuse what the receiver had accepted (`cargo fuzz` found a doubled `url`).
 #[derive(Debug, Deserialize)]
 pub struct EnvelopeRelated<'a> {
     #[serde(borrow)]
     pub id: Cow<'a, str>,
     #[serde(borrow, rename = "type")]
     pub object_type: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub url: Option<Cow<'a, str>>,
 }
 
 /// Why a payload is not a Stripe event at all: retrying it cannot help. Only positions and
@@ -424,6 +429,17 @@ mod tests {
             r#"{"id":"sub_1","name":"\ud800"}"#.to_owned(),
         ] {
             let body = event(&object);
+            assert!(Event::parse(&body).is_err(), "{body}");
+            assert!(EventEnvelope::parse(body.as_bytes()).is_err(), "{body}");
+        }
+        // The same holds for a thin event's related object (its url doubled, or not a string).
+        for related in [
+            r#"{"id":"in_1","type":"invoice","url":"/v1/invoices/in_1","url":"/v1/invoices/in_2"}"#,
+            r#"{"id":"in_1","type":"invoice","url":7}"#,
+        ] {
+            let body = format!(
+                r#"{{"id":"evt_1","object":"v2.core.event","type":"v1.invoice.paid","created":"2026-11-23T12:13:20.000Z","related_object":{related}}}"#
+            );
             assert!(Event::parse(&body).is_err(), "{body}");
             assert!(EventEnvelope::parse(body.as_bytes()).is_err(), "{body}");
         }
