@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use checkout::AppState;
 use secrecy::SecretString;
-use shared::config::{Env, EventBridgeSettings, PlanCatalog, QueueSettings, RateLimits, StoreSettings, StripeSettings};
+use shared::config::{
+    AccountSettings, Catalog, Env, EventBridgeSettings, QueueSettings, RateLimits, StoreSettings, StripeSettings,
+};
 use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::eventbridge::{EventBridgeReceiver, Verdict};
 use shared::notify::{MemoryNotifier, NoAppEvents};
@@ -29,7 +31,7 @@ use shared::sync::{SyncPolicy, Syncer};
 use shared::webhook::{Delivery, WebhookReceiver};
 use stripe_simulator::{EventBridgeTarget, Payload, Simulator};
 
-/// The plans of local runs; `BILLING_PLANS` replaces them.
+/// The plans of local runs; `BILLING_CATALOG` (or `BILLING_PLANS`) replaces them.
 pub const DEMO_PLANS: &str = r#"{"basic":{"price_id":"price_basic","features":["reports"]},
  "pro":{"price_id":"price_pro","features":["reports","api","exports"],"trial_days":14,"allow_promotion_codes":true}}"#;
 pub const LOCAL_WEBHOOK_SECRET: &str = "whsec_local_simulator_secret";
@@ -210,9 +212,9 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
     /// Real Stripe when `STRIPE_SECRET_KEY` is set, the simulator otherwise.
     pub async fn start(port: u16, store: S, queue: Q) -> Result<Self, LocalError> {
         let env = Env::from_process();
-        let plans = match env.get("BILLING_PLANS") {
-            Some(_) => PlanCatalog::from_env(&env).map_err(start_error)?,
-            None => PlanCatalog::parse(DEMO_PLANS).map_err(LocalError::Start)?,
+        let plans = match env.get("BILLING_CATALOG").or(env.get("BILLING_PLANS")) {
+            Some(_) => Catalog::from_env(&env).map_err(start_error)?,
+            None => Catalog::parse(DEMO_PLANS).map_err(LocalError::Start)?,
         };
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
@@ -294,6 +296,7 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
         let api = checkout::router(AppState {
             syncer: syncer(store.clone()),
             app_base_url: url::Url::parse(&api_url).map_err(start_error)?,
+            accounts: AccountSettings::from_env(&env).map_err(start_error)?,
             limits: RateLimits::from_env(&env).map_err(start_error)?,
         });
         let api = api.layer(axum::middleware::from_fn(crate::dev_identity::from_header));
@@ -460,7 +463,7 @@ impl LocalApp for Dev {
 
 async fn serve<S: BillingStore + Clone + 'static, Q: LocalQueue>(system: LocalSystem<S, Q>) -> Result<(), LocalError> {
     println!(
-        "Billing API and webhook on {} (user id from the X-Billing-User header: dev mode only)",
+        "Billing API and webhook on {} (caller from the X-Billing-User and X-Billing-Claims headers: dev mode only)",
         system.api_url
     );
     println!(

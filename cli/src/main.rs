@@ -80,7 +80,7 @@ enum Command {
         /// The Stripe event id (evt_...).
         event_id: String,
     },
-    /// Print what is stored for a user or a customer, and their access now.
+    /// Print what is stored for an account or a customer, and its access now.
     Inspect {
         #[command(subcommand)]
         subject: InspectArg,
@@ -135,8 +135,9 @@ enum QueueArg {
 
 #[derive(Subcommand)]
 enum InspectArg {
-    /// By the app's user id (the JWT `sub`).
-    User { id: String },
+    /// By the billing account: the JWT `sub`, or the claim `BILLING_ACCOUNT_CLAIM` names.
+    #[command(alias = "user")]
+    Account { id: String },
     /// By the Stripe customer id (cus_...).
     Customer { id: String },
 }
@@ -211,7 +212,7 @@ async fn operate(command: Command, output: Output) -> Result<(), Box<dyn std::er
         Command::Replay { event_id } => ops::replay(&deployment, &event_id, output).await?,
         Command::Inspect { subject } => {
             let subject = match subject {
-                InspectArg::User { id } => Subject::User(id),
+                InspectArg::Account { id } => Subject::Account(id),
                 InspectArg::Customer { id } => Subject::Customer(id),
             };
             ops::inspect(&deployment, subject, output).await?

@@ -9,10 +9,10 @@ use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{aws, fixtures, unique};
 use common::{Run, run};
 use serde_json::{Value, json};
-use shared::config::{PlanCatalog, QueueSettings};
+use shared::config::{Catalog, QueueSettings};
 use shared::queue::{QueueName, SqsQueue};
 use shared::reconcile::CURSOR;
-use shared::store::{BillingStore, DynamoStore, LedgerClaim, UserId, WriteRule};
+use shared::store::{AccountId, BillingStore, DynamoStore, LedgerClaim, WriteRule};
 use shared::stripe::Subscription;
 use shared::sync::Syncer;
 use wiremock::matchers::{method, path};
@@ -227,12 +227,12 @@ async fn inspect_prints_the_stored_model_and_access_now() {
     let syncer = Syncer {
         store: deployment.store.clone(),
         stripe: deployment.stripe.client(),
-        plans: PlanCatalog::parse(PLANS).unwrap(),
+        plans: Catalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
         app_events: shared::notify::NoAppEvents,
     };
-    let user_id = UserId::parse(&user).unwrap();
+    let user_id = AccountId::parse(&user).unwrap();
     syncer.store.link_customer(&user_id, &customer).await.unwrap();
     let stripe_sub: Subscription =
         serde_json::from_value(subscription_state(&sub, &customer, "price_pro", "active", false)).unwrap();
@@ -243,13 +243,15 @@ async fn inspect_prints_the_stored_model_and_access_now() {
         .unwrap();
     syncer.refresh_entitlement(&customer, None).await.unwrap();
 
+    // `inspect user` is the name releases before accounts had: it still works.
     for by in [
+        ["inspect", "account", user.as_str()],
         ["inspect", "user", user.as_str()],
         ["inspect", "customer", customer.as_str()],
     ] {
         let args: Vec<&str> = std::iter::once("--json").chain(by).collect();
         let seen = deployment.billing(&args).await.json();
-        assert_eq!(seen["user"], json!(user));
+        assert_eq!(seen["account"], json!(user));
         assert_eq!(seen["customer"], json!(customer));
         assert_eq!(seen["subscriptions"][0]["subscription_id"], json!(sub));
         assert_eq!(seen["access_now"]["access"], "active");
@@ -272,7 +274,7 @@ async fn drift_repairs_a_subscription_whose_event_was_lost() {
     let syncer = Syncer {
         store: deployment.store.clone(),
         stripe: deployment.stripe.client(),
-        plans: PlanCatalog::parse(PLANS).unwrap(),
+        plans: Catalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
         app_events: shared::notify::NoAppEvents,

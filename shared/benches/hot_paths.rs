@@ -11,10 +11,10 @@ use hmac::{Hmac, Mac};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use shared::config::PlanCatalog;
+use shared::config::Catalog;
 use shared::entitlement;
 use shared::processing::EventHandler;
-use shared::store::{ItemRecord, MemoryStore, SubscriptionRecord, UserId};
+use shared::store::{AccountId, ItemRecord, MemoryStore, SubscriptionRecord};
 use shared::stripe::signature::{SignatureVerifier, sign};
 use shared::stripe::{EventEnvelope, RetryPolicy, StripeClient, SubscriptionStatus};
 use shared::sync::Syncer;
@@ -84,8 +84,8 @@ fn webhook(c: &mut Criterion) {
 }
 
 fn entitlements(c: &mut Criterion) {
-    let plans = PlanCatalog::parse(PLANS).expect("plans");
-    let user = UserId::parse("user-bench").expect("user");
+    let plans = Catalog::parse(PLANS).expect("plans");
+    let user = AccountId::parse("user-bench").expect("user");
     let records: Vec<SubscriptionRecord> = (0..3)
         .map(|i| SubscriptionRecord {
             subscription_id: format!("sub_{i}"),
@@ -144,7 +144,7 @@ fn event_apply(c: &mut Criterion) {
     let syncer = Syncer {
         store: MemoryStore::new(),
         stripe,
-        plans: PlanCatalog::parse(PLANS).expect("plans"),
+        plans: Catalog::parse(PLANS).expect("plans"),
         grace_days: 14,
         policy: Default::default(),
         app_events: shared::notify::NoAppEvents,

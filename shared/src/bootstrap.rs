@@ -5,7 +5,7 @@
 use secrecy::SecretString;
 
 use crate::config::{
-    ConfigError, Env, PlanCatalog, Rotating, SecretSource, StoreSettings, StripeSecret, StripeSettings, WebhookSettings,
+    Catalog, ConfigError, Env, Rotating, SecretSource, StoreSettings, StripeSecret, StripeSettings, WebhookSettings,
 };
 use crate::entitlement::DEFAULT_GRACE_DAYS;
 use crate::notify::{NoAppEvents, SnsPublisher};
@@ -97,7 +97,7 @@ pub async fn syncer(sdk: &aws_config::SdkConfig, env: &Env) -> Result<Syncer<Dyn
     Ok(Syncer {
         store: dynamo_store(sdk, env)?,
         stripe: stripe_client(sdk, env).await?,
-        plans: PlanCatalog::from_env(env)?,
+        plans: Catalog::from_env(env)?,
         grace_days: grace_days(env)?,
         policy: SyncPolicy::from_env(env)?,
         app_events: NoAppEvents,

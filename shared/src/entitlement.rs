@@ -1,4 +1,4 @@
-//! What a user may use, computed from everything they have: every subscription, every item.
+//! What an account may use, computed from everything they have: every subscription, every item.
 //!
 //! Each subscription grants on its own ([`grant_of`]):
 //!
@@ -10,15 +10,17 @@
 //! | collection paused (`pause_collection` set)          | nothing while paused (policy: it is not billed) |
 //! | no item with a price in the catalog                 | nothing (logged: a price the catalog lacks)     |
 //!
-//! The features are the union over every item whose price is in the catalog. The user's
+//! The features are the union over every item whose price is in the catalog. The account's
 //! access is the best grant still running; each grant keeps its own deadline, and
 //! [`EntitlementView::at`] applies them at the reader's clock, so access ends on time without
 //! any scheduled job.
 
 use serde::Serialize;
 
-use crate::config::PlanCatalog;
-use crate::store::{Access, DunningRecord, DunningStage, Entitlement, Grant, SubscriptionRecord, UserId};
+use std::collections::BTreeMap;
+
+use crate::config::{Catalog, LimitRule, Offer, SEATS_LIMIT};
+use crate::store::{Access, AccountId, DunningRecord, DunningStage, Entitlement, Grant, SubscriptionRecord};
 use crate::stripe::SubscriptionStatus;
 
 /// Grace after a failed payment when no dunning record says otherwise: Stripe's recommended
@@ -55,7 +57,7 @@ fn grace_deadline(subscription: &SubscriptionRecord, dunning: &[DunningRecord], 
 pub fn grant_of(
     subscription: &SubscriptionRecord,
     dunning: &[DunningRecord],
-    plans: &PlanCatalog,
+    plans: &Catalog,
     grace_days: u32,
 ) -> Option<Grant> {
     let (access, deadline) = match subscription.status {
@@ -79,27 +81,73 @@ pub fn grant_of(
     }
     let mut plan = None;
     let mut features: Vec<String> = Vec::new();
+    let mut limits = BTreeMap::new();
+    let mut addons = Vec::new();
     for item in &subscription.items {
-        match plans.by_price(&item.price_id) {
-            Some((key, found)) => {
+        let Some(offer) = plans.offer(&item.price_id) else {
+            tracing::warn!(subscription_id = %subscription.subscription_id, price_id = %item.price_id,
+                "subscription item on a price the catalog does not list: it grants nothing");
+            continue;
+        };
+        features.extend(offer.features().iter().cloned());
+        for (name, value) in offer.limits() {
+            add_limit(&mut limits, plans.limit_rule(name), name, *value);
+        }
+        match offer {
+            Offer::Plan(key, found) => {
                 plan.get_or_insert_with(|| key.to_owned());
-                features.extend(found.features.iter().cloned());
+                if found.seats.is_some() {
+                    let seats = item.quantity.unwrap_or(1);
+                    add_limit(&mut limits, plans.limit_rule(SEATS_LIMIT), SEATS_LIMIT, seats);
+                }
             }
-            None => tracing::warn!(subscription_id = %subscription.subscription_id, price_id = %item.price_id,
-                "subscription item on a price the catalog does not list: it grants nothing"),
+            Offer::Addon(key, _) => addons.push(key.to_owned()),
         }
     }
+    // An add-on alone (its plan item removed in the dashboard, say) grants nothing: add-ons
+    // extend a plan.
     let plan = plan?;
     features.sort_unstable();
     features.dedup();
+    addons.sort_unstable();
+    addons.dedup();
     Some(Grant {
         subscription_id: subscription.subscription_id.clone(),
         plan: Some(plan),
         access,
         access_until: earliest(deadline, subscription.cancel_at),
         features,
+        limits,
+        addons,
         current_period_end: subscription.current_period_end,
     })
+}
+
+fn add_limit(limits: &mut BTreeMap<String, u64>, rule: LimitRule, name: &str, value: u64) {
+    let entry = limits.entry(name.to_owned()).or_insert(match rule {
+        LimitRule::Sum => 0,
+        LimitRule::Max => value,
+    });
+    *entry = match rule {
+        LimitRule::Sum => entry.saturating_add(value),
+        LimitRule::Max => (*entry).max(value),
+    };
+}
+
+/// The limits of several grants: summed where `summed` names them, else the largest.
+fn combined_limits<'a>(grants: impl Iterator<Item = &'a Grant>, summed: &[String]) -> BTreeMap<String, u64> {
+    let mut limits = BTreeMap::new();
+    for grant in grants {
+        for (name, value) in &grant.limits {
+            let rule = if summed.contains(name) {
+                LimitRule::Sum
+            } else {
+                LimitRule::Max
+            };
+            add_limit(&mut limits, rule, name, *value);
+        }
+    }
+    limits
 }
 
 fn level(access: Access) -> u8 {
@@ -134,11 +182,11 @@ fn running(grant: &Grant, now: i64) -> bool {
 }
 
 pub fn compute(
-    user: &UserId,
+    account: &AccountId,
     customer_id: &str,
     subscriptions: &[SubscriptionRecord],
     dunning: &[DunningRecord],
-    plans: &PlanCatalog,
+    plans: &Catalog,
     grace_days: u32,
 ) -> Entitlement {
     let grants: Vec<Grant> = subscriptions
@@ -156,8 +204,16 @@ pub fn compute(
     let mut features: Vec<String> = grants.iter().flat_map(|g| g.features.iter().cloned()).collect();
     features.sort_unstable();
     features.dedup();
+    let mut summed_limits: Vec<String> = grants
+        .iter()
+        .flat_map(|g| g.limits.keys())
+        .filter(|name| plans.limit_rule(name) == LimitRule::Sum)
+        .cloned()
+        .collect();
+    summed_limits.sort_unstable();
+    summed_limits.dedup();
     Entitlement {
-        user_id: user.clone(),
+        account_id: account.clone(),
         customer_id: Some(customer_id.to_owned()),
         subscription_id: subscription.map(|s| s.subscription_id.clone()),
         plan: governing_grant
@@ -171,14 +227,15 @@ pub fn compute(
         current_period_end: subscription.and_then(|s| s.current_period_end),
         trial_used: subscriptions.iter().any(|s| s.trial_end.is_some()),
         grants,
+        summed_limits,
         version: 0,
     }
 }
 
-/// The entitlement of a user without a customer (never bought, or the customer was deleted).
-pub fn nothing(user: &UserId) -> Entitlement {
+/// The entitlement of an account without a customer (never bought, or the customer was deleted).
+pub fn nothing(account: &AccountId) -> Entitlement {
     Entitlement {
-        user_id: user.clone(),
+        account_id: account.clone(),
         customer_id: None,
         subscription_id: None,
         plan: None,
@@ -190,6 +247,7 @@ pub fn nothing(user: &UserId) -> Entitlement {
         current_period_end: None,
         grants: Vec::new(),
         trial_used: false,
+        summed_limits: Vec::new(),
         version: 0,
     }
 }
@@ -202,6 +260,11 @@ pub struct EntitlementView {
     pub access: Access,
     pub access_until: Option<i64>,
     pub features: Vec<String>,
+    /// Numeric limits of every running grant (`seats` for a seat-based plan), combined as
+    /// the catalog declares: summed, or the largest.
+    pub limits: BTreeMap<String, u64>,
+    /// The add-ons of every running grant.
+    pub addons: Vec<String>,
     pub cancel_at_period_end: bool,
     pub current_period_end: Option<i64>,
 }
@@ -214,13 +277,15 @@ impl EntitlementView {
             access: Access::None,
             access_until: None,
             features: Vec::new(),
+            limits: BTreeMap::new(),
+            addons: Vec::new(),
             cancel_at_period_end: false,
             current_period_end: None,
         }
     }
 
     /// Applies every grant's deadline at `now`: the best grant still running decides access
-    /// and plan, and the features are those of every grant still running.
+    /// and plan, and the features, limits and add-ons are those of every grant still running.
     pub fn at(entitlement: &Entitlement, now: i64) -> Self {
         if entitlement.version == 0 && entitlement.grants.is_empty() {
             return Self::legacy_at(entitlement, now);
@@ -237,19 +302,24 @@ impl EntitlementView {
         let mut features: Vec<String> = live().flat_map(|g| g.features.iter().cloned()).collect();
         features.sort_unstable();
         features.dedup();
+        let mut addons: Vec<String> = live().flat_map(|g| g.addons.iter().cloned()).collect();
+        addons.sort_unstable();
+        addons.dedup();
         Self {
             plan: governing_grant.plan.clone(),
             status: entitlement.status,
             access: governing_grant.access,
             access_until: governing_grant.access_until,
             features,
+            limits: combined_limits(live(), &entitlement.summed_limits),
+            addons,
             cancel_at_period_end: entitlement.cancel_at_period_end,
             current_period_end: entitlement.current_period_end,
         }
     }
 
     /// An item written before grants existed: one deadline for the whole entitlement. The
-    /// next event for the user rewrites it with grants.
+    /// next event for the account rewrites it with grants.
     fn legacy_at(entitlement: &Entitlement, now: i64) -> Self {
         let expired = entitlement.access_until.is_some_and(|until| now >= until);
         let access = if expired { Access::None } else { entitlement.access };
@@ -263,6 +333,8 @@ impl EntitlementView {
             } else {
                 entitlement.features.clone()
             },
+            limits: BTreeMap::new(),
+            addons: Vec::new(),
             cancel_at_period_end: entitlement.cancel_at_period_end,
             current_period_end: entitlement.current_period_end,
         }
@@ -274,8 +346,8 @@ mod tests {
     use super::*;
     use crate::store::ItemRecord;
 
-    fn plans() -> PlanCatalog {
-        PlanCatalog::parse(r#"{"pro":{"price_id":"price_pro","features":["reports","api"]},"basic":{"price_id":"price_basic","features":["reports"]}}"#).unwrap()
+    fn plans() -> Catalog {
+        Catalog::parse(r#"{"pro":{"price_id":"price_pro","features":["reports","api"]},"basic":{"price_id":"price_basic","features":["reports"]}}"#).unwrap()
     }
 
     fn sub(status: SubscriptionStatus, cancel_at_period_end: bool) -> SubscriptionRecord {
@@ -304,14 +376,14 @@ mod tests {
         }
     }
 
-    fn user() -> UserId {
-        UserId::parse("user-1").unwrap()
+    fn account() -> AccountId {
+        AccountId::parse("account-1").unwrap()
     }
 
     #[test]
     fn cancelling_keeps_access_until_period_end() {
         let entitlement = compute(
-            &user(),
+            &account(),
             "cus_1",
             &[sub(SubscriptionStatus::Active, true)],
             &[],
@@ -330,7 +402,7 @@ mod tests {
 
     #[test]
     fn no_subscription_means_no_access() {
-        let entitlement = compute(&user(), "cus_1", &[], &[], &plans(), 14);
+        let entitlement = compute(&account(), "cus_1", &[], &[], &plans(), 14);
         assert_eq!(entitlement.access, Access::None);
         assert_eq!(entitlement.subscription_id, None);
         assert_eq!(EntitlementView::at(&entitlement, 0), EntitlementView::none());

@@ -8,20 +8,20 @@ use billing_tests::lifecycle::subscription_state;
 use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{aws, fixtures, unique};
 use serde_json::json;
-use shared::store::{BillingStore, ItemRecord, MemoryStore, UserId, WriteRule};
+use shared::store::{AccountId, BillingStore, ItemRecord, MemoryStore, WriteRule};
 use shared::stripe::SubscriptionStatus;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, Request, ResponseTemplate};
 
-fn form(request: &Request) -> Vec<(String, String)> {
+pub(crate) fn form(request: &Request) -> Vec<(String, String)> {
     url::form_urlencoded::parse(&request.body).into_owned().collect()
 }
 
-fn field<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-fn posts_to<'a>(requests: &'a [Request], route: &str) -> Vec<&'a Request> {
+pub(crate) fn posts_to<'a>(requests: &'a [Request], route: &str) -> Vec<&'a Request> {
     requests
         .iter()
         .filter(|r| r.method.as_str() == "POST" && r.url.path() == route)
@@ -29,7 +29,7 @@ fn posts_to<'a>(requests: &'a [Request], route: &str) -> Vec<&'a Request> {
 }
 
 /// Like Stripe: one object per idempotency key, a fresh one for each new key.
-async fn stripe_with_idempotent_creates() -> StripeStandIn {
+pub(crate) async fn stripe_with_idempotent_creates() -> StripeStandIn {
     with_idempotent_creates(StripeStandIn::start().await).await
 }
 
@@ -71,7 +71,7 @@ fn fxhash(text: &str) -> u64 {
     })
 }
 
-async fn seed_subscription<S: BillingStore>(
+pub(crate) async fn seed_subscription<S: BillingStore>(
     api: &TestApi<S>,
     user: &str,
     price: &str,
@@ -79,7 +79,7 @@ async fn seed_subscription<S: BillingStore>(
 ) -> (String, String) {
     let (customer, subscription) = (unique("cus_"), unique("sub_"));
     api.store
-        .link_customer(&UserId::parse(user).unwrap(), &customer)
+        .link_customer(&AccountId::parse(user).unwrap(), &customer)
         .await
         .unwrap();
     let mut record =
@@ -123,7 +123,7 @@ async fn checkout_creates_the_customer_then_a_session_from_the_catalog() {
     );
     let customer = api
         .store
-        .customer_of_user(&UserId::parse(&user).unwrap())
+        .customer_of_account(&AccountId::parse(&user).unwrap())
         .await
         .unwrap()
         .expect("linked");
@@ -137,7 +137,7 @@ async fn checkout_creates_the_customer_then_a_session_from_the_catalog() {
         "price from the catalog, never the client"
     );
     assert_eq!(field(&session, "line_items[0][quantity]"), Some("2"));
-    assert_eq!(field(&session, "metadata[user_id]"), Some(user.as_str()));
+    assert_eq!(field(&session, "metadata[account_id]"), Some(user.as_str()));
     assert_eq!(field(&session, "subscription_data[metadata][plan]"), Some("pro"));
     assert_eq!(field(&session, "subscription_data[trial_period_days]"), Some("14"));
     assert_eq!(field(&session, "allow_promotion_codes"), Some("true"));
@@ -294,7 +294,7 @@ async fn concurrent_first_checkouts_by_one_user_create_one_customer() {
 
     let linked = api
         .store
-        .customer_of_user(&UserId::parse(&user).unwrap())
+        .customer_of_account(&AccountId::parse(&user).unwrap())
         .await
         .unwrap()
         .unwrap();
@@ -481,13 +481,13 @@ async fn billing_me_reads_the_store_and_sync_reads_stripe() {
     assert_eq!(
         empty.body,
         json!({"plan": null, "status": null, "access": "none", "access_until": null, "features": [],
-        "cancel_at_period_end": false, "current_period_end": null})
+        "limits": {}, "addons": [], "cancel_at_period_end": false, "current_period_end": null})
     );
     assert_eq!(api.call("POST", "/billing/sync", Some(&user), "").await.status, 404);
 
     let customer = unique("cus_");
     api.store
-        .link_customer(&UserId::parse(&user).unwrap(), &customer)
+        .link_customer(&AccountId::parse(&user).unwrap(), &customer)
         .await
         .unwrap();
     let list = json!({"object": "list", "has_more": false, "data": [subscription_state(&unique("sub_"), &customer, "price_pro", "trialing", false)]});
@@ -682,8 +682,8 @@ async fn opening_checkout_expires_the_users_other_open_sessions() {
         "the new session stays open"
     );
     assert_eq!(
-        api.store.checkout_session_user(new_id).await.unwrap(),
-        Some(UserId::parse(&user).unwrap()),
+        api.store.checkout_session_account(new_id).await.unwrap(),
+        Some(AccountId::parse(&user).unwrap()),
         "the session is recorded as ours before its URL is handed out"
     );
     stripe.assert_requests_valid().await;
@@ -700,7 +700,7 @@ async fn a_trial_is_offered_once() {
 
     let stripe = stripe_with_idempotent_creates().await;
     let api = spawn_api(Arc::new(MemoryStore::new()), &stripe);
-    let user = UserId::parse(&unique("user-")).unwrap();
+    let user = AccountId::parse(&unique("user-")).unwrap();
     let mut used = shared::entitlement::nothing(&user);
     used.trial_used = true;
     used.version = 1;
@@ -750,13 +750,13 @@ async fn a_deleted_customer_is_replaced_at_the_next_checkout() {
         .call("POST", "/checkout/sessions", Some(&user), r#"{"plan":"pro"}"#)
         .await;
     assert_eq!(first.status, 201, "{}", first.body);
-    let user_id = UserId::parse(&user).unwrap();
-    let deleted = api.store.customer_of_user(&user_id).await.unwrap().expect("linked");
+    let user_id = AccountId::parse(&user).unwrap();
+    let deleted = api.store.customer_of_account(&user_id).await.unwrap().expect("linked");
 
     let syncer = shared::sync::Syncer {
         store: api.store.clone(),
         stripe: stripe.client(),
-        plans: shared::config::PlanCatalog::parse(billing_tests::lifecycle::PLANS).unwrap(),
+        plans: shared::config::Catalog::parse(billing_tests::lifecycle::PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
         app_events: shared::notify::NoAppEvents,
@@ -775,14 +775,19 @@ async fn a_deleted_customer_is_replaced_at_the_next_checkout() {
             .unwrap(),
         shared::processing::Outcome::Applied
     );
-    assert_eq!(api.store.customer_of_user(&user_id).await.unwrap(), None, "unlinked");
-    assert_eq!(api.store.user_of_customer(&deleted).await.unwrap(), None);
+    assert_eq!(api.store.customer_of_account(&user_id).await.unwrap(), None, "unlinked");
+    assert_eq!(api.store.account_of_customer(&deleted).await.unwrap(), None);
 
     let second = api
         .call("POST", "/checkout/sessions", Some(&user), r#"{"plan":"pro"}"#)
         .await;
     assert_eq!(second.status, 201, "{}", second.body);
-    let replacement = api.store.customer_of_user(&user_id).await.unwrap().expect("relinked");
+    let replacement = api
+        .store
+        .customer_of_account(&user_id)
+        .await
+        .unwrap()
+        .expect("relinked");
     assert_ne!(replacement, deleted, "a new customer, not the deleted one");
     let keys: Vec<String> = posts_to(&stripe.requests().await, "/v1/customers")
         .iter()

@@ -7,10 +7,10 @@ use billing_tests::lifecycle::{PLANS, subscription_state};
 use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{fixtures, unique};
 use serde_json::{Value, json};
-use shared::config::PlanCatalog;
+use shared::config::Catalog;
 use shared::notify::MemoryNotifier;
 use shared::processing::{EventHandler, Outcome};
-use shared::store::{Access, BillingStore, DunningStage, MemoryStore, UserId};
+use shared::store::{Access, AccountId, BillingStore, DunningStage, MemoryStore};
 use shared::sync::{SyncPolicy, Syncer};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, Request, ResponseTemplate};
@@ -21,7 +21,7 @@ fn syncer(store: Arc<MemoryStore>, stripe: &StripeStandIn, policy: SyncPolicy) -
     Syncer {
         store,
         stripe: stripe.client(),
-        plans: PlanCatalog::parse(PLANS).unwrap(),
+        plans: Catalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy,
         app_events: shared::notify::NoAppEvents,
@@ -79,8 +79,8 @@ async fn checkout_sessions_we_did_not_create_take_over_nobody() {
         strict.handle_message(&event, NOW, NOW + 60).await.unwrap(),
         Outcome::Ignored
     );
-    let victim_id = UserId::parse(&victim).unwrap();
-    assert_eq!(store.customer_of_user(&victim_id).await.unwrap(), None);
+    let victim_id = AccountId::parse(&victim).unwrap();
+    assert_eq!(store.customer_of_account(&victim_id).await.unwrap(), None);
     assert_eq!(store.get_entitlement(&victim_id).await.unwrap(), None);
     assert!(
         shared::telemetry::count_of("ForeignCheckoutSession") > before,
@@ -104,13 +104,13 @@ async fn checkout_sessions_we_did_not_create_take_over_nobody() {
         lenient.handle_message(&again, NOW, NOW + 60).await.unwrap(),
         Outcome::Ignored
     );
-    assert_eq!(store.customer_of_user(&victim_id).await.unwrap(), Some(own));
+    assert_eq!(store.customer_of_account(&victim_id).await.unwrap(), Some(own));
     assert_eq!(
         store.get_entitlement(&victim_id).await.unwrap(),
         None,
         "not recomputed from the foreign customer"
     );
-    assert_eq!(store.user_of_customer(&foreign_customer).await.unwrap(), None);
+    assert_eq!(store.account_of_customer(&foreign_customer).await.unwrap(), None);
 
     // …and an unlinked user is linked by it, as the option says.
     let newcomer = format!("user-new-{tag}");
@@ -125,7 +125,7 @@ async fn checkout_sessions_we_did_not_create_take_over_nobody() {
         lenient.handle_message(&third, NOW, NOW + 60).await.unwrap(),
         Outcome::Applied
     );
-    let newcomer_id = UserId::parse(&newcomer).unwrap();
+    let newcomer_id = AccountId::parse(&newcomer).unwrap();
     assert_eq!(
         store.get_entitlement(&newcomer_id).await.unwrap().map(|e| e.access),
         Some(Access::Active)
@@ -192,7 +192,7 @@ async fn a_second_paid_subscription_is_cancelled_and_refunded_once() {
     .await;
 
     let store = Arc::new(MemoryStore::new());
-    let user_id = UserId::parse(&user).unwrap();
+    let user_id = AccountId::parse(&user).unwrap();
     store.link_customer(&user_id, &customer).await.unwrap();
     for session in [format!("cs_a{tag}"), format!("cs_b{tag}")] {
         store
@@ -205,7 +205,7 @@ async fn a_second_paid_subscription_is_cancelled_and_refunded_once() {
         app_events: app.clone(),
         store: store.clone(),
         stripe: stripe.client(),
-        plans: PlanCatalog::parse(PLANS).unwrap(),
+        plans: Catalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy: SyncPolicy::default(),
     };
@@ -262,7 +262,7 @@ async fn a_second_paid_subscription_is_cancelled_and_refunded_once() {
         (
             &told[0]["kept_subscription_id"],
             &told[0]["cancelled_subscription_id"],
-            &told[0]["user_id"]
+            &told[0]["account_id"]
         ),
         (&json!(first), &json!(second), &json!(user))
     );
@@ -299,7 +299,7 @@ async fn voided_and_uncollectible_invoices_close_their_dunning_episode() {
         .await;
         let store = Arc::new(MemoryStore::new());
         store
-            .link_customer(&UserId::parse(&user).unwrap(), &customer)
+            .link_customer(&AccountId::parse(&user).unwrap(), &customer)
             .await
             .unwrap();
         let open: shared::store::DunningRecord = serde_json::from_value(json!({

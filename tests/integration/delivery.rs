@@ -6,7 +6,7 @@ use billing_tests::queue_conformance::drain;
 use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{aws, fixtures, unique};
 use serde_json::{Value, json};
-use shared::config::{EventBridgeSettings, PlanCatalog};
+use shared::config::{Catalog, EventBridgeSettings};
 use shared::eventbridge::{EventBridgeReceiver, Verdict};
 use shared::processing::{EventHandler, Outcome};
 use shared::queue::{MemoryQueue, QueueName};
@@ -31,7 +31,7 @@ fn syncer(stripe: &StripeStandIn) -> Syncer<MemoryStore> {
     Syncer {
         store: MemoryStore::new(),
         stripe: stripe.client(),
-        plans: PlanCatalog::parse(PLANS).unwrap(),
+        plans: Catalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
         app_events: shared::notify::NoAppEvents,

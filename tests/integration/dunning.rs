@@ -7,12 +7,12 @@ use billing_tests::lifecycle::{PLANS, subscription_state};
 use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{aws, fixtures, unique};
 use serde_json::{Value, json};
-use shared::config::PlanCatalog;
+use shared::config::Catalog;
 use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::entitlement::EntitlementView;
 use shared::notify::{AwsNotifier, MemoryNotifier};
 use shared::processing::{EventHandler, Outcome, ProcessError};
-use shared::store::{Access, BillingStore, DunningStage, LedgerState, MemoryStore, UserId};
+use shared::store::{Access, AccountId, BillingStore, DunningStage, LedgerState, MemoryStore};
 use shared::sync::Syncer;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -22,7 +22,7 @@ const LEASE: i64 = NOW + 60;
 const FROM: &str = "billing@example.com";
 
 struct Case {
-    user: UserId,
+    user: AccountId,
     customer: String,
     subscription: String,
     invoice: String,
@@ -32,7 +32,7 @@ struct Case {
 fn case() -> Case {
     let tag = unique("");
     Case {
-        user: UserId::parse(&format!("user-{tag}")).unwrap(),
+        user: AccountId::parse(&format!("user-{tag}")).unwrap(),
         customer: format!("cus_{tag}"),
         subscription: format!("sub_{tag}"),
         invoice: format!("in_{tag}"),
@@ -44,7 +44,7 @@ fn syncer<S: BillingStore>(store: S, stripe: &StripeStandIn) -> Syncer<S> {
     Syncer {
         store,
         stripe: stripe.client(),
-        plans: PlanCatalog::parse(PLANS).unwrap(),
+        plans: Catalog::parse(PLANS).unwrap(),
         grace_days: 7,
         policy: Default::default(),
         app_events: shared::notify::NoAppEvents,
@@ -259,7 +259,7 @@ async fn a_failure_moves_to_grace_and_notifies_once_by_email_and_app_event() {
     let events = app_events(&sqs, &queue).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["type"], "billing.payment_failed");
-    assert_eq!(events[0]["user_id"], c.user.as_str());
+    assert_eq!(events[0]["account_id"], c.user.as_str());
     assert_eq!(events[0]["invoice_id"], c.invoice.as_str());
     stripe.assert_requests_valid().await;
 }

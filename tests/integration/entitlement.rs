@@ -5,9 +5,9 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::config::PlanCatalog;
+use shared::config::Catalog;
 use shared::entitlement::{self, EntitlementView};
-use shared::store::{DunningRecord, SubscriptionRecord, UserId};
+use shared::store::{AccountId, DunningRecord, SubscriptionRecord};
 
 #[derive(Deserialize)]
 struct Table {
@@ -86,8 +86,8 @@ fn every_row_of_the_decision_table_holds() {
     let table: Table =
         serde_json::from_str(include_str!("../fixtures/entitlement_decisions.json")).expect("decision table");
     assert!(table.rows.len() >= 40, "the table must cover at least 40 cases");
-    let plans = PlanCatalog::parse(&table.catalog.to_string()).expect("catalog");
-    let user = UserId::parse("user-table").expect("user");
+    let plans = Catalog::parse(&table.catalog.to_string()).expect("catalog");
+    let user = AccountId::parse("user-table").expect("user");
     let mut failures = Vec::new();
     for row in &table.rows {
         let subscriptions: Vec<SubscriptionRecord> = row.subscriptions.iter().map(record).collect();

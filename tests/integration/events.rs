@@ -6,9 +6,9 @@ use billing_tests::lifecycle::{Lifecycle, PLANS, sqs_batch};
 use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{aws, fixtures};
 use serde_json::{Value, json};
-use shared::config::PlanCatalog;
+use shared::config::Catalog;
 use shared::processing::{EventHandler, Outcome, ProcessError};
-use shared::store::{Access, BillingStore, LedgerState, MemoryStore, UserId};
+use shared::store::{Access, AccountId, BillingStore, LedgerState, MemoryStore};
 use shared::stripe::{Subscription, SubscriptionStatus};
 use shared::sync::Syncer;
 use wiremock::matchers::{method, path};
@@ -21,7 +21,7 @@ fn syncer<S: BillingStore>(store: S, stripe: &StripeStandIn) -> Syncer<S> {
     Syncer {
         store,
         stripe: stripe.client(),
-        plans: PlanCatalog::parse(PLANS).unwrap(),
+        plans: Catalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
         app_events: shared::notify::NoAppEvents,
@@ -69,7 +69,7 @@ async fn assert_matches_stripe<S: BillingStore>(syncer: &Syncer<S>, lifecycle: &
     assert_eq!(stored, expected, "{context}");
     let entitlement = syncer
         .store
-        .get_entitlement(&UserId::parse(&lifecycle.user).unwrap())
+        .get_entitlement(&AccountId::parse(&lifecycle.user).unwrap())
         .await
         .unwrap()
         .expect(context);
@@ -118,7 +118,7 @@ async fn the_lifecycle_converges_on_dynamodb_in_reverse_and_shuffled_order() {
     assert_matches_stripe(&syncer, &lifecycle, "dynamodb").await;
     let entitlement = syncer
         .store
-        .get_entitlement(&UserId::parse(&lifecycle.user).unwrap())
+        .get_entitlement(&AccountId::parse(&lifecycle.user).unwrap())
         .await
         .unwrap()
         .unwrap();
@@ -312,7 +312,7 @@ async fn subscriptions_of_unknown_customers_are_kept_and_count_once_linked() {
 
     let entitlement = syncer
         .store
-        .get_entitlement(&UserId::parse("user-dash").unwrap())
+        .get_entitlement(&AccountId::parse("user-dash").unwrap())
         .await
         .unwrap()
         .unwrap();

@@ -18,7 +18,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::queue::{EventQueue, MemoryQueue, QueueName};
 use shared::routing;
-use shared::store::{MemoryStore, UserId};
+use shared::store::{AccountId, MemoryStore};
 use shared::stripe::EventEnvelope;
 use shared::stripe::signature::{SignatureVerifier, parse_header, sign};
 use shared::webhook::{WebhookReceiver, apigw};
@@ -320,7 +320,7 @@ async fn garbage_authorizer_claims_are_refused() {
         let Some(status) = api_answer(&api, &event.to_string()).await else {
             continue;
         };
-        let acceptable_user = claim.as_str().is_some_and(|sub| UserId::parse(sub).is_ok());
+        let acceptable_user = claim.as_str().is_some_and(|sub| AccountId::parse(sub).is_ok());
         assert!(
             status == 401 || (acceptable_user && status == 200),
             "sub {claim} → {status}"

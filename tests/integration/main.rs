@@ -1,7 +1,9 @@
 //! Integration tests: one binary (so moto starts once), one module per capability.
 #![recursion_limit = "256"]
 
+mod accounts;
 mod api_version;
+mod catalog;
 mod chaos;
 mod checkout;
 mod customers;

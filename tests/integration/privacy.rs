@@ -10,12 +10,12 @@ use billing_tests::lifecycle::{PLANS, subscription_state};
 use billing_tests::stripe_standin::StripeStandIn;
 use secrecy::SecretString;
 use serde_json::json;
-use shared::config::PlanCatalog;
+use shared::config::Catalog;
 use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::notify::MemoryNotifier;
 use shared::processing::EventHandler;
 use shared::queue::{MemoryQueue, QueueName};
-use shared::store::{BillingStore, MemoryStore, UserId};
+use shared::store::{AccountId, BillingStore, MemoryStore};
 use shared::stripe::signature::{SignatureVerifier, sign};
 use shared::sync::Syncer;
 use shared::webhook::{Delivery, WebhookReceiver};
@@ -125,7 +125,7 @@ async fn personal_data_and_secrets_never_reach_the_logs() {
         syncer: Syncer {
             store: MemoryStore::new(),
             stripe: stripe.client(),
-            plans: PlanCatalog::parse(PLANS).unwrap(),
+            plans: Catalog::parse(PLANS).unwrap(),
             grace_days: 14,
             policy: Default::default(),
             app_events: shared::notify::NoAppEvents,
@@ -136,7 +136,7 @@ async fn personal_data_and_secrets_never_reach_the_logs() {
     processor
         .syncer
         .store
-        .link_customer(&UserId::parse("user-pii").unwrap(), "cus_pii")
+        .link_customer(&AccountId::parse("user-pii").unwrap(), "cus_pii")
         .await
         .unwrap();
     processor.handle_message(&body, now, now + 60).await.unwrap();

@@ -13,11 +13,11 @@ use billing_tests::lifecycle::{PLANS, subscription_state};
 use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{fixtures, unique};
 use serde_json::json;
-use shared::config::PlanCatalog;
+use shared::config::Catalog;
 use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::notify::MemoryNotifier;
 use shared::processing::{EventHandler, Outcome};
-use shared::store::{Access, BillingStore, MemoryStore, UserId};
+use shared::store::{Access, AccountId, BillingStore, MemoryStore};
 use shared::sync::Syncer;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -34,7 +34,7 @@ async fn a_paused_writer_never_overwrites_a_newer_entitlement() {
     ] {
         let tag = unique("");
         let (customer, subscription, invoice_id) = (format!("cus_{tag}"), format!("sub_{tag}"), format!("in_{tag}"));
-        let user = UserId::parse(&format!("user-{tag}")).unwrap();
+        let user = AccountId::parse(&format!("user-{tag}")).unwrap();
         // Stripe at the time of the failure: the invoice open, the subscription past_due.
         let stripe = StripeStandIn::start().await;
         let mut invoice = fixtures::invoice(&invoice_id, &customer, &subscription, "open");
@@ -66,7 +66,7 @@ async fn a_paused_writer_never_overwrites_a_newer_entitlement() {
         let syncer = || Syncer {
             store: store.clone(),
             stripe: stripe.client(),
-            plans: PlanCatalog::parse(PLANS).unwrap(),
+            plans: Catalog::parse(PLANS).unwrap(),
             grace_days: 14,
             policy: Default::default(),
             app_events: shared::notify::NoAppEvents,

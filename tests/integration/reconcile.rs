@@ -7,11 +7,11 @@ use billing_tests::queue_conformance::drain;
 use billing_tests::stripe_standin::StripeStandIn;
 use billing_tests::{aws, fixtures, unique};
 use serde_json::{Value, json};
-use shared::config::{PlanCatalog, QueueSettings};
+use shared::config::{Catalog, QueueSettings};
 use shared::processing::{EventHandler, Outcome};
 use shared::queue::{MemoryQueue, QueueName, SqsQueue};
 use shared::reconcile::{CURSOR, EVENT_RETENTION_SECS, EventPayload, IN_FLIGHT_SECS, Reconciler, drift, emf_line};
-use shared::store::{Access, BillingStore, LedgerClaim, MemoryStore, UserId, WriteRule};
+use shared::store::{Access, AccountId, BillingStore, LedgerClaim, MemoryStore, WriteRule};
 use shared::stripe::{Subscription, SubscriptionStatus};
 use shared::sync::Syncer;
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
@@ -228,7 +228,7 @@ async fn a_crash_before_the_cursor_write_causes_no_double_effect() {
     let syncer = Syncer {
         store: store.clone(),
         stripe: stripe.client(),
-        plans: PlanCatalog::parse(PLANS).unwrap(),
+        plans: Catalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
         app_events: shared::notify::NoAppEvents,
@@ -276,12 +276,12 @@ async fn the_drift_check_replaces_drifted_subscriptions_with_stripes_state() {
     let syncer = Syncer {
         store: aws::fresh_store().await,
         stripe: stripe.client(),
-        plans: PlanCatalog::parse(PLANS).unwrap(),
+        plans: Catalog::parse(PLANS).unwrap(),
         grace_days: 14,
         policy: Default::default(),
         app_events: shared::notify::NoAppEvents,
     };
-    let user = UserId::parse(&alice).unwrap();
+    let user = AccountId::parse(&alice).unwrap();
     syncer.store.link_customer(&user, &drifted_customer).await.unwrap();
     let as_stored = |value: &Value, status: &str, watermark: i64| {
         let mut value = value.clone();

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::to_bytes;
 use checkout::{AppState, router};
 use serde_json::{Value, json};
-use shared::config::PlanCatalog;
+use shared::config::{AccountSettings, Catalog};
 use shared::store::BillingStore;
 use shared::sync::Syncer;
 use tower::ServiceExt;
@@ -40,16 +40,35 @@ pub fn spawn_api_with_limits<S: BillingStore + 'static>(
     stripe: &StripeStandIn,
     limits: shared::config::RateLimits,
 ) -> TestApi<S> {
+    spawn_api_with(
+        store,
+        stripe.client(),
+        limits,
+        AccountSettings::default(),
+        Catalog::parse(PLANS).unwrap(),
+    )
+}
+
+/// The API with an account policy (which claim names the account, which roles manage it) and
+/// a catalog, against any Stripe: the stand-in's client or the simulator's.
+pub fn spawn_api_with<S: BillingStore + 'static>(
+    store: Arc<S>,
+    stripe: shared::stripe::StripeClient,
+    limits: shared::config::RateLimits,
+    accounts: AccountSettings,
+    catalog: Catalog,
+) -> TestApi<S> {
     let state = AppState {
         syncer: Syncer {
             store: store.clone(),
-            stripe: stripe.client(),
-            plans: PlanCatalog::parse(PLANS).unwrap(),
+            stripe,
+            plans: catalog,
             grace_days: 14,
             policy: Default::default(),
             app_events: shared::notify::NoAppEvents,
         },
         app_base_url: url::Url::parse(APP_BASE_URL).unwrap(),
+        accounts,
         limits,
     };
     TestApi {
@@ -59,8 +78,14 @@ pub fn spawn_api_with_limits<S: BillingStore + 'static>(
 }
 
 pub fn apigw_event(method: &str, path: &str, user: Option<&str>, headers: Value, body: &str) -> String {
-    let authorizer = match user {
-        Some(sub) => json!({"jwt": {"claims": {"sub": sub, "iss": "https://auth.example.com/"}, "scopes": null}}),
+    let claims = user.map(|sub| json!({"sub": sub, "iss": "https://auth.example.com/"}));
+    apigw_event_with_claims(method, path, claims, headers, body)
+}
+
+/// The event for a token with these claims (strings, as the HTTP API's authorizer passes them).
+pub fn apigw_event_with_claims(method: &str, path: &str, claims: Option<Value>, headers: Value, body: &str) -> String {
+    let authorizer = match claims {
+        Some(claims) => json!({"jwt": {"claims": claims, "scopes": null}}),
         None => Value::Null,
     };
     let mut headers = headers;
@@ -90,8 +115,17 @@ impl<S> TestApi<S> {
     }
 
     pub async fn call_with(&self, method: &str, path: &str, user: Option<&str>, headers: Value, body: &str) -> Answer {
-        let request =
-            lambda_http::request::from_str(&apigw_event(method, path, user, headers, body)).expect("API Gateway event");
+        self.send(apigw_event(method, path, user, headers, body)).await
+    }
+
+    /// A call with a token carrying `claims` (an organisation, a role, an email...).
+    pub async fn call_as(&self, method: &str, path: &str, claims: Value, body: &str) -> Answer {
+        self.send(apigw_event_with_claims(method, path, Some(claims), json!({}), body))
+            .await
+    }
+
+    async fn send(&self, event: String) -> Answer {
+        let request = lambda_http::request::from_str(&event).expect("API Gateway event");
         let response = self.router.clone().oneshot(request).await.expect("router never fails");
         let status = response.status().as_u16();
         let retry_after = response

@@ -24,14 +24,14 @@ use axum::routing::post;
 use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Value, json};
-use shared::config::{EventBridgeSettings, PlanCatalog};
+use shared::config::{Catalog, EventBridgeSettings};
 use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::eventbridge::{EventBridgeReceiver, Verdict};
 use shared::notify::MemoryNotifier;
 use shared::processing::EventHandler;
 use shared::processing::batch::sqs_event;
 use shared::queue::{EventQueue, MemoryQueue, OutboundMessage, QueueName, ReceivedMessage};
-use shared::store::{Access, BillingStore, DunningStage, LedgerState, MemoryStore, UserId};
+use shared::store::{Access, AccountId, BillingStore, DunningStage, LedgerState, MemoryStore};
 use shared::stripe::signature::sign;
 use shared::stripe::{RetryPolicy, SignatureVerifier, StripeClient};
 use shared::sync::Syncer;
@@ -185,7 +185,7 @@ struct System {
     events: Syncer<Store>,
     dunning: DunningProcessor<Store, FlakyNotifier<Arc<MemoryNotifier>>>,
     notifier: Arc<MemoryNotifier>,
-    plans: PlanCatalog,
+    plans: Catalog,
     webhook_url: String,
     eventbridge: EventBridgeReceiver<Queue>,
     fault_plans: [Arc<FaultPlan>; 3],
@@ -196,7 +196,7 @@ const ACCOUNT: &str = "000000000000";
 
 /// One customer's simulated life.
 struct Customer {
-    user: UserId,
+    user: AccountId,
     customer_id: String,
     subscription_id: String,
     open_invoice: Option<String>,
@@ -345,7 +345,7 @@ async fn start_system(sim: &Sim, fault_rate: f64) -> Result<System, String> {
         deadline: STRIPE_DEADLINE,
     };
     let stripe = StripeClient::lazy(base, SecretString::from("sk_test_chaos"), retry);
-    let plans = PlanCatalog::parse(PLANS)?;
+    let plans = Catalog::parse(PLANS)?;
     let syncer = || Syncer {
         store: flaky_store.clone(),
         stripe: stripe.clone(),
@@ -414,9 +414,9 @@ async fn simulate_lives(sim: &Sim, system: &System, config: &ChaosConfig) -> Res
     let mut customers = Vec::with_capacity(config.customers);
     for index in 0..config.customers {
         let user = format!("chaos-{run:08x}-{index}");
-        let customer = sim.call("/v1/customers", &[("metadata[user_id]", &user)]).await?;
+        let customer = sim.call("/v1/customers", &[("metadata[account_id]", &user)]).await?;
         let customer_id = text(&customer, "/id")?;
-        let user = UserId::parse(&user).map_err(|e| e.to_string())?;
+        let user = AccountId::parse(&user).map_err(|e| e.to_string())?;
         system
             .store
             .link_customer(&user, &customer_id)

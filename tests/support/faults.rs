@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use shared::notify::{AppEvent, DunningEmail, Notifier, NotifyError, Publisher};
 use shared::queue::{EventQueue, OutboundMessage, QueueError, QueueName, ReceivedMessage};
 use shared::store::{
-    BillingStore, DunningRecord, Entitlement, LedgerClaim, LedgerState, LinkOutcome, StoreError, SubscriptionRecord,
-    SubscriptionSample, UserId, WriteOutcome, WriteRule,
+    AccountId, BillingStore, DunningRecord, Entitlement, LedgerClaim, LedgerState, LinkOutcome, StoreError,
+    SubscriptionRecord, SubscriptionSample, WriteOutcome, WriteRule,
 };
 
 /// The failure rate and the count of what was injected, shared by the wrappers of one run.
@@ -124,17 +124,17 @@ pub struct FlakyStore<S> {
 }
 
 impl<S: BillingStore> BillingStore for FlakyStore<S> {
-    async fn link_customer(&self, user: &UserId, customer_id: &str) -> Res<LinkOutcome> {
+    async fn link_customer(&self, user: &AccountId, customer_id: &str) -> Res<LinkOutcome> {
         self.plan
             .around(true, store_fault, self.inner.link_customer(user, customer_id))
             .await
     }
-    async fn unlink_customer(&self, user: &UserId, customer_id: &str) -> Res<bool> {
+    async fn unlink_customer(&self, user: &AccountId, customer_id: &str) -> Res<bool> {
         self.plan
             .around(true, store_fault, self.inner.unlink_customer(user, customer_id))
             .await
     }
-    async fn put_checkout_session(&self, session_id: &str, user: &UserId, expires_at: i64) -> Res<()> {
+    async fn put_checkout_session(&self, session_id: &str, user: &AccountId, expires_at: i64) -> Res<()> {
         self.plan
             .around(
                 true,
@@ -143,19 +143,19 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
             )
             .await
     }
-    async fn checkout_session_user(&self, session_id: &str) -> Res<Option<UserId>> {
+    async fn checkout_session_account(&self, session_id: &str) -> Res<Option<AccountId>> {
         self.plan
-            .around(false, store_fault, self.inner.checkout_session_user(session_id))
+            .around(false, store_fault, self.inner.checkout_session_account(session_id))
             .await
     }
-    async fn customer_of_user(&self, user: &UserId) -> Res<Option<String>> {
+    async fn customer_of_account(&self, user: &AccountId) -> Res<Option<String>> {
         self.plan
-            .around(false, store_fault, self.inner.customer_of_user(user))
+            .around(false, store_fault, self.inner.customer_of_account(user))
             .await
     }
-    async fn user_of_customer(&self, customer_id: &str) -> Res<Option<UserId>> {
+    async fn account_of_customer(&self, customer_id: &str) -> Res<Option<AccountId>> {
         self.plan
-            .around(false, store_fault, self.inner.user_of_customer(customer_id))
+            .around(false, store_fault, self.inner.account_of_customer(customer_id))
             .await
     }
     async fn put_subscription(&self, record: &SubscriptionRecord, rule: WriteRule) -> Res<WriteOutcome> {
@@ -198,7 +198,7 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
             .around(true, store_fault, self.inner.put_entitlement(entitlement))
             .await
     }
-    async fn get_entitlement(&self, user: &UserId) -> Res<Option<Entitlement>> {
+    async fn get_entitlement(&self, user: &AccountId) -> Res<Option<Entitlement>> {
         self.plan.checkpoint("get_entitlement").await;
         self.plan
             .around(false, store_fault, self.inner.get_entitlement(user))

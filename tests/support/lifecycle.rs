@@ -5,7 +5,7 @@
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use serde_json::{Value, json};
 
-use shared::store::{BillingStore, UserId};
+use shared::store::{AccountId, BillingStore};
 
 use crate::fixtures;
 
@@ -90,7 +90,7 @@ impl Lifecycle {
     /// Records the session as the checkout API does when it creates one: only such sessions
     /// link a customer to a user.
     pub async fn record_session<S: BillingStore>(&self, store: &S) {
-        let user = UserId::parse(&self.user).expect("lifecycle user id");
+        let user = AccountId::parse(&self.user).expect("lifecycle user id");
         store
             .put_checkout_session(&self.session, &user, PERIOD_END)
             .await

@@ -86,21 +86,21 @@ pub fn subscription(customer: &str, id: &str, watermark: i64, status: Subscripti
 }
 
 async fn customer_links_are_one_per_user<S: BillingStore>(store: &S) {
-    let user = UserId::parse(&unique("user-")).unwrap();
+    let user = AccountId::parse(&unique("user-")).unwrap();
     let (first, second) = (unique("cus_"), unique("cus_"));
-    assert_eq!(store.customer_of_user(&user).await.unwrap(), None);
+    assert_eq!(store.customer_of_account(&user).await.unwrap(), None);
     assert_eq!(store.link_customer(&user, &first).await.unwrap(), LinkOutcome::Linked);
     assert_eq!(
         store.link_customer(&user, &second).await.unwrap(),
         LinkOutcome::AlreadyLinked(first.clone())
     );
-    assert_eq!(store.customer_of_user(&user).await.unwrap(), Some(first.clone()));
-    assert_eq!(store.user_of_customer(&first).await.unwrap(), Some(user));
-    assert_eq!(store.user_of_customer(&second).await.unwrap(), None);
+    assert_eq!(store.customer_of_account(&user).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.account_of_customer(&first).await.unwrap(), Some(user));
+    assert_eq!(store.account_of_customer(&second).await.unwrap(), None);
 }
 
 async fn concurrent_first_links_converge<S: BillingStore + 'static>(store: Arc<S>) {
-    let user = UserId::parse(&unique("user-")).unwrap();
+    let user = AccountId::parse(&unique("user-")).unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..10 {
         let (store, user) = (store.clone(), user.clone());
@@ -112,7 +112,7 @@ async fn concurrent_first_links_converge<S: BillingStore + 'static>(store: Arc<S
         1,
         "{outcomes:?}"
     );
-    let winner = store.customer_of_user(&user).await.unwrap().unwrap();
+    let winner = store.customer_of_account(&user).await.unwrap().unwrap();
     for outcome in outcomes {
         if let LinkOutcome::AlreadyLinked(existing) = outcome {
             assert_eq!(existing, winner);
@@ -231,10 +231,10 @@ async fn subscriptions_are_listed_per_customer<S: BillingStore>(store: &S) {
 }
 
 async fn entitlements_round_trip<S: BillingStore>(store: &S) {
-    let user = UserId::parse(&unique("user-")).unwrap();
+    let user = AccountId::parse(&unique("user-")).unwrap();
     assert_eq!(store.get_entitlement(&user).await.unwrap(), None);
     let mut entitlement = Entitlement {
-        user_id: user.clone(),
+        account_id: user.clone(),
         customer_id: Some(unique("cus_")),
         subscription_id: Some(unique("sub_")),
         plan: Some("pro".into()),
@@ -244,8 +244,18 @@ async fn entitlements_round_trip<S: BillingStore>(store: &S) {
         features: vec!["reports".into(), "api".into()],
         cancel_at_period_end: true,
         current_period_end: Some(1_900_000_000),
-        grants: Vec::new(),
+        grants: vec![shared::store::Grant {
+            subscription_id: unique("sub_"),
+            plan: Some("team".into()),
+            access: Access::Active,
+            access_until: None,
+            features: vec!["reports".into(), "sso".into()],
+            limits: [("projects".to_owned(), 60), ("seats".to_owned(), 12)].into(),
+            addons: vec!["sso".into()],
+            current_period_end: Some(1_900_000_000),
+        }],
         trial_used: true,
+        summed_limits: vec!["projects".into(), "seats".into()],
         version: 1,
     };
     assert_eq!(
@@ -269,9 +279,9 @@ async fn entitlements_round_trip<S: BillingStore>(store: &S) {
     loser.version = 4;
     assert_eq!(store.put_entitlement(&loser).await.unwrap(), WriteOutcome::Stale);
     assert_eq!(store.get_entitlement(&user).await.unwrap(), Some(entitlement));
-    let fresh = UserId::parse(&unique("user-")).unwrap();
+    let fresh = AccountId::parse(&unique("user-")).unwrap();
     let mut first = loser.clone();
-    first.user_id = fresh.clone();
+    first.account_id = fresh.clone();
     first.version = 2;
     assert_eq!(
         store.put_entitlement(&first).await.unwrap(),
@@ -282,8 +292,8 @@ async fn entitlements_round_trip<S: BillingStore>(store: &S) {
 
 async fn deleted_customers_unlink<S: BillingStore>(store: &S) {
     let (user, other) = (
-        UserId::parse(&unique("user-")).unwrap(),
-        UserId::parse(&unique("user-")).unwrap(),
+        AccountId::parse(&unique("user-")).unwrap(),
+        AccountId::parse(&unique("user-")).unwrap(),
     );
     let (first, second) = (unique("cus_"), unique("cus_"));
     assert_eq!(store.link_customer(&user, &first).await.unwrap(), LinkOutcome::Linked);
@@ -292,29 +302,29 @@ async fn deleted_customers_unlink<S: BillingStore>(store: &S) {
         LinkOutcome::CustomerTaken(user.clone()),
         "one customer never serves two users"
     );
-    assert_eq!(store.user_of_customer(&first).await.unwrap(), Some(user.clone()));
+    assert_eq!(store.account_of_customer(&first).await.unwrap(), Some(user.clone()));
     assert!(
         !store.unlink_customer(&user, &second).await.unwrap(),
         "not the linked customer"
     );
-    assert_eq!(store.customer_of_user(&user).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.customer_of_account(&user).await.unwrap(), Some(first.clone()));
     assert!(store.unlink_customer(&user, &first).await.unwrap());
-    assert_eq!(store.customer_of_user(&user).await.unwrap(), None);
-    assert_eq!(store.user_of_customer(&first).await.unwrap(), None);
+    assert_eq!(store.customer_of_account(&user).await.unwrap(), None);
+    assert_eq!(store.account_of_customer(&first).await.unwrap(), None);
     assert!(!store.unlink_customer(&user, &first).await.unwrap(), "already unlinked");
     assert_eq!(store.link_customer(&user, &second).await.unwrap(), LinkOutcome::Linked);
-    assert_eq!(store.user_of_customer(&second).await.unwrap(), Some(user));
+    assert_eq!(store.account_of_customer(&second).await.unwrap(), Some(user));
 }
 
 async fn checkout_sessions_remember_their_user<S: BillingStore>(store: &S) {
-    let user = UserId::parse(&unique("user-")).unwrap();
+    let user = AccountId::parse(&unique("user-")).unwrap();
     let session = unique("cs_test_");
-    assert_eq!(store.checkout_session_user(&session).await.unwrap(), None);
+    assert_eq!(store.checkout_session_account(&session).await.unwrap(), None);
     store
         .put_checkout_session(&session, &user, 1_900_000_000)
         .await
         .unwrap();
-    assert_eq!(store.checkout_session_user(&session).await.unwrap(), Some(user));
+    assert_eq!(store.checkout_session_account(&session).await.unwrap(), Some(user));
 }
 
 /// The start of a past_due spell is the first write that saw it, whatever writes follow in

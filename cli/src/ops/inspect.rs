@@ -1,21 +1,21 @@
-//! `billing inspect user <id> | customer <cus_>`: what the store holds for one customer, and
+//! `billing inspect account <id> | customer <cus_>`: what the store holds for one customer, and
 //! the access the app would grant right now.
 
 use serde::Serialize;
 use shared::entitlement::EntitlementView;
-use shared::store::{BillingStore, DunningRecord, Entitlement, SubscriptionRecord, UserId};
+use shared::store::{AccountId, BillingStore, DunningRecord, Entitlement, SubscriptionRecord};
 
 use super::{Deployment, OpsError, Output};
 
 #[derive(Debug, Clone)]
 pub enum Subject {
-    User(String),
+    Account(String),
     Customer(String),
 }
 
 #[derive(Debug, Serialize)]
 struct Inspection {
-    user: Option<UserId>,
+    account: Option<AccountId>,
     customer: Option<String>,
     /// What `GET /billing/me` answers now (grace deadlines applied at this instant).
     access_now: Option<EntitlementView>,
@@ -26,13 +26,13 @@ struct Inspection {
 
 pub async fn inspect(deployment: &Deployment, subject: Subject, output: Output) -> Result<(), OpsError> {
     let store = deployment.store()?;
-    let (user, customer) = match subject {
-        Subject::User(raw) => {
-            let user = UserId::parse(&raw).map_err(|error| OpsError::Usage(error.to_string()))?;
-            let customer = store.customer_of_user(&user).await?;
-            (Some(user), customer)
+    let (account, customer) = match subject {
+        Subject::Account(raw) => {
+            let account = AccountId::parse(&raw).map_err(|error| OpsError::Usage(error.to_string()))?;
+            let customer = store.customer_of_account(&account).await?;
+            (Some(account), customer)
         }
-        Subject::Customer(customer) => (store.user_of_customer(&customer).await?, Some(customer)),
+        Subject::Customer(customer) => (store.account_of_customer(&customer).await?, Some(customer)),
     };
     let (subscriptions, dunning) = match &customer {
         Some(customer) => (
@@ -41,11 +41,11 @@ pub async fn inspect(deployment: &Deployment, subject: Subject, output: Output) 
         ),
         None => (Vec::new(), Vec::new()),
     };
-    let entitlement = match &user {
-        Some(user) => store.get_entitlement(user).await?,
+    let entitlement = match &account {
+        Some(account) => store.get_entitlement(account).await?,
         None => None,
     };
-    let nothing = user.is_none() || customer.is_none();
+    let nothing = account.is_none() || customer.is_none();
     if nothing && entitlement.is_none() && subscriptions.is_empty() && dunning.is_empty() {
         return Err(OpsError::NotFound(
             "nothing stored for it: no customer link, subscription, dunning record or entitlement".into(),
@@ -55,7 +55,7 @@ pub async fn inspect(deployment: &Deployment, subject: Subject, output: Output) 
         access_now: entitlement
             .as_ref()
             .map(|entitlement| EntitlementView::at(entitlement, shared::unix_now())),
-        user,
+        account,
         customer,
         entitlement,
         subscriptions,

@@ -14,6 +14,8 @@ use shared::stripe::StripeError;
 pub enum ApiError {
     #[error("missing or invalid caller identity")]
     Unauthorized,
+    #[error("forbidden: {code}")]
+    Forbidden { code: &'static str, message: String },
     #[error("bad request: {code}")]
     BadRequest { code: &'static str, message: String },
     #[error("not found: {0}")]
@@ -46,6 +48,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"})),
+            ApiError::Forbidden { code, message } => {
+                (StatusCode::FORBIDDEN, json!({"error": code, "message": message}))
+            }
             ApiError::BadRequest { code, message } => {
                 (StatusCode::BAD_REQUEST, json!({"error": code, "message": message}))
             }

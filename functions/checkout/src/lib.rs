@@ -1,5 +1,6 @@
 //! The self-service billing API, one axum `Router` served by Lambda (through `lambda_http`)
-//! and locally alike. The caller is the JWT `sub` that API Gateway's authorizer verified.
+//! and locally alike. The caller is the account named by the claims API Gateway's authorizer
+//! verified (the `auth` module).
 
 mod auth;
 mod body;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use shared::config::RateLimits;
+use shared::config::{AccountSettings, RateLimits};
 use shared::deadline::Deadline;
 use shared::store::BillingStore;
 use shared::sync::Syncer;
@@ -27,6 +28,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct AppState<S> {
     pub syncer: Syncer<S>,
     pub app_base_url: Url,
+    /// Which claim names the account, and which roles may change its billing.
+    pub accounts: AccountSettings,
     /// Requests per account and minute, by route class.
     pub limits: RateLimits,
 }
@@ -47,6 +50,12 @@ pub fn router<S: BillingStore + 'static>(state: AppState<S>) -> Router {
         .route("/checkout/sessions", post(routes::checkout::create::<S>))
         .route("/portal/sessions", post(routes::portal::create::<S>))
         .route("/subscription/change", post(routes::subscription::change::<S>))
+        .route("/subscription/seats", post(routes::subscription::seats::<S>))
+        .route("/subscription/addons", post(routes::subscription::add_addon::<S>))
+        .route(
+            "/subscription/addons/{addon}",
+            axum::routing::delete(routes::subscription::remove_addon::<S>),
+        )
         .route("/subscription/cancel", post(routes::subscription::cancel::<S>))
         .route("/subscription/resume", post(routes::subscription::resume::<S>))
         .route("/billing/me", get(routes::billing::me::<S>))

@@ -2,7 +2,7 @@
 
 use checkout::{AppState, router};
 use shared::bootstrap;
-use shared::config::{AppSettings, RateLimits};
+use shared::config::{AccountSettings, AppSettings, RateLimits};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -11,6 +11,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let state = AppState {
         syncer: bootstrap::syncer(&sdk, &env).await?,
         app_base_url: AppSettings::from_env(&env)?.base_url,
+        accounts: AccountSettings::from_env(&env)?,
         limits: RateLimits::from_env(&env)?,
     };
     lambda_http::run(router(state)).await

@@ -1,9 +1,10 @@
 //! The configuration contract, read once at start. Each function asks only for the parts it
 //! uses, and a missing or invalid variable fails start-up with a message naming it.
 
+mod accounts;
+mod catalog;
 mod env;
 mod limits;
-mod plans;
 mod secrets;
 
 use std::num::NonZeroU64;
@@ -12,9 +13,10 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+pub use accounts::{AccountSettings, AdminRoles, DEFAULT_ACCOUNT_CLAIM};
+pub use catalog::{Addon, Catalog, Currency, Interval, LimitRule, Offer, Plan, Price, SEATS_LIMIT, SeatRange};
 pub use env::Env;
 pub use limits::{RateLimits, RouteClass, WINDOW_SECS as RATE_WINDOW_SECS};
-pub use plans::{Plan, PlanCatalog};
 pub use secrets::{Rotating, SecretSource, StripeSecret};
 
 use crate::stripe::client::{DEFAULT_API_BASE, RetryPolicy};

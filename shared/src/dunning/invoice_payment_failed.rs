@@ -164,7 +164,7 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
         let app_event = PaymentFailedEvent {
             event_type: PaymentFailedEvent::TYPE,
             stripe_event_id: event.id.clone(),
-            user_id: entitlement.as_ref().map(|e| e.user_id.to_string()),
+            account_id: entitlement.as_ref().map(|e| e.account_id.to_string()),
             customer_id,
             invoice_id: invoice.id.clone(),
             subscription_id: record.subscription_id.clone(),

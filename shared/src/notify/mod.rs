@@ -31,7 +31,7 @@ pub struct PaymentFailedEvent {
     #[serde(rename = "type")]
     pub event_type: &'static str,
     pub stripe_event_id: String,
-    pub user_id: Option<String>,
+    pub account_id: Option<String>,
     pub customer_id: String,
     pub invoice_id: String,
     pub subscription_id: Option<String>,
@@ -49,7 +49,7 @@ pub struct DuplicateSubscriptionEvent {
     #[serde(rename = "type")]
     pub event_type: &'static str,
     pub stripe_event_id: String,
-    pub user_id: Option<String>,
+    pub account_id: Option<String>,
     pub customer_id: String,
     pub kept_subscription_id: String,
     pub cancelled_subscription_id: String,

@@ -1,15 +1,15 @@
 //! The DynamoDB adapter. One table:
 //!
-//! | item                 | pk                | sk                | notes                                  |
-//! |----------------------|-------------------|-------------------|----------------------------------------|
-//! | user → customer link | `USER#<user>`     | `CUSTOMER`        | GSI `gsi1`: `CUSTOMER#<cus>` / `USER`  |
-//! | customer → user link | `CUSTOMER#<cus>`  | `USER`            | written with the above, in one transaction |
-//! | entitlement          | `USER#<user>`     | `ENTITLEMENT`     | conditional on `version`               |
-//! | our checkout session | `SESSION#<cs>`    | `SESSION`         | TTL `expires_at`                       |
-//! | subscription         | `CUSTOMER#<cus>`  | `SUB#<sub>`       | conditional on `watermark`             |
-//! | dunning record       | `CUSTOMER#<cus>`  | `DUNNING#<in>`    |                                        |
-//! | event ledger entry   | `EVENT#<evt>`     | `LEDGER`          | TTL `expires_at`                       |
-//! | reconcile cursor     | `CURSOR#<name>`   | `CURSOR`          | conditional on `cursor_value`          |
+//! | item                    | pk                 | sk             | notes                                      |
+//! |-------------------------|--------------------|----------------|--------------------------------------------|
+//! | account → customer link | `USER#<account>`   | `CUSTOMER`     | GSI `gsi1`: `CUSTOMER#<cus>` / `USER`      |
+//! | customer → account link | `CUSTOMER#<cus>`   | `USER`         | written with the above, in one transaction |
+//! | entitlement             | `USER#<account>`   | `ENTITLEMENT`  | conditional on `version`                   |
+//! | our checkout session    | `SESSION#<cs>`     | `SESSION`      | TTL `expires_at`                           |
+//! | subscription            | `CUSTOMER#<cus>`   | `SUB#<sub>`    | conditional on `watermark`                 |
+//! | dunning record          | `CUSTOMER#<cus>`   | `DUNNING#<in>` |                                            |
+//! | event ledger entry      | `EVENT#<evt>`      | `LEDGER`       | TTL `expires_at`                           |
+//! | reconcile cursor        | `CURSOR#<name>`    | `CURSOR`       | conditional on `cursor_value`              |
 //!
 //! A customer's subscriptions and dunning records share its partition, so one strongly
 //! consistent query reads everything an entitlement is computed from.
@@ -74,8 +74,13 @@ fn number_attr(item: &Item, name: &str) -> Option<i64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
 
-fn user_pk(user: &UserId) -> String {
-    format!("USER#{user}")
+/// The account's partition key and the attribute naming it on link items keep the names they had
+/// when the account was always the user (`USER#`, `user_id`): tables written then need no
+/// migration, and a one-person account is still keyed by the user's `sub`.
+const ACCOUNT_ATTR: &str = "user_id";
+
+fn account_pk(account: &AccountId) -> String {
+    format!("USER#{account}")
 }
 
 fn customer_pk(customer_id: &str) -> String {
@@ -212,9 +217,9 @@ impl DynamoStore {
     }
 
     /// Links written before the reverse item existed are found through the index (eventually
-    /// consistent, so confirmed below); two users on one customer there is corruption, not a
+    /// consistent, so confirmed below); two accounts on one customer there is corruption, not a
     /// choice to make.
-    async fn legacy_user_of_customer(&self, customer_id: &str) -> Res<Option<String>> {
+    async fn legacy_account_of_customer(&self, customer_id: &str) -> Res<Option<String>> {
         let output = self
             .client
             .query()
@@ -227,26 +232,26 @@ impl DynamoStore {
             .send()
             .await
             .map_err(backend)?;
-        let users: Vec<String> = output
+        let accounts: Vec<String> = output
             .items
             .unwrap_or_default()
             .iter()
-            .filter_map(|item| string_attr(item, "user_id"))
+            .filter_map(|item| string_attr(item, ACCOUNT_ATTR))
             .collect();
-        let user = match users.as_slice() {
+        let account = match accounts.as_slice() {
             [] => return Ok(None),
-            [user] => user.clone(),
+            [account] => account.clone(),
             _ => {
                 return Err(StoreError::Corrupt(format!(
-                    "customer {customer_id} is linked to several users"
+                    "customer {customer_id} is linked to several accounts"
                 )));
             }
         };
-        // The index may still show a link that is gone: only the user's own item, read
+        // The index may still show a link that is gone: only the account's own item, read
         // consistently, says it holds. A confirmed legacy link gets its reverse item, so the
-        // next lookup is one consistent read and no second user can take the customer.
-        let parsed = UserId::parse(&user).map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        if self.customer_of_user(&parsed).await?.as_deref() != Some(customer_id) {
+        // next lookup is one consistent read and no second account can take the customer.
+        let parsed = AccountId::parse(&account).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        if self.customer_of_account(&parsed).await?.as_deref() != Some(customer_id) {
             return Ok(None);
         }
         let result = self
@@ -255,13 +260,13 @@ impl DynamoStore {
             .table_name(&self.table)
             .item("pk", s(customer_pk(customer_id)))
             .item("sk", s("USER"))
-            .item("user_id", s(user.clone()))
+            .item(ACCOUNT_ATTR, s(account.clone()))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
         match result {
-            Ok(_) => Ok(Some(user)),
-            Err(error) if is_conditional_failure(&error) => Ok(Some(user)),
+            Ok(_) => Ok(Some(account)),
+            Err(error) if is_conditional_failure(&error) => Ok(Some(account)),
             Err(error) => Err(backend(error)),
         }
     }
@@ -279,16 +284,16 @@ impl DynamoStore {
 }
 
 impl BillingStore for DynamoStore {
-    async fn link_customer(&self, user: &UserId, customer_id: &str) -> Res<LinkOutcome> {
-        // Both directions in one transaction, each only if absent: a user has one customer and
-        // a customer one user, and the reverse item is read with a consistent GetItem.
+    async fn link_customer(&self, account: &AccountId, customer_id: &str) -> Res<LinkOutcome> {
+        // Both directions in one transaction, each only if absent: an account has one customer and
+        // a customer one account, and the reverse item is read with a consistent GetItem.
         let forward = Put::builder()
             .table_name(&self.table)
-            .item("pk", s(user_pk(user)))
+            .item("pk", s(account_pk(account)))
             .item("sk", s("CUSTOMER"))
             .item("gsi1pk", s(customer_pk(customer_id)))
             .item("gsi1sk", s("USER"))
-            .item("user_id", s(user.as_str()))
+            .item(ACCOUNT_ATTR, s(account.as_str()))
             .item("customer_id", s(customer_id))
             .condition_expression("attribute_not_exists(pk)")
             .build()
@@ -297,7 +302,7 @@ impl BillingStore for DynamoStore {
             .table_name(&self.table)
             .item("pk", s(customer_pk(customer_id)))
             .item("sk", s("USER"))
-            .item("user_id", s(user.as_str()))
+            .item(ACCOUNT_ATTR, s(account.as_str()))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(|error| StoreError::Backend(error.to_string()))?;
@@ -310,21 +315,21 @@ impl BillingStore for DynamoStore {
         }
         // Which condition failed is read back rather than taken from the cancellation reasons,
         // which not every DynamoDB implementation fills in.
-        if let Some(existing) = self.customer_of_user(user).await? {
+        if let Some(existing) = self.customer_of_account(account).await? {
             return Ok(LinkOutcome::AlreadyLinked(existing));
         }
-        match self.user_of_customer(customer_id).await? {
+        match self.account_of_customer(customer_id).await? {
             Some(owner) => Ok(LinkOutcome::CustomerTaken(owner)),
             None => Err(StoreError::Backend(format!(
-                "linking user {user} to {customer_id} was cancelled without a conflict"
+                "linking account {account} to {customer_id} was cancelled without a conflict"
             ))),
         }
     }
 
-    async fn unlink_customer(&self, user: &UserId, customer_id: &str) -> Res<bool> {
+    async fn unlink_customer(&self, account: &AccountId, customer_id: &str) -> Res<bool> {
         let forward = Delete::builder()
             .table_name(&self.table)
-            .key("pk", s(user_pk(user)))
+            .key("pk", s(account_pk(account)))
             .key("sk", s("CUSTOMER"))
             .condition_expression("customer_id = :customer")
             .expression_attribute_values(":customer", s(customer_id))
@@ -345,45 +350,45 @@ impl BillingStore for DynamoStore {
         }
         // The condition failed — or a concurrent transaction on the same items did: only a
         // read tells which, and a link still in place must not be reported gone.
-        match self.customer_of_user(user).await? {
+        match self.customer_of_account(account).await? {
             Some(linked) if linked == customer_id => Err(StoreError::Backend(format!(
-                "unlinking {customer_id} from {user} conflicted with another write"
+                "unlinking {customer_id} from {account} conflicted with another write"
             ))),
             _ => Ok(false),
         }
     }
 
-    async fn customer_of_user(&self, user: &UserId) -> Res<Option<String>> {
+    async fn customer_of_account(&self, account: &AccountId) -> Res<Option<String>> {
         Ok(self
-            .get(user_pk(user), "CUSTOMER")
+            .get(account_pk(account), "CUSTOMER")
             .await?
             .and_then(|item| string_attr(&item, "customer_id")))
     }
 
-    async fn user_of_customer(&self, customer_id: &str) -> Res<Option<UserId>> {
+    async fn account_of_customer(&self, customer_id: &str) -> Res<Option<AccountId>> {
         let raw = match self.get(customer_pk(customer_id), "USER").await? {
-            Some(item) => string_attr(&item, "user_id"),
-            None => self.legacy_user_of_customer(customer_id).await?,
+            Some(item) => string_attr(&item, ACCOUNT_ATTR),
+            None => self.legacy_account_of_customer(customer_id).await?,
         };
-        raw.map(|raw| UserId::parse(&raw).map_err(|error| StoreError::Corrupt(error.to_string())))
+        raw.map(|raw| AccountId::parse(&raw).map_err(|error| StoreError::Corrupt(error.to_string())))
             .transpose()
     }
 
-    async fn put_checkout_session(&self, session_id: &str, user: &UserId, expires_at: i64) -> Res<()> {
+    async fn put_checkout_session(&self, session_id: &str, account: &AccountId, expires_at: i64) -> Res<()> {
         let mut item = Item::new();
         item.insert("pk".into(), s(format!("SESSION#{session_id}")));
         item.insert("sk".into(), s("SESSION"));
-        item.insert("user_id".into(), s(user.as_str()));
+        item.insert(ACCOUNT_ATTR.into(), s(account.as_str()));
         item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
         self.put(item).await
     }
 
-    async fn checkout_session_user(&self, session_id: &str) -> Res<Option<UserId>> {
+    async fn checkout_session_account(&self, session_id: &str) -> Res<Option<AccountId>> {
         let raw = self
             .get(format!("SESSION#{session_id}"), "SESSION")
             .await?
-            .and_then(|item| string_attr(&item, "user_id"));
-        raw.map(|raw| UserId::parse(&raw).map_err(|error| StoreError::Corrupt(error.to_string())))
+            .and_then(|item| string_attr(&item, ACCOUNT_ATTR));
+        raw.map(|raw| AccountId::parse(&raw).map_err(|error| StoreError::Corrupt(error.to_string())))
             .transpose()
     }
 
@@ -504,10 +509,16 @@ impl BillingStore for DynamoStore {
     async fn put_entitlement(&self, entitlement: &Entitlement) -> Res<WriteOutcome> {
         let item = to_item(
             entitlement,
-            &[("pk", user_pk(&entitlement.user_id)), ("sk", "ENTITLEMENT".into())],
+            &[
+                ("pk", account_pk(&entitlement.account_id)),
+                ("sk", "ENTITLEMENT".into()),
+            ],
         )?;
         let previous = entitlement.version.checked_sub(1).ok_or_else(|| {
-            StoreError::Corrupt(format!("entitlement of {} written with version 0", entitlement.user_id))
+            StoreError::Corrupt(format!(
+                "entitlement of {} written with version 0",
+                entitlement.account_id
+            ))
         })?;
         // An item from before versioning has no version: it counts as 0.
         let condition = if previous == 0 {
@@ -532,8 +543,11 @@ impl BillingStore for DynamoStore {
         }
     }
 
-    async fn get_entitlement(&self, user: &UserId) -> Res<Option<Entitlement>> {
-        self.get(user_pk(user), "ENTITLEMENT").await?.map(from_item).transpose()
+    async fn get_entitlement(&self, account: &AccountId) -> Res<Option<Entitlement>> {
+        self.get(account_pk(account), "ENTITLEMENT")
+            .await?
+            .map(from_item)
+            .transpose()
     }
 
     async fn claim_event(&self, event_id: &str, now: i64, lease_until: i64) -> Res<LedgerClaim> {

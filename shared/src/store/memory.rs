@@ -15,13 +15,13 @@ enum Ledger {
 #[derive(Default)]
 struct State {
     customer_by_user: HashMap<String, String>,
-    user_by_customer: HashMap<String, UserId>,
+    user_by_customer: HashMap<String, AccountId>,
     subscriptions: HashMap<(String, String), SubscriptionRecord>,
     entitlements: HashMap<String, Entitlement>,
     ledger: HashMap<String, Ledger>,
     dunning: HashMap<(String, String), DunningRecord>,
     cursors: HashMap<String, i64>,
-    checkout_sessions: HashMap<String, UserId>,
+    checkout_sessions: HashMap<String, AccountId>,
     /// Per key: the window the count is in, and the count.
     request_counts: HashMap<String, (i64, u64)>,
 }
@@ -49,9 +49,9 @@ fn sorted<T: Clone, K: Ord>(items: impl Iterator<Item = T>, key: impl Fn(&T) -> 
 }
 
 impl BillingStore for MemoryStore {
-    async fn link_customer(&self, user: &UserId, customer_id: &str) -> Res<LinkOutcome> {
+    async fn link_customer(&self, account: &AccountId, customer_id: &str) -> Res<LinkOutcome> {
         Ok(self.with(|state| {
-            if let Some(existing) = state.customer_by_user.get(user.as_str()) {
+            if let Some(existing) = state.customer_by_user.get(account.as_str()) {
                 return LinkOutcome::AlreadyLinked(existing.clone());
             }
             if let Some(owner) = state.user_by_customer.get(customer_id) {
@@ -59,37 +59,37 @@ impl BillingStore for MemoryStore {
             }
             state
                 .customer_by_user
-                .insert(user.as_str().to_owned(), customer_id.to_owned());
-            state.user_by_customer.insert(customer_id.to_owned(), user.clone());
+                .insert(account.as_str().to_owned(), customer_id.to_owned());
+            state.user_by_customer.insert(customer_id.to_owned(), account.clone());
             LinkOutcome::Linked
         }))
     }
 
-    async fn unlink_customer(&self, user: &UserId, customer_id: &str) -> Res<bool> {
+    async fn unlink_customer(&self, account: &AccountId, customer_id: &str) -> Res<bool> {
         Ok(self.with(|state| {
-            if state.customer_by_user.get(user.as_str()).map(String::as_str) != Some(customer_id) {
+            if state.customer_by_user.get(account.as_str()).map(String::as_str) != Some(customer_id) {
                 return false;
             }
-            state.customer_by_user.remove(user.as_str());
+            state.customer_by_user.remove(account.as_str());
             state.user_by_customer.remove(customer_id);
             true
         }))
     }
 
-    async fn put_checkout_session(&self, session_id: &str, user: &UserId, _expires_at: i64) -> Res<()> {
-        self.with(|state| state.checkout_sessions.insert(session_id.to_owned(), user.clone()));
+    async fn put_checkout_session(&self, session_id: &str, account: &AccountId, _expires_at: i64) -> Res<()> {
+        self.with(|state| state.checkout_sessions.insert(session_id.to_owned(), account.clone()));
         Ok(())
     }
 
-    async fn checkout_session_user(&self, session_id: &str) -> Res<Option<UserId>> {
+    async fn checkout_session_account(&self, session_id: &str) -> Res<Option<AccountId>> {
         Ok(self.with(|state| state.checkout_sessions.get(session_id).cloned()))
     }
 
-    async fn customer_of_user(&self, user: &UserId) -> Res<Option<String>> {
-        Ok(self.with(|state| state.customer_by_user.get(user.as_str()).cloned()))
+    async fn customer_of_account(&self, account: &AccountId) -> Res<Option<String>> {
+        Ok(self.with(|state| state.customer_by_user.get(account.as_str()).cloned()))
     }
 
-    async fn user_of_customer(&self, customer_id: &str) -> Res<Option<UserId>> {
+    async fn account_of_customer(&self, customer_id: &str) -> Res<Option<AccountId>> {
         Ok(self.with(|state| state.user_by_customer.get(customer_id).cloned()))
     }
 
@@ -154,20 +154,20 @@ impl BillingStore for MemoryStore {
         Ok(self.with(|state| {
             let stored = state
                 .entitlements
-                .get(entitlement.user_id.as_str())
+                .get(entitlement.account_id.as_str())
                 .map_or(0, |e| e.version);
             if stored.checked_add(1) != Some(entitlement.version) {
                 return WriteOutcome::Stale;
             }
             state
                 .entitlements
-                .insert(entitlement.user_id.as_str().to_owned(), entitlement.clone());
+                .insert(entitlement.account_id.as_str().to_owned(), entitlement.clone());
             WriteOutcome::Written
         }))
     }
 
-    async fn get_entitlement(&self, user: &UserId) -> Res<Option<Entitlement>> {
-        Ok(self.with(|state| state.entitlements.get(user.as_str()).cloned()))
+    async fn get_entitlement(&self, account: &AccountId) -> Res<Option<Entitlement>> {
+        Ok(self.with(|state| state.entitlements.get(account.as_str()).cloned()))
     }
 
     async fn claim_event(&self, event_id: &str, now: i64, lease_until: i64) -> Res<LedgerClaim> {

@@ -27,28 +27,28 @@ pub enum StoreError {
 type Res<T> = Result<T, StoreError>;
 
 pub trait BillingStore: Send + Sync {
-    /// Links a user to their Stripe customer, once: a second link for the same user keeps the
+    /// Links an account to their Stripe customer, once: a second link for the same account keeps the
     /// first and reports it, so concurrent first checkouts converge on one customer.
-    /// A customer already linked to another user is refused too, so the customer → user lookup
+    /// A customer already linked to another account is refused too, so the customer → account lookup
     /// has one answer.
-    fn link_customer(&self, user: &UserId, customer_id: &str) -> impl Future<Output = Res<LinkOutcome>> + Send;
+    fn link_customer(&self, account: &AccountId, customer_id: &str) -> impl Future<Output = Res<LinkOutcome>> + Send;
     /// Removes the link if it still points at `customer_id` (a deleted customer); false if the
-    /// user is linked to another customer or to none.
-    fn unlink_customer(&self, user: &UserId, customer_id: &str) -> impl Future<Output = Res<bool>> + Send;
-    fn customer_of_user(&self, user: &UserId) -> impl Future<Output = Res<Option<String>>> + Send;
+    /// account is linked to another customer or to none.
+    fn unlink_customer(&self, account: &AccountId, customer_id: &str) -> impl Future<Output = Res<bool>> + Send;
+    fn customer_of_account(&self, account: &AccountId) -> impl Future<Output = Res<Option<String>>> + Send;
     /// A strongly consistent read of the link: right after a link, the event that follows it
-    /// finds the user.
-    fn user_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Option<UserId>>> + Send;
+    /// finds the account.
+    fn account_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Option<AccountId>>> + Send;
 
     /// Records a checkout session this system created, for whom: only such sessions link a
-    /// customer to a user. Kept until `expires_at` (past Stripe's retry window).
+    /// customer to an account. Kept until `expires_at` (past Stripe's retry window).
     fn put_checkout_session(
         &self,
         session_id: &str,
-        user: &UserId,
+        account: &AccountId,
         expires_at: i64,
     ) -> impl Future<Output = Res<()>> + Send;
-    fn checkout_session_user(&self, session_id: &str) -> impl Future<Output = Res<Option<UserId>>> + Send;
+    fn checkout_session_account(&self, session_id: &str) -> impl Future<Output = Res<Option<AccountId>>> + Send;
 
     /// Writes a subscription only if `rule` holds against the stored watermark, so a stale
     /// event can never overwrite newer state.
@@ -72,7 +72,7 @@ pub trait BillingStore: Send + Sync {
     /// Writes the entitlement if the stored version is still `entitlement.version - 1` (none
     /// stored counts as 0); `Stale` if another writer got there first.
     fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<WriteOutcome>> + Send;
-    fn get_entitlement(&self, user: &UserId) -> impl Future<Output = Res<Option<Entitlement>>> + Send;
+    fn get_entitlement(&self, account: &AccountId) -> impl Future<Output = Res<Option<Entitlement>>> + Send;
 
     /// Takes the processing lease on an event unless it is completed or leased to someone
     /// else whose lease has not expired at `now`.
@@ -106,29 +106,29 @@ pub trait BillingStore: Send + Sync {
 
 /// One store shared by several handlers (the local dev server, tests) behind an `Arc`.
 impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
-    fn link_customer(&self, user: &UserId, customer_id: &str) -> impl Future<Output = Res<LinkOutcome>> + Send {
-        (**self).link_customer(user, customer_id)
+    fn link_customer(&self, account: &AccountId, customer_id: &str) -> impl Future<Output = Res<LinkOutcome>> + Send {
+        (**self).link_customer(account, customer_id)
     }
-    fn unlink_customer(&self, user: &UserId, customer_id: &str) -> impl Future<Output = Res<bool>> + Send {
-        (**self).unlink_customer(user, customer_id)
+    fn unlink_customer(&self, account: &AccountId, customer_id: &str) -> impl Future<Output = Res<bool>> + Send {
+        (**self).unlink_customer(account, customer_id)
     }
     fn put_checkout_session(
         &self,
         session_id: &str,
-        user: &UserId,
+        account: &AccountId,
         expires_at: i64,
     ) -> impl Future<Output = Res<()>> + Send {
-        (**self).put_checkout_session(session_id, user, expires_at)
+        (**self).put_checkout_session(session_id, account, expires_at)
     }
-    fn checkout_session_user(&self, session_id: &str) -> impl Future<Output = Res<Option<UserId>>> + Send {
-        (**self).checkout_session_user(session_id)
+    fn checkout_session_account(&self, session_id: &str) -> impl Future<Output = Res<Option<AccountId>>> + Send {
+        (**self).checkout_session_account(session_id)
     }
 
-    fn customer_of_user(&self, user: &UserId) -> impl Future<Output = Res<Option<String>>> + Send {
-        (**self).customer_of_user(user)
+    fn customer_of_account(&self, account: &AccountId) -> impl Future<Output = Res<Option<String>>> + Send {
+        (**self).customer_of_account(account)
     }
-    fn user_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Option<UserId>>> + Send {
-        (**self).user_of_customer(customer_id)
+    fn account_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Option<AccountId>>> + Send {
+        (**self).account_of_customer(customer_id)
     }
     fn put_subscription(
         &self,
@@ -156,8 +156,8 @@ impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
     fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<WriteOutcome>> + Send {
         (**self).put_entitlement(entitlement)
     }
-    fn get_entitlement(&self, user: &UserId) -> impl Future<Output = Res<Option<Entitlement>>> + Send {
-        (**self).get_entitlement(user)
+    fn get_entitlement(&self, account: &AccountId) -> impl Future<Output = Res<Option<Entitlement>>> + Send {
+        (**self).get_entitlement(account)
     }
     fn claim_event(&self, event_id: &str, now: i64, lease_until: i64) -> impl Future<Output = Res<LedgerClaim>> + Send {
         (**self).claim_event(event_id, now, lease_until)

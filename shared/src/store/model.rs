@@ -1,36 +1,52 @@
 //! What the store holds.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::stripe::SubscriptionStatus;
 
-/// The app's user id (the JWT `sub`). Validated so it is safe inside keys and logs.
+/// The billable account: the JWT `sub` by default (one-person accounts), or the value of the
+/// claim `BILLING_ACCOUNT_CLAIM` names (an organisation id). Validated so it is safe inside keys
+/// and logs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct UserId(String);
+pub struct AccountId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a user id must be 1-128 printable characters without '#'")]
-pub struct InvalidUserId;
+#[error("an account id must be 1-128 printable characters without '#'")]
+pub struct InvalidAccountId;
 
-impl UserId {
-    pub fn parse(raw: &str) -> Result<Self, InvalidUserId> {
+impl AccountId {
+    pub fn parse(raw: &str) -> Result<Self, InvalidAccountId> {
         let valid = !raw.is_empty() && raw.len() <= 128 && !raw.contains('#') && raw.chars().all(|c| !c.is_control());
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(InvalidUserId)
+            Err(InvalidAccountId)
         }
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The account a Stripe object's metadata names: `account_id`, as this system writes it on
+    /// customers, subscriptions and sessions, else `user_id`, as releases before accounts did.
+    pub fn from_metadata(metadata: &HashMap<String, String>) -> Option<Self> {
+        metadata
+            .get(ACCOUNT_METADATA_KEY)
+            .or_else(|| metadata.get(LEGACY_METADATA_KEY))
+            .and_then(|raw| Self::parse(raw).ok())
+    }
 }
 
-impl fmt::Display for UserId {
+/// The metadata key naming the account on the Stripe objects this system creates.
+pub const ACCOUNT_METADATA_KEY: &str = "account_id";
+const LEGACY_METADATA_KEY: &str = "user_id";
+
+impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -42,7 +58,7 @@ pub enum LinkOutcome {
     /// The user was already linked; the stored customer wins.
     AlreadyLinked(String),
     /// The customer already belongs to another user: one customer never serves two users.
-    CustomerTaken(UserId),
+    CustomerTaken(AccountId),
 }
 
 /// One item of a subscription: what it sells and how many.
@@ -58,7 +74,8 @@ pub struct SubscriptionRecord {
     pub subscription_id: String,
     pub customer_id: String,
     pub status: SubscriptionStatus,
-    /// The first item's price and plan: what a plan change replaces.
+    /// The plan item's price and plan (the first item on a catalog plan's price, else the
+    /// first item): what a plan change replaces.
     pub price_id: Option<String>,
     pub plan: Option<String>,
     pub quantity: Option<u64>,
@@ -121,13 +138,22 @@ pub struct Grant {
     pub access: Access,
     pub access_until: Option<i64>,
     pub features: Vec<String>,
+    /// The catalog's limits of every item, combined by the catalog's rules; `seats` is the
+    /// quantity of a seat-based plan's item.
+    #[serde(default)]
+    pub limits: BTreeMap<String, u64>,
+    /// The add-ons among the items.
+    #[serde(default)]
+    pub addons: Vec<String>,
     pub current_period_end: Option<i64>,
 }
 
-/// One per user: what the app asks before letting a user use a feature.
+/// One per account: what the app asks before letting a member use a feature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entitlement {
-    pub user_id: UserId,
+    /// Read under its old name too: items written before accounts existed say `user_id`.
+    #[serde(alias = "user_id")]
+    pub account_id: AccountId,
     pub customer_id: Option<String>,
     pub subscription_id: Option<String>,
     pub plan: Option<String>,
@@ -145,6 +171,10 @@ pub struct Entitlement {
     /// when the customer is deleted, so a new customer does not bring a new trial.
     #[serde(default)]
     pub trial_used: bool,
+    /// The limits the catalog sums across grants (the rest take the largest): kept with the
+    /// grants so a reader combines the running ones without the catalog.
+    #[serde(default)]
+    pub summed_limits: Vec<String>,
     /// Bumped by every write; a write is conditional on the version it read, so two writers
     /// racing on one user never lose an update (the loser recomputes).
     #[serde(default)]
@@ -212,10 +242,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_ids_are_validated() {
-        assert!(UserId::parse("auth0|5f7c8ec7c33c6c004bbafe82").is_ok());
+    fn an_entitlement_written_before_accounts_is_read() {
+        let old = serde_json::json!({
+            "user_id": "user-1", "customer_id": "cus_1", "subscription_id": null, "plan": null,
+            "status": null, "access": "none", "access_until": null, "features": [],
+            "cancel_at_period_end": false, "current_period_end": null,
+        });
+        let read: Entitlement = serde_json::from_value(old).unwrap();
+        assert_eq!(read.account_id.as_str(), "user-1");
+        assert!(read.grants.is_empty() && read.summed_limits.is_empty());
+    }
+
+    #[test]
+    fn account_ids_are_validated() {
+        assert!(AccountId::parse("auth0|5f7c8ec7c33c6c004bbafe82").is_ok());
         for bad in ["", "a#b", "line\nbreak", &"x".repeat(129)] {
-            assert!(UserId::parse(bad).is_err(), "{bad:?}");
+            assert!(AccountId::parse(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -1,10 +1,10 @@
 //! `checkout.session.completed` and `checkout.session.async_payment_succeeded|failed`: the
-//! moment a user and a Stripe customer are tied together.
+//! moment an account and a Stripe customer are tied together.
 //!
-//! Only a session this system created links: its id was stored with the user at creation, so
+//! Only a session this system created links: its id was stored with the account at creation, so
 //! neither `client_reference_id` (which Payment Links and pricing tables let the browser set)
 //! nor metadata can name someone else. Other sessions are counted and ignored unless
-//! `BILLING_ACCEPT_FOREIGN_SESSIONS` is on; even then a user already linked to another
+//! `BILLING_ACCEPT_FOREIGN_SESSIONS` is on; even then an account already linked to another
 //! customer is never re-linked nor recomputed from the foreign one.
 //!
 //! A customer who paid two open sessions (two tabs) ends with one live subscription: the
@@ -12,7 +12,7 @@
 
 use crate::notify::{AppEvent, DuplicateSubscriptionEvent, Publisher};
 use crate::processing::{Outcome, ProcessError};
-use crate::store::{BillingStore, LinkOutcome, UserId};
+use crate::store::{AccountId, BillingStore, LinkOutcome};
 use crate::stripe::{CheckoutSession, Event, Expandable, Subscription};
 use crate::telemetry;
 
@@ -28,12 +28,12 @@ pub(super) async fn apply<S: BillingStore, P: Publisher>(
         return Ok(Outcome::Ignored);
     };
     let customer_id = customer.as_str();
-    let user = match syncer.store.checkout_session_user(&session.id).await? {
-        Some(user) => user,
-        None if syncer.policy.accept_foreign_sessions => match claimed_user(&session) {
-            Some(user) => user,
+    let account = match syncer.store.checkout_session_account(&session.id).await? {
+        Some(account) => account,
+        None if syncer.policy.accept_foreign_sessions => match claimed_account(&session) {
+            Some(account) => account,
             None => {
-                tracing::info!(event_id = %event.id, session_id = %session.id, "foreign checkout session names no valid user");
+                tracing::info!(event_id = %event.id, session_id = %session.id, "foreign checkout session names no valid account");
                 return Ok(Outcome::Ignored);
             }
         },
@@ -44,19 +44,19 @@ pub(super) async fn apply<S: BillingStore, P: Publisher>(
             return Ok(Outcome::Ignored);
         }
     };
-    match syncer.store.link_customer(&user, customer_id).await? {
+    match syncer.store.link_customer(&account, customer_id).await? {
         LinkOutcome::Linked => tracing::info!(event_id = %event.id, customer_id, "customer linked"),
         LinkOutcome::AlreadyLinked(existing) if existing == customer_id => {}
         LinkOutcome::AlreadyLinked(existing) => {
             telemetry::count("CustomerLinkRefused");
             tracing::warn!(event_id = %event.id, customer_id, existing_customer = %existing,
-                "user already linked to another customer; the session's customer is not theirs");
+                "account already linked to another customer; the session's customer is not theirs");
             return Ok(Outcome::Ignored);
         }
         LinkOutcome::CustomerTaken(owner) => {
             telemetry::count("CustomerLinkRefused");
             tracing::warn!(event_id = %event.id, customer_id, owner = %owner,
-                "the session's customer belongs to another user");
+                "the session's customer belongs to another account");
             return Ok(Outcome::Ignored);
         }
     }
@@ -65,19 +65,18 @@ pub(super) async fn apply<S: BillingStore, P: Publisher>(
             .refetch_subscription(subscription.as_str(), event.created)
             .await?;
         if syncer.policy.duplicates == DuplicatePolicy::Refund {
-            undo_duplicate(syncer, event, &user, customer_id, subscription.as_str()).await?;
+            undo_duplicate(syncer, event, &account, customer_id, subscription.as_str()).await?;
         }
     }
-    syncer.refresh_entitlement(customer_id, Some(user)).await?;
+    syncer.refresh_entitlement(customer_id, Some(account)).await?;
     Ok(Outcome::Applied)
 }
 
-fn claimed_user(session: &CheckoutSession) -> Option<UserId> {
-    let raw = session
-        .client_reference_id
-        .as_deref()
-        .or(session.metadata.get("user_id").map(String::as_str))?;
-    UserId::parse(raw).ok()
+fn claimed_account(session: &CheckoutSession) -> Option<AccountId> {
+    match session.client_reference_id.as_deref() {
+        Some(raw) => AccountId::parse(raw).ok(),
+        None => AccountId::from_metadata(&session.metadata),
+    }
 }
 
 /// If the customer already had a billing subscription when this one started, this one is the
@@ -88,7 +87,7 @@ fn claimed_user(session: &CheckoutSession) -> Option<UserId> {
 async fn undo_duplicate<S: BillingStore, P: Publisher>(
     syncer: &Syncer<S, P>,
     event: &Event,
-    user: &UserId,
+    account: &AccountId,
     customer_id: &str,
     subscription_id: &str,
 ) -> Result<(), ProcessError> {
@@ -130,7 +129,7 @@ async fn undo_duplicate<S: BillingStore, P: Publisher>(
     let told = DuplicateSubscriptionEvent {
         event_type: DuplicateSubscriptionEvent::TYPE,
         stripe_event_id: event.id.clone(),
-        user_id: Some(user.to_string()),
+        account_id: Some(account.to_string()),
         customer_id: customer_id.to_owned(),
         kept_subscription_id: keeper.id.clone(),
         cancelled_subscription_id: new.id.clone(),

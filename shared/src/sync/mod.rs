@@ -10,12 +10,12 @@ mod subscription;
 
 use serde::de::DeserializeOwned;
 
-use crate::config::{ConfigError, Env, PlanCatalog};
+use crate::config::{Catalog, ConfigError, Env};
 use crate::entitlement;
 use crate::notify::{NoAppEvents, Publisher};
 use crate::processing::{EventHandler, Outcome, ProcessError};
 use crate::routing::{EventKind, Handler};
-use crate::store::{BillingStore, Entitlement, ItemRecord, SubscriptionRecord, UserId, WriteOutcome, WriteRule};
+use crate::store::{AccountId, BillingStore, Entitlement, ItemRecord, SubscriptionRecord, WriteOutcome, WriteRule};
 use crate::stripe::{Event, StripeClient, Subscription};
 
 /// How often an entitlement write that lost a race is recomputed before the message is
@@ -35,7 +35,7 @@ pub enum DuplicatePolicy {
 /// `BILLING_DUPLICATE_SUBSCRIPTIONS` = `refund` (default) | `keep`, and
 /// `BILLING_ACCEPT_FOREIGN_SESSIONS` = `false` (default) | `true`: whether a checkout session
 /// this system did not create (a Payment Link, a pricing table) may link a customer to the
-/// user its `client_reference_id` names. Even then, a user already linked to another customer
+/// account its `client_reference_id` names. Even then, an account already linked to another customer
 /// is never re-linked nor recomputed from the foreign one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncPolicy {
@@ -86,7 +86,7 @@ impl SyncPolicy {
 pub struct Syncer<S, P = NoAppEvents> {
     pub store: S,
     pub stripe: StripeClient,
-    pub plans: PlanCatalog,
+    pub plans: Catalog,
     pub grace_days: u32,
     pub policy: SyncPolicy,
     /// Where the events processor tells the app about a refunded duplicate subscription.
@@ -140,7 +140,14 @@ pub fn bills(status: crate::stripe::SubscriptionStatus) -> bool {
 
 impl<S: BillingStore, P: Publisher> Syncer<S, P> {
     pub fn record_of(&self, subscription: &Subscription, watermark: i64) -> SubscriptionRecord {
-        let item = subscription.primary_item();
+        // The plan's item, wherever add-ons put it; a subscription of prices the catalog
+        // does not list keeps its first item, as Stripe orders them.
+        let item = subscription
+            .items
+            .data
+            .iter()
+            .find(|item| self.plans.by_price(&item.price.id).is_some())
+            .or_else(|| subscription.primary_item());
         let price_id = item.map(|item| item.price.id.clone());
         SubscriptionRecord {
             subscription_id: subscription.id.clone(),
@@ -192,45 +199,52 @@ impl<S: BillingStore, P: Publisher> Syncer<S, P> {
         Ok(())
     }
 
-    /// Recomputes the user's entitlement from what is stored. A customer no user is linked to
+    /// Recomputes the account's entitlement from what is stored. A customer no account is linked to
     /// yet keeps its subscriptions stored by customer; the link recomputes it later.
     pub async fn refresh_entitlement(
         &self,
         customer_id: &str,
-        user: Option<UserId>,
+        account: Option<AccountId>,
     ) -> Result<Option<Entitlement>, ProcessError> {
-        let user = match user {
-            Some(user) => user,
-            None => match self.store.user_of_customer(customer_id).await? {
-                Some(user) => user,
+        let account = match account {
+            Some(account) => account,
+            None => match self.store.account_of_customer(customer_id).await? {
+                Some(account) => account,
                 None => {
-                    tracing::info!(customer_id, "customer is not linked to a user yet; stored by customer");
+                    tracing::info!(
+                        customer_id,
+                        "customer is not linked to an account yet; stored by customer"
+                    );
                     return Ok(None);
                 }
             },
         };
-        self.write_entitlement(&user, Some(customer_id)).await.map(Some)
+        self.write_entitlement(&account, Some(customer_id)).await.map(Some)
     }
 
-    /// The user has no customer any more (it was deleted): no access, the trial stays used.
-    pub async fn clear_entitlement(&self, user: &UserId) -> Result<Entitlement, ProcessError> {
-        self.write_entitlement(user, None).await
+    /// The account has no customer any more (it was deleted): no access, the trial stays used.
+    pub async fn clear_entitlement(&self, account: &AccountId) -> Result<Entitlement, ProcessError> {
+        self.write_entitlement(account, None).await
     }
 
     /// Read the version, then the inputs, compute, and write only over the version read: a
     /// writer whose inputs went stale meanwhile loses the condition and starts over, so the
     /// stored entitlement always reflects the latest inputs of the last writer to succeed.
-    async fn write_entitlement(&self, user: &UserId, customer_id: Option<&str>) -> Result<Entitlement, ProcessError> {
+    async fn write_entitlement(
+        &self,
+        account: &AccountId,
+        customer_id: Option<&str>,
+    ) -> Result<Entitlement, ProcessError> {
         for _ in 0..ENTITLEMENT_ATTEMPTS {
-            let previous = self.store.get_entitlement(user).await?;
+            let previous = self.store.get_entitlement(account).await?;
             // The entitlement was last computed from another customer (or none): write over it
-            // only if the user is linked to this one now, so a deleted customer's late events
-            // never overwrite what the user's new customer grants. One read, on changes only.
+            // only if the account is linked to this one now, so a deleted customer's late events
+            // never overwrite what the account's new customer grants. One read, on changes only.
             if let (Some(stored), Some(customer_id)) = (previous.as_ref(), customer_id) {
                 if stored.customer_id.as_deref() != Some(customer_id)
-                    && self.store.customer_of_user(user).await?.as_deref() != Some(customer_id)
+                    && self.store.customer_of_account(account).await?.as_deref() != Some(customer_id)
                 {
-                    tracing::info!(user = %user, "the user is not linked to this customer; entitlement left alone");
+                    tracing::info!(account = %account, "the account is not linked to this customer; entitlement left alone");
                     return Ok(stored.clone());
                 }
             }
@@ -239,7 +253,7 @@ impl<S: BillingStore, P: Publisher> Syncer<S, P> {
                     let subscriptions = self.store.subscriptions_of_customer(customer_id).await?;
                     let dunning = self.store.dunning_of_customer(customer_id).await?;
                     entitlement::compute(
-                        user,
+                        account,
                         customer_id,
                         &subscriptions,
                         &dunning,
@@ -247,29 +261,29 @@ impl<S: BillingStore, P: Publisher> Syncer<S, P> {
                         self.grace_days,
                     )
                 }
-                None => entitlement::nothing(user),
+                None => entitlement::nothing(account),
             };
             entitlement.trial_used |= previous.as_ref().is_some_and(|p| p.trial_used);
             entitlement.version = previous.as_ref().map_or(0, |p| p.version).saturating_add(1);
             if self.store.put_entitlement(&entitlement).await? == WriteOutcome::Written {
                 return Ok(entitlement);
             }
-            tracing::debug!(user = %user, "entitlement changed while computing; recomputing");
+            tracing::debug!(account = %account, "entitlement changed while computing; recomputing");
         }
-        Err(ProcessError::Contended(user.to_string()))
+        Err(ProcessError::Contended(account.to_string()))
     }
 
     /// Re-reads all of a customer's subscriptions from Stripe (`POST /billing/sync`, drift
     /// repair): what Stripe says now wins over anything stored before the read.
     pub async fn sync_customer(
         &self,
-        user: &UserId,
+        account: &AccountId,
         customer_id: &str,
         now: i64,
     ) -> Result<Option<Entitlement>, ProcessError> {
         for subscription in &self.stripe.list_subscriptions(customer_id).await? {
             self.store_read(subscription, now).await?;
         }
-        self.refresh_entitlement(customer_id, Some(user.clone())).await
+        self.refresh_entitlement(customer_id, Some(account.clone())).await
     }
 }

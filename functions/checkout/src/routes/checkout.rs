@@ -1,6 +1,7 @@
-//! `POST /checkout/sessions`: a Stripe Checkout session for a plan from the catalog.
+//! `POST /checkout/sessions`: a Stripe Checkout session for a plan from the catalog, at the
+//! price its interval and currency choose, with its seats and add-ons.
 //!
-//! The Stripe customer is created first, with an idempotency key derived from the user id, and
+//! The Stripe customer is created first, with an idempotency key derived from the account id, and
 //! linked with a conditional write, so concurrent first checkouts end with one customer.
 
 use std::sync::Arc;
@@ -11,10 +12,11 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use shared::store::{BillingStore, LinkOutcome, UserId};
+use shared::config::{Currency, Interval, Plan};
+use shared::store::{ACCOUNT_METADATA_KEY, AccountId, BillingStore, LinkOutcome};
 use shared::stripe::CheckoutSession;
 
-use crate::auth::CurrentUser;
+use crate::auth::{BillingAdmin, Caller};
 use crate::body::JsonBody;
 use crate::redirect::SafePath;
 use crate::{ApiError, AppState};
@@ -30,8 +32,20 @@ const SESSION_RECORD_SECS: i64 = 35 * 86_400;
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
     plan: String,
+    /// `month`, `year`...: with `currency`, which of the plan's prices; the first listed
+    /// price matching what is named.
+    #[serde(default)]
+    interval: Option<Interval>,
+    #[serde(default)]
+    currency: Option<Currency>,
+    /// A seat-based plan's seat count (default: its minimum).
+    #[serde(default)]
+    seats: Option<u32>,
     #[serde(default)]
     quantity: Option<u32>,
+    /// Add-ons the plan allows, billed at the plan price's interval and currency.
+    #[serde(default)]
+    addons: Vec<String>,
     #[serde(default)]
     promotion_code: Option<String>,
     #[serde(default)]
@@ -62,8 +76,42 @@ fn redirect(state_base: &url::Url, raw: Option<&str>, default: &str, field: &str
     Ok(url.into())
 }
 
-/// A client-chosen `Idempotency-Key`, scoped to the user so keys of two users never collide.
-fn client_key(headers: &HeaderMap, user: &UserId) -> Result<Option<String>, ApiError> {
+/// The plan item's quantity: the seats of a seat-based plan (within its range), else
+/// `quantity` (1 unless given).
+fn quantity_of(plan: &Plan, request: &CheckoutRequest) -> Result<u32, ApiError> {
+    match (plan.seats, request.seats, request.quantity) {
+        (Some(_), _, Some(_)) => Err(bad(
+            "invalid_quantity",
+            "this plan is sold per seat: give seats, not quantity",
+        )),
+        (Some(range), seats, None) => {
+            let seats = seats.unwrap_or(range.min);
+            if (range.min..=range.max).contains(&seats) {
+                Ok(seats)
+            } else {
+                Err(bad(
+                    "invalid_seats",
+                    format!("seats must be between {} and {}", range.min, range.max),
+                ))
+            }
+        }
+        (None, Some(_), _) => Err(bad("not_seat_based", "this plan is not sold per seat")),
+        (None, None, quantity) => {
+            let quantity = quantity.unwrap_or(1);
+            if (1..=MAX_QUANTITY).contains(&quantity) {
+                Ok(quantity)
+            } else {
+                Err(bad(
+                    "invalid_quantity",
+                    format!("quantity must be between 1 and {MAX_QUANTITY}"),
+                ))
+            }
+        }
+    }
+}
+
+/// A client-chosen `Idempotency-Key`, scoped to the account so keys of two accounts never collide.
+fn client_key(headers: &HeaderMap, account: &AccountId) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -77,22 +125,23 @@ fn client_key(headers: &HeaderMap, user: &UserId) -> Result<Option<String>, ApiE
             "Idempotency-Key must be 1-128 visible ASCII characters",
         )
     })?;
-    // Hashed: a user id and a key may each be 128 characters (Stripe allows 255 in all), and
-    // a digest over both, separated by a NUL, cannot make two (user, key) pairs collide.
+    // Hashed: an account id and a key may each be 128 characters (Stripe allows 255 in all), and
+    // a digest over both, separated by a NUL, cannot make two (account, key) pairs collide.
     let mut digest = Sha256::new();
-    digest.update(user.as_str().as_bytes());
+    digest.update(account.as_str().as_bytes());
     digest.update([0]);
     digest.update(key.as_bytes());
     Ok(Some(format!("checkout-{}", hex::encode(digest.finalize()))))
 }
 
-#[tracing::instrument(name = "create_checkout_session", skip_all, fields(user = %user))]
+#[tracing::instrument(name = "create_checkout_session", skip_all, fields(account = %caller.account))]
 pub async fn create<S: BillingStore>(
     State(state): State<Arc<AppState<S>>>,
-    CurrentUser(user): CurrentUser,
+    BillingAdmin(caller): BillingAdmin,
     headers: HeaderMap,
     JsonBody(request): JsonBody<CheckoutRequest>,
 ) -> Result<(StatusCode, Json<CheckoutResponse>), ApiError> {
+    let account = &caller.account;
     let plans = &state.syncer.plans;
     let plan = plans.get(&request.plan).ok_or_else(|| {
         bad(
@@ -100,12 +149,34 @@ pub async fn create<S: BillingStore>(
             format!("plan must be one of: {}", plans.keys().collect::<Vec<_>>().join(", ")),
         )
     })?;
-    let quantity = request.quantity.unwrap_or(1);
-    if !(1..=MAX_QUANTITY).contains(&quantity) {
-        return Err(bad(
-            "invalid_quantity",
-            format!("quantity must be between 1 and {MAX_QUANTITY}"),
-        ));
+    let price = plan
+        .price(request.interval, request.currency.as_ref())
+        .map_err(|reason| bad("unknown_price", format!("plan {:?}: {reason}", request.plan)))?;
+    let quantity = quantity_of(plan, &request)?;
+    let mut line_items = vec![json!({ "price": price.id, "quantity": quantity })];
+    for (at, key) in request.addons.iter().enumerate() {
+        if !plan.addons.contains(key) {
+            return Err(bad(
+                "addon_not_allowed",
+                format!(
+                    "addons[{at}]: plan {:?} allows: {}",
+                    request.plan,
+                    plan.addons.join(", ")
+                ),
+            ));
+        }
+        if request.addons[..at].contains(key) {
+            return Err(bad("duplicate_addon", format!("addons[{at}]: {key:?} is listed twice")));
+        }
+        let addon = state
+            .syncer
+            .plans
+            .addon(key)
+            .ok_or_else(|| bad("addon_not_allowed", key.clone()))?;
+        let addon_price = addon
+            .price_like(price)
+            .map_err(|reason| bad("addon_not_allowed", format!("addons[{at}]: {reason}")))?;
+        line_items.push(json!({ "price": addon_price.id, "quantity": 1 }));
     }
     if let Some(code) = &request.promotion_code {
         if !plan.allow_promotion_codes {
@@ -137,19 +208,19 @@ pub async fn create<S: BillingStore>(
         DEFAULT_CANCEL_PATH,
         "cancel_path",
     )?;
-    let idempotency_key = client_key(&headers, &user)?;
+    let idempotency_key = client_key(&headers, account)?;
 
-    if super::live_subscription(&state, &user).await?.is_some() {
+    if super::live_subscription(&state, account).await?.is_some() {
         return Err(ApiError::Conflict {
             code: "subscription_exists",
-            hint: "this user already has a subscription: use POST /subscription/change or POST /portal/sessions",
+            hint: "this account already has a subscription: use POST /subscription/change or POST /portal/sessions",
         });
     }
-    let customer = ensure_customer(&state, &user).await?;
+    let customer = ensure_customer(&state, &caller).await?;
 
-    let mut subscription_data = json!({ "metadata": { "user_id": user.as_str(), "plan": request.plan } });
+    let mut subscription_data = json!({ "metadata": { ACCOUNT_METADATA_KEY: account.as_str(), "plan": request.plan } });
     if let Some(days) = plan.trial_days {
-        if trial_allowed(&state, &user, &customer).await? {
+        if trial_allowed(&state, account, &customer).await? {
             subscription_data["trial_period_days"] = json!(days);
         } else {
             tracing::info!("trial already used; checkout without one");
@@ -159,12 +230,12 @@ pub async fn create<S: BillingStore>(
     let mut params = json!({
         "mode": "subscription",
         "customer": customer,
-        "client_reference_id": user.as_str(),
-        "line_items": [{ "price": plan.price_id, "quantity": quantity }],
+        "client_reference_id": account.as_str(),
+        "line_items": line_items,
         // Stripe fills in {CHECKOUT_SESSION_ID}, so the app can call /billing/sync with it.
         "success_url": format!("{success_url}{}session_id={{CHECKOUT_SESSION_ID}}", if success_url.contains('?') { "&" } else { "?" }),
         "cancel_url": cancel_url,
-        "metadata": { "user_id": user.as_str(), "plan": request.plan, marker: marked },
+        "metadata": { ACCOUNT_METADATA_KEY: account.as_str(), "plan": request.plan, marker: marked },
         "subscription_data": subscription_data,
     });
     match &request.promotion_code {
@@ -183,7 +254,7 @@ pub async fn create<S: BillingStore>(
         .store
         .put_checkout_session(
             &session.id,
-            &user,
+            account,
             shared::unix_now().saturating_add(SESSION_RECORD_SECS),
         )
         .await?;
@@ -198,10 +269,27 @@ pub async fn create<S: BillingStore>(
     ))
 }
 
-/// A trial is offered once per user: not after any trial stored for them (on any customer,
+fn customer_key(account: &AccountId, generation: u64, caller: &Caller) -> String {
+    if caller.email.is_none() && caller.name.is_none() {
+        return format!("customer-{account}-{generation}");
+    }
+    let mut digest = Sha256::new();
+    for part in [caller.email.as_deref(), caller.name.as_deref()] {
+        digest.update(part.unwrap_or_default().as_bytes());
+        digest.update([0]);
+    }
+    let contact = hex::encode(&digest.finalize()[..8]);
+    format!("customer-{account}-{generation}-{contact}")
+}
+
+/// A trial is offered once per account: not after any trial stored for them (on any customer,
 /// deleted ones included), nor if Stripe shows the customer ever had a subscription.
-async fn trial_allowed<S: BillingStore>(state: &AppState<S>, user: &UserId, customer: &str) -> Result<bool, ApiError> {
-    let stored = state.syncer.store.get_entitlement(user).await?;
+async fn trial_allowed<S: BillingStore>(
+    state: &AppState<S>,
+    account: &AccountId,
+    customer: &str,
+) -> Result<bool, ApiError> {
+    let stored = state.syncer.store.get_entitlement(account).await?;
     if stored.is_some_and(|entitlement| entitlement.trial_used) {
         return Ok(false);
     }
@@ -231,34 +319,44 @@ async fn expire_older_sessions<S: BillingStore>(state: &AppState<S>, customer: &
     }
 }
 
-/// The user's Stripe customer, created and linked on first use.
-async fn ensure_customer<S: BillingStore>(state: &AppState<S>, user: &UserId) -> Result<String, ApiError> {
-    if let Some(customer) = state.syncer.store.customer_of_user(user).await? {
+/// The account's Stripe customer, created and linked on first use: metadata names the account,
+/// and the email and name of the admin who bought go on it, so invoices reach a person.
+async fn ensure_customer<S: BillingStore>(state: &AppState<S>, caller: &Caller) -> Result<String, ApiError> {
+    let account = &caller.account;
+    if let Some(customer) = state.syncer.store.customer_of_account(account).await? {
         return Ok(customer);
     }
     // The key is the same for concurrent first checkouts (one customer for both) but changes
     // once a deleted customer was unlinked (the entitlement's version moved), or Stripe would
-    // answer with the deleted customer for 24 hours.
+    // answer with the deleted customer for 24 hours. The contact is part of it: two admins of
+    // one account buying at once send different parameters, which Stripe refuses under one
+    // key; with two keys the slower link loses and its customer is left unused.
     let generation = state
         .syncer
         .store
-        .get_entitlement(user)
+        .get_entitlement(account)
         .await?
         .map_or(0, |entitlement| entitlement.version);
-    let params = json!({ "metadata": { "user_id": user.as_str() } });
+    let mut params = json!({ "metadata": { ACCOUNT_METADATA_KEY: account.as_str() } });
+    if let Some(email) = &caller.email {
+        params["email"] = json!(email);
+    }
+    if let Some(name) = &caller.name {
+        params["name"] = json!(name);
+    }
     let created = state
         .syncer
         .stripe
-        .create_customer(&params, &format!("customer-{user}-{generation}"))
+        .create_customer(&params, &customer_key(account, generation, caller))
         .await?;
-    match state.syncer.store.link_customer(user, &created.id).await? {
+    match state.syncer.store.link_customer(account, &created.id).await? {
         LinkOutcome::Linked => {
             tracing::info!(customer_id = %created.id, "customer created and linked");
             Ok(created.id)
         }
         LinkOutcome::AlreadyLinked(existing) => Ok(existing),
         LinkOutcome::CustomerTaken(_) => Err(ApiError::Store(shared::store::StoreError::Corrupt(format!(
-            "the customer just created for {user} belongs to another user"
+            "the customer just created for {account} belongs to another account"
         )))),
     }
 }

@@ -8,12 +8,12 @@ pub mod subscription;
 
 use axum::Json;
 use shared::entitlement::EntitlementView;
-use shared::store::{BillingStore, SubscriptionRecord, UserId};
+use shared::store::{AccountId, BillingStore, SubscriptionRecord};
 use shared::stripe::SubscriptionStatus;
 
 use crate::{ApiError, AppState};
 
-/// Statuses in which a subscription still exists for billing purposes: a user in one of them
+/// Statuses in which a subscription still exists for billing purposes: an account in one of them
 /// must change or cancel it, not buy a second one. A status newer than this code counts as
 /// live: refusing a second subscription is the safe side.
 pub fn is_live(status: SubscriptionStatus) -> bool {
@@ -25,9 +25,9 @@ pub fn is_live(status: SubscriptionStatus) -> bool {
 
 pub async fn live_subscription<S: BillingStore>(
     state: &AppState<S>,
-    user: &UserId,
+    account: &AccountId,
 ) -> Result<Option<SubscriptionRecord>, ApiError> {
-    let Some(customer) = state.syncer.store.customer_of_user(user).await? else {
+    let Some(customer) = state.syncer.store.customer_of_account(account).await? else {
         return Ok(None);
     };
     let subscriptions = state.syncer.store.subscriptions_of_customer(&customer).await?;
@@ -39,17 +39,20 @@ pub async fn live_subscription<S: BillingStore>(
 }
 
 /// The caller's Stripe customer; 404 before their first checkout.
-pub async fn customer<S: BillingStore>(state: &AppState<S>, user: &UserId) -> Result<String, ApiError> {
+pub async fn customer<S: BillingStore>(state: &AppState<S>, account: &AccountId) -> Result<String, ApiError> {
     state
         .syncer
         .store
-        .customer_of_user(user)
+        .customer_of_account(account)
         .await?
         .ok_or(ApiError::NotFound("no_customer"))
 }
 
-pub async fn view<S: BillingStore>(state: &AppState<S>, user: &UserId) -> Result<Json<EntitlementView>, ApiError> {
-    let entitlement = state.syncer.store.get_entitlement(user).await?;
+pub async fn view<S: BillingStore>(
+    state: &AppState<S>,
+    account: &AccountId,
+) -> Result<Json<EntitlementView>, ApiError> {
+    let entitlement = state.syncer.store.get_entitlement(account).await?;
     let now = shared::unix_now();
     Ok(Json(
         entitlement.map_or_else(EntitlementView::none, |e| EntitlementView::at(&e, now)),

@@ -7,7 +7,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use shared::store::BillingStore;
 
-use crate::auth::CurrentUser;
+use crate::auth::{BillingAdmin, Caller};
 use crate::body::JsonBody;
 use crate::redirect::SafePath;
 use crate::{ApiError, AppState};
@@ -26,7 +26,7 @@ pub struct PortalResponse {
 
 pub async fn create<S: BillingStore>(
     State(state): State<Arc<AppState<S>>>,
-    CurrentUser(user): CurrentUser,
+    BillingAdmin(Caller { account, .. }): BillingAdmin,
     JsonBody(request): JsonBody<PortalRequest>,
 ) -> Result<Json<PortalResponse>, ApiError> {
     let invalid = |reason: &str| ApiError::BadRequest {
@@ -35,7 +35,7 @@ pub async fn create<S: BillingStore>(
     };
     let path = SafePath::parse(request.return_path.as_deref().unwrap_or("/billing")).map_err(invalid)?;
     let return_url = path.on(&state.app_base_url).map_err(invalid)?;
-    let customer = super::customer(&state, &user).await?;
+    let customer = super::customer(&state, &account).await?;
     let session = state
         .syncer
         .stripe

@@ -1,18 +1,20 @@
-//! `POST /subscription/change|cancel|resume`: self-service changes to the live subscription.
+//! `POST /subscription/change|seats|cancel|resume`, `POST /subscription/addons` and
+//! `DELETE /subscription/addons/{addon}`: self-service changes to the live subscription.
 //! Each checks the stored state first (409 when the change does not apply), makes the change
 //! in Stripe, stores Stripe's answer through the sync code, and returns the new view.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::json;
+use shared::config::{Catalog, Interval, Offer, Plan, Price};
 use shared::entitlement::EntitlementView;
-use shared::store::{BillingStore, SubscriptionRecord, UserId, WriteRule};
+use shared::store::{AccountId, BillingStore, SubscriptionRecord, WriteRule};
 use shared::stripe::Subscription;
 
-use crate::auth::CurrentUser;
+use crate::auth::{BillingAdmin, Caller};
 use crate::body::{JsonBody, NoFields};
 use crate::{ApiError, AppState};
 
@@ -20,6 +22,21 @@ use crate::{ApiError, AppState};
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
     plan: String,
+    /// Another interval of the new plan (yearly, say); default: the current one.
+    #[serde(default)]
+    interval: Option<Interval>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeatsRequest {
+    seats: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddonRequest {
+    addon: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,8 +50,8 @@ const NO_SUBSCRIPTION: ApiError = ApiError::Conflict {
     hint: "start one with POST /checkout/sessions",
 };
 
-async fn current<S: BillingStore>(state: &AppState<S>, user: &UserId) -> Result<SubscriptionRecord, ApiError> {
-    super::live_subscription(state, user).await?.ok_or(NO_SUBSCRIPTION)
+async fn current<S: BillingStore>(state: &AppState<S>, account: &AccountId) -> Result<SubscriptionRecord, ApiError> {
+    super::live_subscription(state, account).await?.ok_or(NO_SUBSCRIPTION)
 }
 
 /// Stores what Stripe answered to our own write — the newest state there is, so it must win
@@ -42,7 +59,7 @@ async fn current<S: BillingStore>(state: &AppState<S>, user: &UserId) -> Result<
 /// access.
 async fn store<S: BillingStore>(
     state: &AppState<S>,
-    user: &UserId,
+    account: &AccountId,
     before: &SubscriptionRecord,
     subscription: &Subscription,
 ) -> Result<Json<EntitlementView>, ApiError> {
@@ -56,57 +73,260 @@ async fn store<S: BillingStore>(
         .await?;
     state
         .syncer
-        .refresh_entitlement(&record.customer_id, Some(user.clone()))
+        .refresh_entitlement(&record.customer_id, Some(account.clone()))
         .await?;
-    super::view(state, user).await
+    super::view(state, account).await
+}
+
+/// The live subscription's plan item as Stripe has it now, with its catalog plan and price.
+struct PlanItem<'a> {
+    live: Subscription,
+    item_id: String,
+    quantity: u64,
+    plan_key: &'a str,
+    plan: &'a Plan,
+    price: &'a Price,
+}
+
+async fn plan_item<'a, S: BillingStore>(
+    state: &'a AppState<S>,
+    record: &SubscriptionRecord,
+) -> Result<PlanItem<'a>, ApiError> {
+    let live = state
+        .syncer
+        .stripe
+        .retrieve_subscription(&record.subscription_id)
+        .await?;
+    let catalog = &state.syncer.plans;
+    let found = live.items.data.iter().find_map(|item| {
+        let (key, plan) = catalog.by_price(&item.price.id)?;
+        Some((
+            item.id.clone(),
+            item.quantity.unwrap_or(1),
+            key,
+            plan,
+            plan.price_by_id(&item.price.id)?,
+        ))
+    });
+    let (item_id, quantity, plan_key, plan, price) = found.ok_or(ApiError::Conflict {
+        code: "not_on_a_catalog_plan",
+        hint: "the subscription has no item on a price of the catalog; change it in the portal or the Stripe dashboard",
+    })?;
+    Ok(PlanItem {
+        live,
+        item_id,
+        quantity,
+        plan_key,
+        plan,
+        price,
+    })
+}
+
+/// The live subscription's add-on items: (item id, add-on key, price id).
+fn addon_items<'a>(catalog: &'a Catalog, live: &Subscription) -> Vec<(String, &'a str, String)> {
+    live.items
+        .data
+        .iter()
+        .filter_map(|item| match catalog.offer(&item.price.id)? {
+            Offer::Addon(key, _) => Some((item.id.clone(), key, item.price.id.clone())),
+            Offer::Plan(..) => None,
+        })
+        .collect()
 }
 
 pub async fn change<S: BillingStore>(
     State(state): State<Arc<AppState<S>>>,
-    CurrentUser(user): CurrentUser,
+    BillingAdmin(Caller { account, .. }): BillingAdmin,
     JsonBody(request): JsonBody<ChangeRequest>,
 ) -> Result<Json<EntitlementView>, ApiError> {
-    let plan = state
-        .syncer
-        .plans
-        .get(&request.plan)
-        .ok_or_else(|| ApiError::BadRequest {
-            code: "unknown_plan",
-            message: format!(
-                "plan must be one of: {}",
-                state.syncer.plans.keys().collect::<Vec<_>>().join(", ")
-            ),
+    let catalog = &state.syncer.plans;
+    let target = catalog.get(&request.plan).ok_or_else(|| ApiError::BadRequest {
+        code: "unknown_plan",
+        message: format!("plan must be one of: {}", catalog.keys().collect::<Vec<_>>().join(", ")),
+    })?;
+    let record = current(&state, &account).await?;
+    let now = plan_item(&state, &record).await?;
+    // A subscription has one currency for life (Stripe refuses to change it); the interval
+    // stays unless the request names another.
+    let price = target
+        .price(request.interval.or(now.price.interval), now.price.currency.as_ref())
+        .map_err(|reason| ApiError::BadRequest {
+            code: "unknown_price",
+            message: format!("plan {:?}: {reason}", request.plan),
         })?;
-    let record = current(&state, &user).await?;
-    if record.price_id.as_deref() == Some(plan.price_id.as_str()) {
+    if price.id == now.price.id {
         return Err(ApiError::Conflict {
             code: "already_on_plan",
-            hint: "the subscription is already on this plan",
+            hint: "the subscription is already on this plan and price",
         });
     }
-    let stripe = &state.syncer.stripe;
-    let live = stripe.retrieve_subscription(&record.subscription_id).await?;
-    let item = live.primary_item().ok_or(NO_SUBSCRIPTION)?;
+    // Seats carry over into the new plan's range; a plan not sold per seat has one.
+    let quantity = match (target.seats, now.plan.seats) {
+        (Some(range), _) => now.quantity.clamp(u64::from(range.min), u64::from(range.max)),
+        (None, Some(_)) => 1,
+        (None, None) => now.quantity,
+    };
+    let mut items = vec![json!({ "id": now.item_id, "price": price.id, "quantity": quantity })];
+    for (item_id, key, addon_price) in addon_items(catalog, &now.live) {
+        if !target.addons.iter().any(|allowed| allowed == key) {
+            return Err(ApiError::Conflict {
+                code: "addon_not_on_plan",
+                hint: "the new plan does not offer an add-on the subscription has: remove it first (DELETE /subscription/addons/{addon})",
+            });
+        }
+        let like = catalog
+            .addon(key)
+            .and_then(|addon| addon.price_like(price).ok())
+            .ok_or(ApiError::Conflict {
+                code: "addon_not_on_plan",
+                hint: "an add-on of the subscription has no price for the new plan's interval",
+            })?;
+        if like.id != addon_price {
+            items.push(json!({ "id": item_id, "price": like.id }));
+        }
+    }
     let params = json!({
-        "items": [{ "id": item.id, "price": plan.price_id }],
+        "items": items,
         "proration_behavior": "create_prorations",
         "metadata": { "plan": request.plan },
     });
     // A fresh idempotency key per request (the client keeps it across its own retries): a key
     // derived from the plans could make Stripe replay an older change's answer after A→B→A.
-    let updated = stripe
+    let updated = state
+        .syncer
+        .stripe
         .update_subscription(&record.subscription_id, &params, None)
         .await?;
-    tracing::info!(subscription_id = %updated.id, plan = %request.plan, "plan changed");
-    store(&state, &user, &record, &updated).await
+    tracing::info!(subscription_id = %updated.id, from = now.plan_key, plan = %request.plan, "plan changed");
+    store(&state, &account, &record, &updated).await
+}
+
+/// `POST /subscription/seats`: a seat-based plan's seat count, prorated.
+pub async fn seats<S: BillingStore>(
+    State(state): State<Arc<AppState<S>>>,
+    BillingAdmin(Caller { account, .. }): BillingAdmin,
+    JsonBody(request): JsonBody<SeatsRequest>,
+) -> Result<Json<EntitlementView>, ApiError> {
+    let record = current(&state, &account).await?;
+    let now = plan_item(&state, &record).await?;
+    let range = now.plan.seats.ok_or(ApiError::Conflict {
+        code: "not_seat_based",
+        hint: "the subscription's plan is not sold per seat",
+    })?;
+    if !(range.min..=range.max).contains(&request.seats) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_seats",
+            message: format!("seats must be between {} and {}", range.min, range.max),
+        });
+    }
+    if u64::from(request.seats) == now.quantity {
+        return Err(ApiError::Conflict {
+            code: "already_at_seats",
+            hint: "the subscription already has this many seats",
+        });
+    }
+    let params = json!({
+        "items": [{ "id": now.item_id, "quantity": request.seats }],
+        "proration_behavior": "create_prorations",
+    });
+    let updated = state
+        .syncer
+        .stripe
+        .update_subscription(&record.subscription_id, &params, None)
+        .await?;
+    tracing::info!(subscription_id = %updated.id, from = now.quantity, seats = request.seats, "seats changed");
+    store(&state, &account, &record, &updated).await
+}
+
+/// `POST /subscription/addons`: one more item, the add-on at the plan price's interval and
+/// currency, prorated.
+pub async fn add_addon<S: BillingStore>(
+    State(state): State<Arc<AppState<S>>>,
+    BillingAdmin(Caller { account, .. }): BillingAdmin,
+    JsonBody(request): JsonBody<AddonRequest>,
+) -> Result<Json<EntitlementView>, ApiError> {
+    let catalog = &state.syncer.plans;
+    let addon = catalog.addon(&request.addon).ok_or_else(|| ApiError::BadRequest {
+        code: "unknown_addon",
+        message: format!(
+            "addon must be one of: {}",
+            catalog.addon_keys().collect::<Vec<_>>().join(", ")
+        ),
+    })?;
+    let record = current(&state, &account).await?;
+    let now = plan_item(&state, &record).await?;
+    if !now.plan.addons.contains(&request.addon) {
+        return Err(ApiError::BadRequest {
+            code: "addon_not_allowed",
+            message: format!("plan {:?} allows: {}", now.plan_key, now.plan.addons.join(", ")),
+        });
+    }
+    if addon_items(catalog, &now.live)
+        .iter()
+        .any(|(_, key, _)| *key == request.addon)
+    {
+        return Err(ApiError::Conflict {
+            code: "addon_exists",
+            hint: "the subscription already has this add-on",
+        });
+    }
+    let price = addon.price_like(now.price).map_err(|reason| ApiError::BadRequest {
+        code: "addon_not_allowed",
+        message: reason,
+    })?;
+    let params = json!({
+        "items": [{ "price": price.id, "quantity": 1 }],
+        "proration_behavior": "create_prorations",
+    });
+    let updated = state
+        .syncer
+        .stripe
+        .update_subscription(&record.subscription_id, &params, None)
+        .await?;
+    tracing::info!(subscription_id = %updated.id, addon = %request.addon, "add-on added");
+    store(&state, &account, &record, &updated).await
+}
+
+/// `DELETE /subscription/addons/{addon}`: the add-on's item removed, prorated.
+pub async fn remove_addon<S: BillingStore>(
+    State(state): State<Arc<AppState<S>>>,
+    BillingAdmin(Caller { account, .. }): BillingAdmin,
+    Path(addon): Path<String>,
+) -> Result<Json<EntitlementView>, ApiError> {
+    let catalog = &state.syncer.plans;
+    if catalog.addon(&addon).is_none() {
+        return Err(ApiError::NotFound("unknown_addon"));
+    }
+    let record = current(&state, &account).await?;
+    let now = plan_item(&state, &record).await?;
+    let Some((item_id, _, _)) = addon_items(catalog, &now.live)
+        .into_iter()
+        .find(|(_, key, _)| *key == addon)
+    else {
+        return Err(ApiError::Conflict {
+            code: "addon_absent",
+            hint: "the subscription does not have this add-on",
+        });
+    };
+    let params = json!({
+        "items": [{ "id": item_id, "deleted": true }],
+        "proration_behavior": "create_prorations",
+    });
+    let updated = state
+        .syncer
+        .stripe
+        .update_subscription(&record.subscription_id, &params, None)
+        .await?;
+    tracing::info!(subscription_id = %updated.id, addon = %addon, "add-on removed");
+    store(&state, &account, &record, &updated).await
 }
 
 pub async fn cancel<S: BillingStore>(
     State(state): State<Arc<AppState<S>>>,
-    CurrentUser(user): CurrentUser,
+    BillingAdmin(Caller { account, .. }): BillingAdmin,
     JsonBody(request): JsonBody<CancelRequest>,
 ) -> Result<Json<EntitlementView>, ApiError> {
-    let record = current(&state, &user).await?;
+    let record = current(&state, &account).await?;
     let stripe = &state.syncer.stripe;
     let path = format!("/v1/subscriptions/{}", record.subscription_id);
     let updated: Subscription = if request.at_period_end {
@@ -123,15 +343,15 @@ pub async fn cancel<S: BillingStore>(
         stripe.delete(&path, None).await?
     };
     tracing::info!(subscription_id = %updated.id, at_period_end = request.at_period_end, "subscription cancelled");
-    store(&state, &user, &record, &updated).await
+    store(&state, &account, &record, &updated).await
 }
 
 pub async fn resume<S: BillingStore>(
     State(state): State<Arc<AppState<S>>>,
-    CurrentUser(user): CurrentUser,
+    BillingAdmin(Caller { account, .. }): BillingAdmin,
     JsonBody(NoFields {}): JsonBody<NoFields>,
 ) -> Result<Json<EntitlementView>, ApiError> {
-    let record = current(&state, &user).await?;
+    let record = current(&state, &account).await?;
     if !record.cancel_at_period_end && record.cancel_at.is_none() {
         return Err(ApiError::Conflict {
             code: "not_cancelling",
@@ -150,5 +370,5 @@ pub async fn resume<S: BillingStore>(
         .update_subscription(&record.subscription_id, &params, None)
         .await?;
     tracing::info!(subscription_id = %updated.id, "pending cancellation undone");
-    store(&state, &user, &record, &updated).await
+    store(&state, &account, &record, &updated).await
 }

@@ -1,0 +1,664 @@
+//! The catalog (`BILLING_CATALOG`, or `BILLING_PLANS` in its short form): the server-side
+//! allowlist of what can be bought. Clients name a plan, an add-on, an interval and a currency;
+//! only this catalog turns them into Stripe prices, and only its prices grant anything.
+//!
+//! The full form (a complete example is `infra/catalog.example.json`):
+//!
+//! ```json
+//! {"plans": {"team": {"features": ["reports"], "limits": {"projects": 50},
+//!                     "seats": {"min": 2, "max": 100}, "addons": ["sso"],
+//!                     "trial_days": 14, "allow_promotion_codes": true,
+//!                     "prices": [{"id": "price_team_m", "interval": "month", "currency": "usd"},
+//!                                {"id": "price_team_y", "interval": "year", "currency": "usd"}]}},
+//!  "addons": {"sso": {"features": ["sso"],
+//!                     "prices": [{"id": "price_sso_m", "interval": "month", "currency": "usd"},
+//!                                {"id": "price_sso_y", "interval": "year", "currency": "usd"}]}},
+//!  "limits": {"projects": "sum"}}
+//! ```
+//!
+//! The short form, `{"pro": {"price_id": "price_123", "features": [...], "trial_days": 14,
+//! "allow_promotion_codes": true}}`, is a plan with one price of unstated interval and currency.
+//! Errors name the path of what is wrong: `plans.team.prices[1].currency: ...`.
+//!
+//! JSON only: the YAML crate most projects used (serde_yaml) is archived and unmaintained, and
+//! no successor is yet as widely kept.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, Env, invalid};
+
+/// How a limit granted by several items (a plan and its add-ons, two subscriptions) combines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitRule {
+    /// The largest grant counts (the default): two plans do not add up.
+    Max,
+    /// Grants add up: an add-on of 10 projects on a plan of 50 is 60.
+    Sum,
+}
+
+/// The limit that counts a seat-based plan's quantity; summed unless the catalog says otherwise.
+pub const SEATS_LIMIT: &str = "seats";
+
+/// Stripe's recurring intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interval {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl Interval {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Interval::Day => "day",
+            Interval::Week => "week",
+            Interval::Month => "month",
+            Interval::Year => "year",
+        }
+    }
+}
+
+/// A three-letter ISO currency code in lower case, as Stripe writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.len() == 3 && raw.bytes().all(|b| b.is_ascii_lowercase()) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(format!(
+                "{raw:?} is not a three-letter lower-case ISO currency code (usd, eur, ...)"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Currency::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One Stripe price of a plan or add-on. The short form's single price states neither
+/// interval nor currency; it is chosen only when the request names neither.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub id: String,
+    #[serde(default)]
+    pub interval: Option<Interval>,
+    #[serde(default)]
+    pub currency: Option<Currency>,
+}
+
+impl Price {
+    fn describe(&self) -> String {
+        match (&self.interval, &self.currency) {
+            (Some(interval), Some(currency)) => format!("{}/{currency}", interval.as_str()),
+            (Some(interval), None) => interval.as_str().to_owned(),
+            (None, Some(currency)) => currency.to_string(),
+            (None, None) => "the default price".to_owned(),
+        }
+    }
+}
+
+/// A seat-based plan's quantity range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeatRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub prices: Vec<Price>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub limits: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub trial_days: Option<u32>,
+    #[serde(default)]
+    pub allow_promotion_codes: bool,
+    /// Set for a plan sold per seat: the subscription item's quantity is the seat count.
+    #[serde(default)]
+    pub seats: Option<SeatRange>,
+    /// The add-ons this plan may carry.
+    #[serde(default)]
+    pub addons: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addon {
+    pub prices: Vec<Price>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub limits: BTreeMap<String, u64>,
+}
+
+/// What a Stripe price sells, by the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer<'a> {
+    Plan(&'a str, &'a Plan),
+    Addon(&'a str, &'a Addon),
+}
+
+impl<'a> Offer<'a> {
+    pub fn features(&self) -> &'a [String] {
+        match self {
+            Offer::Plan(_, plan) => &plan.features,
+            Offer::Addon(_, addon) => &addon.features,
+        }
+    }
+
+    pub fn limits(&self) -> &'a BTreeMap<String, u64> {
+        match self {
+            Offer::Plan(_, plan) => &plan.limits,
+            Offer::Addon(_, addon) => &addon.limits,
+        }
+    }
+}
+
+/// The first price matching what the request names (`None` names nothing); the error lists
+/// what there is.
+fn choose<'a>(
+    prices: &'a [Price],
+    interval: Option<Interval>,
+    currency: Option<&Currency>,
+) -> Result<&'a Price, String> {
+    prices
+        .iter()
+        .find(|price| {
+            interval.is_none_or(|wanted| price.interval == Some(wanted))
+                && currency.is_none_or(|wanted| price.currency.as_ref() == Some(wanted))
+        })
+        .ok_or_else(|| {
+            let offered: Vec<String> = prices.iter().map(Price::describe).collect();
+            format!(
+                "no price for that interval and currency; offered: {}",
+                offered.join(", ")
+            )
+        })
+}
+
+impl Plan {
+    pub fn price(&self, interval: Option<Interval>, currency: Option<&Currency>) -> Result<&Price, String> {
+        choose(&self.prices, interval, currency)
+    }
+
+    pub fn price_by_id(&self, id: &str) -> Option<&Price> {
+        self.prices.iter().find(|price| price.id == id)
+    }
+}
+
+impl Addon {
+    /// The add-on's price billed like `plan_price`: one subscription has one interval and one
+    /// currency. Validation at start makes sure every plan price that allows it has one.
+    pub fn price_like(&self, plan_price: &Price) -> Result<&Price, String> {
+        choose(&self.prices, plan_price.interval, plan_price.currency.as_ref())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FullForm {
+    plans: BTreeMap<String, Plan>,
+    #[serde(default)]
+    addons: BTreeMap<String, Addon>,
+    #[serde(default)]
+    limits: BTreeMap<String, LimitRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShortPlan {
+    price_id: String,
+    #[serde(default)]
+    features: Vec<String>,
+    #[serde(default)]
+    trial_days: Option<u32>,
+    #[serde(default)]
+    allow_promotion_codes: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    plans: BTreeMap<String, Plan>,
+    addons: BTreeMap<String, Addon>,
+    limit_rules: BTreeMap<String, LimitRule>,
+    /// Price id → (is an add-on, key): the price identifies what it sells.
+    by_price: HashMap<String, (bool, String)>,
+}
+
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let deserializer = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            error.inner().to_string()
+        } else {
+            format!("{path}: {}", error.inner())
+        }
+    })
+}
+
+impl Catalog {
+    /// `BILLING_CATALOG`, else `BILLING_PLANS` (the short form, as earlier releases read it):
+    /// inline JSON (an object) or the path of a JSON file.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let var = if env.get("BILLING_CATALOG").is_some() {
+            "BILLING_CATALOG"
+        } else {
+            "BILLING_PLANS"
+        };
+        let value = env.get(var).ok_or(ConfigError::Missing("BILLING_CATALOG"))?;
+        let text = if value.trim_start().starts_with('{') {
+            value.to_owned()
+        } else {
+            std::fs::read_to_string(value)
+                .map_err(|error| invalid(var, format!("cannot read catalog file {value:?}: {error}")))?
+        };
+        Self::parse(&text).map_err(|reason| invalid(var, reason))
+    }
+
+    /// Either form: the full one has a `plans` object whose entries have no `price_id`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let probe: serde_json::Value = serde_json::from_str(text).map_err(|error| error.to_string())?;
+        let full = probe["plans"]
+            .as_object()
+            .is_some_and(|plans| plans.get("price_id").is_none());
+        let form = if full {
+            parse_json::<FullForm>(text)?
+        } else {
+            let short: BTreeMap<String, ShortPlan> = parse_json(text)?;
+            FullForm {
+                plans: short
+                    .into_iter()
+                    .map(|(key, plan)| {
+                        let price = Price {
+                            id: plan.price_id,
+                            interval: None,
+                            currency: None,
+                        };
+                        let plan = Plan {
+                            prices: vec![price],
+                            features: plan.features,
+                            limits: BTreeMap::new(),
+                            trial_days: plan.trial_days,
+                            allow_promotion_codes: plan.allow_promotion_codes,
+                            seats: None,
+                            addons: Vec::new(),
+                        };
+                        (key, plan)
+                    })
+                    .collect(),
+                ..FullForm::default()
+            }
+        };
+        Self::validated(form, if full { "plans." } else { "" })
+    }
+
+    fn validated(form: FullForm, plans_path: &str) -> Result<Self, String> {
+        if form.plans.is_empty() {
+            return Err("the catalog has no plans".into());
+        }
+        let mut by_price = HashMap::new();
+        let mut claim = |path: String, price: &Price, is_addon: bool, key: &str| -> Result<(), String> {
+            if !price.id.starts_with("price_") || price.id.len() <= "price_".len() {
+                return Err(format!("{path}.id: must be a Stripe price id (price_...)"));
+            }
+            if let Some((_, other)) = by_price.insert(price.id.clone(), (is_addon, key.to_owned())) {
+                return Err(format!(
+                    "{path}.id: {:?} is also a price of {other:?}; a price must identify what it sells",
+                    price.id
+                ));
+            }
+            Ok(())
+        };
+        let check_prices = |path: &str, prices: &[Price], full: bool| -> Result<(), String> {
+            if prices.is_empty() {
+                return Err(format!("{path}.prices: needs at least one price"));
+            }
+            let mut seen = BTreeSet::new();
+            for (at, price) in prices.iter().enumerate() {
+                if full && price.interval.is_none() {
+                    return Err(format!(
+                        "{path}.prices[{at}].interval: required (day, week, month or year)"
+                    ));
+                }
+                if full && price.currency.is_none() {
+                    return Err(format!("{path}.prices[{at}].currency: required (usd, eur, ...)"));
+                }
+                if !seen.insert((price.interval, price.currency.clone())) {
+                    return Err(format!(
+                        "{path}.prices[{at}]: a second price for {}; one price per interval and currency",
+                        price.describe()
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let check_limits = |path: &str, limits: &BTreeMap<String, u64>| -> Result<(), String> {
+            match limits.keys().find(|name| !valid_key(name)) {
+                Some(name) => Err(format!("{path}.limits.{name}: a limit name must be 1-64 of [a-z0-9_-]")),
+                None => Ok(()),
+            }
+        };
+        let full = !plans_path.is_empty();
+        for (key, addon) in &form.addons {
+            let path = format!("addons.{key}");
+            if !valid_key(key) {
+                return Err(format!("{path}: an add-on key must be 1-64 of [a-z0-9_-]"));
+            }
+            check_prices(&path, &addon.prices, true)?;
+            check_limits(&path, &addon.limits)?;
+            for (at, price) in addon.prices.iter().enumerate() {
+                claim(format!("{path}.prices[{at}]"), price, true, key)?;
+            }
+        }
+        for (key, plan) in &form.plans {
+            let path = format!("{plans_path}{key}");
+            if !valid_key(key) {
+                return Err(format!("{path}: a plan key must be 1-64 of [a-z0-9_-]"));
+            }
+            check_prices(&path, &plan.prices, full)?;
+            check_limits(&path, &plan.limits)?;
+            for (at, price) in plan.prices.iter().enumerate() {
+                claim(format!("{path}.prices[{at}]"), price, false, key)?;
+            }
+            if plan.trial_days.is_some_and(|days| !(1..=730).contains(&days)) {
+                return Err(format!("{path}.trial_days: must be between 1 and 730 (Stripe's limit)"));
+            }
+            if let Some(seats) = plan.seats {
+                if seats.min == 0 || seats.max < seats.min || seats.max > 10_000 {
+                    return Err(format!("{path}.seats: needs 1 <= min <= max <= 10000"));
+                }
+                if plan.limits.contains_key(SEATS_LIMIT) {
+                    return Err(format!(
+                        "{path}.limits.seats: a seat-based plan's seats are its quantity, not a fixed limit"
+                    ));
+                }
+            }
+            for (at, name) in plan.addons.iter().enumerate() {
+                let Some(addon) = form.addons.get(name) else {
+                    return Err(format!("{path}.addons[{at}]: no add-on {name:?} in addons"));
+                };
+                for (price_at, price) in plan.prices.iter().enumerate() {
+                    if addon.price_like(price).is_err() {
+                        return Err(format!(
+                            "{path}.prices[{price_at}]: add-on {name:?} has no price for {}, so it could not be added",
+                            price.describe()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            plans: form.plans,
+            addons: form.addons,
+            limit_rules: form.limits,
+            by_price,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Plan> {
+        self.plans.get(key)
+    }
+
+    pub fn addon(&self, key: &str) -> Option<&Addon> {
+        self.addons.get(key)
+    }
+
+    /// What a Stripe price sells; `None` for a price the catalog does not list.
+    pub fn offer(&self, price_id: &str) -> Option<Offer<'_>> {
+        let (is_addon, key) = self.by_price.get(price_id)?;
+        if *is_addon {
+            let (key, addon) = self.addons.get_key_value(key)?;
+            Some(Offer::Addon(key, addon))
+        } else {
+            let (key, plan) = self.plans.get_key_value(key)?;
+            Some(Offer::Plan(key, plan))
+        }
+    }
+
+    /// Which plan a Stripe price belongs to; subscriptions are mapped back to plans this way.
+    pub fn by_price(&self, price_id: &str) -> Option<(&str, &Plan)> {
+        match self.offer(price_id)? {
+            Offer::Plan(key, plan) => Some((key, plan)),
+            Offer::Addon(..) => None,
+        }
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.plans.keys().map(String::as_str)
+    }
+
+    pub fn addon_keys(&self) -> impl Iterator<Item = &str> {
+        self.addons.keys().map(String::as_str)
+    }
+
+    /// How `limit` combines across grants: as declared, else `seats` sums and the rest max.
+    pub fn limit_rule(&self, limit: &str) -> LimitRule {
+        match self.limit_rules.get(limit) {
+            Some(rule) => *rule,
+            None if limit == SEATS_LIMIT => LimitRule::Sum,
+            None => LimitRule::Max,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHORT: &str = r#"{"pro":{"price_id":"price_123","features":["reports","api"],"trial_days":14,"allow_promotion_codes":true},
+                              "basic":{"price_id":"price_456"}}"#;
+
+    const FULL: &str = r#"{
+      "plans": {
+        "team": {"features": ["reports"], "limits": {"projects": 50}, "seats": {"min": 2, "max": 100},
+                 "addons": ["sso"], "trial_days": 14,
+                 "prices": [{"id": "price_team_m", "interval": "month", "currency": "usd"},
+                            {"id": "price_team_y", "interval": "year", "currency": "usd"},
+                            {"id": "price_team_m_eur", "interval": "month", "currency": "eur"}]},
+        "solo": {"prices": [{"id": "price_solo_m", "interval": "month", "currency": "usd"}]}
+      },
+      "addons": {"sso": {"features": ["sso"], "limits": {"projects": 10},
+                         "prices": [{"id": "price_sso_m", "interval": "month", "currency": "usd"},
+                                    {"id": "price_sso_y", "interval": "year", "currency": "usd"},
+                                    {"id": "price_sso_m_eur", "interval": "month", "currency": "eur"}]}},
+      "limits": {"projects": "sum"}
+    }"#;
+
+    #[test]
+    fn the_short_form_is_a_plan_with_one_unstated_price() {
+        let catalog = Catalog::parse(SHORT).unwrap();
+        let pro = catalog.get("pro").unwrap();
+        assert_eq!(pro.features, ["reports", "api"]);
+        assert_eq!(pro.trial_days, Some(14));
+        assert!(pro.allow_promotion_codes);
+        assert_eq!(pro.price(None, None).unwrap().id, "price_123");
+        assert!(pro.price(Some(Interval::Year), None).is_err());
+        assert_eq!(catalog.by_price("price_456").map(|(key, _)| key), Some("basic"));
+        assert_eq!(catalog.keys().collect::<Vec<_>>(), ["basic", "pro"]);
+    }
+
+    #[test]
+    fn the_full_form_chooses_prices_by_interval_and_currency() {
+        let catalog = Catalog::parse(FULL).unwrap();
+        let team = catalog.get("team").unwrap();
+        let eur = Currency::parse("eur").unwrap();
+        assert_eq!(team.price(None, None).unwrap().id, "price_team_m");
+        assert_eq!(team.price(Some(Interval::Year), None).unwrap().id, "price_team_y");
+        assert_eq!(team.price(None, Some(&eur)).unwrap().id, "price_team_m_eur");
+        let missing = team.price(Some(Interval::Year), Some(&eur)).unwrap_err();
+        assert!(missing.contains("month/usd, year/usd, month/eur"), "{missing}");
+        assert_eq!(team.seats, Some(SeatRange { min: 2, max: 100 }));
+        let sso = catalog.addon("sso").unwrap();
+        let yearly = team.price(Some(Interval::Year), None).unwrap();
+        assert_eq!(sso.price_like(yearly).unwrap().id, "price_sso_y");
+        assert!(matches!(catalog.offer("price_sso_m_eur"), Some(Offer::Addon("sso", _))));
+        assert!(matches!(catalog.offer("price_team_y"), Some(Offer::Plan("team", _))));
+        assert_eq!(catalog.by_price("price_sso_m"), None, "an add-on is no plan");
+        assert_eq!(catalog.offer("price_other"), None);
+        assert_eq!(catalog.limit_rule("projects"), LimitRule::Sum);
+        assert_eq!(catalog.limit_rule("seats"), LimitRule::Sum);
+        assert_eq!(catalog.limit_rule("storage_gb"), LimitRule::Max);
+    }
+
+    #[test]
+    fn errors_name_the_path_of_what_is_wrong() {
+        let with = |from: &str, to: &str| {
+            assert!(FULL.contains(from), "{from}");
+            Catalog::parse(&FULL.replacen(from, to, 1)).unwrap_err()
+        };
+        for (from, to, expected) in [
+            (
+                r#""currency": "eur"}]},"#,
+                r#""currency": "EUR"}]},"#,
+                "plans.team.prices[2].currency: ",
+            ),
+            (
+                r#""interval": "year", "currency": "usd"}"#,
+                r#""interval": "fortnight", "currency": "usd"}"#,
+                "plans.team.prices[1].interval: ",
+            ),
+            (
+                r#"{"id": "price_team_y", "interval": "year", "currency": "usd"}"#,
+                r#"{"id": "price_team_y", "currency": "usd"}"#,
+                "plans.team.prices[1].interval: required",
+            ),
+            (
+                r#""id": "price_team_y""#,
+                r#""id": "price_team_m""#,
+                "plans.team.prices[1].id: \"price_team_m\" is also a price of \"team\"",
+            ),
+            (
+                r#""id": "price_sso_y""#,
+                r#""id": "price_team_y""#,
+                "plans.team.prices[1].id: \"price_team_y\" is also a price of \"sso\"",
+            ),
+            (
+                r#""id": "price_solo_m""#,
+                r#""id": "prod_solo""#,
+                "plans.solo.prices[0].id: must be a Stripe price id",
+            ),
+            (
+                r#""seats": {"min": 2, "max": 100}"#,
+                r#""seats": {"min": 5, "max": 2}"#,
+                "plans.team.seats: ",
+            ),
+            (
+                r#""addons": ["sso"]"#,
+                r#""addons": ["sso", "audit"]"#,
+                "plans.team.addons[1]: no add-on \"audit\"",
+            ),
+            (
+                r#"{"id": "price_sso_y", "interval": "year", "currency": "usd"},"#,
+                "",
+                "plans.team.prices[1]: add-on \"sso\" has no price for year/usd",
+            ),
+            (
+                r#""limits": {"projects": "sum"}"#,
+                r#""limits": {"projects": "add"}"#,
+                "limits.projects: unknown variant `add`",
+            ),
+            (
+                r#""trial_days": 14"#,
+                r#""trial_days": 0"#,
+                "plans.team.trial_days: must be between 1 and 730",
+            ),
+            (
+                r#""limits": {"projects": 50}"#,
+                r#""limits": {"seats": 5}"#,
+                "plans.team.limits.seats: ",
+            ),
+            (
+                r#""features": ["reports"],"#,
+                r#""features": ["reports"], "colour": "red","#,
+                "plans.team",
+            ),
+            (
+                r#""limits": {"projects": 10}"#,
+                r#""limits": {"projects": -1}"#,
+                "addons.sso.limits.projects: ",
+            ),
+        ] {
+            let error = with(from, to);
+            assert!(error.starts_with(expected), "{expected} -> {error}");
+        }
+    }
+
+    #[test]
+    fn the_example_in_the_repository_is_valid() {
+        let catalog = Catalog::parse(include_str!("../../../infra/catalog.example.json")).unwrap();
+        assert_eq!(catalog.keys().collect::<Vec<_>>(), ["starter", "team"]);
+        assert_eq!(catalog.addon_keys().collect::<Vec<_>>(), ["extra_projects", "sso"]);
+    }
+
+    #[test]
+    fn the_short_form_keeps_its_old_rules() {
+        for bad in [
+            r#"{"pro":{"price_id":"price_1","colour":"red"}}"#,
+            r#"{"pro":{"price_id":"prod_1"}}"#,
+            r#"{"Pro Plan":{"price_id":"price_1"}}"#,
+            r#"{"a":{"price_id":"price_1"},"b":{"price_id":"price_1"}}"#,
+            r#"{"pro":{"price_id":"price_1","trial_days":0}}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#"{"plans":{}}"#,
+        ] {
+            assert!(Catalog::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_inline_json_or_a_file_from_either_variable() {
+        let inline = Catalog::from_env(&Env::from_pairs([("BILLING_PLANS", SHORT)])).unwrap();
+        let path = std::env::temp_dir().join(format!("catalog-{}.json", std::process::id()));
+        std::fs::write(&path, FULL).unwrap();
+        let from_file = Catalog::from_env(&Env::from_pairs([
+            ("BILLING_CATALOG", path.to_str().unwrap()),
+            ("BILLING_PLANS", SHORT),
+        ]))
+        .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(inline, Catalog::parse(SHORT).unwrap());
+        assert_eq!(from_file, Catalog::parse(FULL).unwrap(), "BILLING_CATALOG wins");
+        let missing = Catalog::from_env(&Env::from_pairs([("BILLING_CATALOG", "/nonexistent/catalog.json")]));
+        assert!(missing.unwrap_err().to_string().contains("BILLING_CATALOG"));
+        let neither = Catalog::from_env(&Env::default()).unwrap_err().to_string();
+        assert!(neither.contains("BILLING_CATALOG"), "{neither}");
+    }
+}
