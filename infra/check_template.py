@@ -40,6 +40,8 @@ README = REPO_ROOT / "README.md"
 EVENT_TYPES_BEGIN = "<!-- event-types -->"
 EVENT_TYPES_END = "<!-- /event-types -->"
 STRIPE_CLIENT = REPO_ROOT / "shared" / "src" / "stripe" / "client.rs"
+# The billing API's routes, as its OpenAPI document lists them: API Gateway must route each.
+OPENAPI = REPO_ROOT / "functions" / "checkout" / "openapi.yaml"
 API_VERSION_PATTERN = re.compile(r'^pub const API_VERSION: &str = "([^"]+)";$', re.MULTILINE)
 API_VERSION_OUTPUT = "StripeApiVersion"
 # Thin events name the same types with this prefix (v1.invoice.paid for invoice.paid).
@@ -135,14 +137,17 @@ DYNAMODB_ACCESS: dict[str, TableAccess] = {
     # release_event (DeleteItem) around every event; sync/: checkout_session.rs
     # checkout_session_user + link_customer; customer.rs user_of_customer, link_customer,
     # unlink_customer (DeleteItem); subscription.rs put_subscription, get_subscription;
-    # invoice_settled.rs get_dunning, put_dunning; mod.rs refresh_entitlement (above).
+    # invoice_settled.rs get_dunning, put_dunning; purchase.rs put_purchase (UpdateItem);
+    # mod.rs refresh_entitlement (above, plus purchases_of_customer: Query) and announce
+    # (mark_announced: UpdateItem).
     "EventsFunction": TableAccess(
         table=frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"}),
         index=frozenset({"Query"}),
     ),
     # processing/ledger.rs as above (DeleteItem: release_event only); dunning/
     # invoice_payment_failed.rs get_dunning, put_dunning, Syncer::refetch_subscription
-    # (put_subscription), Syncer::refresh_entitlement(customer, None) (user_of_customer, ...).
+    # (put_subscription), Syncer::refresh_entitlement(customer, None) (user_of_customer, ...),
+    # Syncer::announce (mark_announced: UpdateItem).
     "PaymentFailedFunction": TableAccess(
         table=frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"}),
         index=frozenset({"Query"}),
@@ -361,6 +366,8 @@ class Project:
     dynamodb_access: dict[str, TableAccess]
     # The CloudWatch metrics the Rust code counts (`telemetry::count("Name")`, `count_by`).
     metrics: tuple[str, ...] = ()
+    # The billing API's (METHOD, path) pairs from its OpenAPI document.
+    api_routes: frozenset[tuple[str, str]] = frozenset()
 
 
 class Checker:
@@ -1020,6 +1027,7 @@ class Checker:
                 f"{name}: DefaultRouteSettings must set ThrottlingBurstLimit and ThrottlingRateLimit",
             )
         webhook_routes = 0
+        routed: set[tuple[str, str]] = set()
         for name, resource in self.resources("AWS::Serverless::Function").items():
             for event_name, event in (self.props(resource).get("Events") or {}).items():
                 if not (isinstance(event, dict) and event.get("Type") == "HttpApi"):
@@ -1037,12 +1045,17 @@ class Checker:
                         f"{where}: the Stripe webhook route must have Authorizer NONE (the signature authenticates)",
                     )
                 else:
+                    routed.add((str(props.get("Method")).upper(), str(props.get("Path"))))
                     effective = authorizer if authorizer is not None else default[api]
                     self.expect(
                         effective in jwt[api],
                         f"{where}: route {props.get('Method')} {props.get('Path')} is not behind a JWT authorizer",
                     )
         self.expect(webhook_routes == 1, f"expected one HttpApi route for {WEBHOOK_PATH}, found {webhook_routes}")
+        for method, path in sorted(self.project.api_routes - routed):
+            self.expect(False, f"API route {method} {path} of the OpenAPI document has no HttpApi event")
+        for method, path in sorted(routed - self.project.api_routes):
+            self.expect(False, f"HttpApi route {method} {path} is not in the OpenAPI document")
 
     # -- EventBridge
 
@@ -1307,6 +1320,18 @@ def counted_metrics() -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def openapi_routes(text: str) -> frozenset[tuple[str, str]]:
+    """The (METHOD, path) pairs of an OpenAPI document's `paths`."""
+    document = yaml.safe_load(text)
+    methods = {"get", "put", "post", "delete", "patch", "head", "options"}
+    return frozenset(
+        (method.upper(), path)
+        for path, operations in (document.get("paths") or {}).items()
+        for method in operations
+        if method in methods
+    )
+
+
 def load_project() -> Project:
     """The repository's functions/, README.md and client.rs; raises OSError or ValueError."""
     try:
@@ -1317,8 +1342,18 @@ def load_project() -> Project:
         api_version = pinned_api_version(STRIPE_CLIENT.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ValueError(f"{STRIPE_CLIENT}: {error}") from error
+    try:
+        api_routes = openapi_routes(OPENAPI.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, AttributeError) as error:
+        raise ValueError(f"{OPENAPI}: {error}") from error
     return Project(
-        function_directories(), event_types, api_version, STRIPE_SECRET_ACCESS, DYNAMODB_ACCESS, counted_metrics()
+        function_directories(),
+        event_types,
+        api_version,
+        STRIPE_SECRET_ACCESS,
+        DYNAMODB_ACCESS,
+        counted_metrics(),
+        api_routes,
     )
 
 
@@ -1338,6 +1373,7 @@ SELF_TEST_PROJECT = Project(
         "Relay": TableAccess(),
     },
     metrics=("Seen", "Lost"),
+    api_routes=frozenset({("GET", "/billing/me")}),
 )
 
 SELF_TEST_TEMPLATE = """\
@@ -1814,6 +1850,16 @@ SELF_TEST_CASES: list[tuple[str, str, str]] = [
 
 # (case, project, substring the violation must contain), all on the correct template.
 SELF_TEST_PROJECT_CASES: list[tuple[str, Project, str]] = [
+    (
+        "documented route API Gateway does not route",
+        replace(SELF_TEST_PROJECT, api_routes=SELF_TEST_PROJECT.api_routes | {("GET", "/billing/invoices")}),
+        "GET /billing/invoices of the OpenAPI document has no HttpApi event",
+    ),
+    (
+        "routed route the document lacks",
+        replace(SELF_TEST_PROJECT, api_routes=frozenset()),
+        "GET /billing/me is not in the OpenAPI document",
+    ),
     (
         "functions/ directory without a function",
         replace(SELF_TEST_PROJECT, function_dirs=SELF_TEST_PROJECT.function_dirs | {"orphan"}),

@@ -10,6 +10,10 @@
 //! | collection paused (`pause_collection` set)          | nothing while paused (policy: it is not billed) |
 //! | no item with a price in the catalog                 | nothing (logged: a price the catalog lacks)     |
 //!
+//! A one-time purchase ([`add_purchases`]) grants its product's features and limits with no
+//! deadline (a lifetime deal) and its credits, until it is refunded in full or its dispute
+//! is lost.
+//!
 //! The features are the union over every item whose price is in the catalog. The account's
 //! access is the best grant still running; each grant keeps its own deadline, and
 //! [`EntitlementView::at`] applies them at the reader's clock, so access ends on time without
@@ -20,7 +24,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use crate::config::{Catalog, LimitRule, Offer, SEATS_LIMIT};
-use crate::store::{Access, AccountId, DunningRecord, DunningStage, Entitlement, Grant, SubscriptionRecord};
+use crate::store::{
+    Access, AccountId, DunningRecord, DunningStage, Entitlement, Grant, PurchaseRecord, SubscriptionRecord,
+};
 use crate::stripe::SubscriptionStatus;
 
 /// Grace after a failed payment when no dunning record says otherwise: Stripe's recommended
@@ -120,7 +126,57 @@ pub fn grant_of(
         limits,
         addons,
         current_period_end: subscription.current_period_end,
+        product: None,
+        credits: 0,
     })
+}
+
+/// Adds what the account's standing purchases grant: the product's features and limits for
+/// good (access, when it has any), and its credits times the units bought. A purchase of a
+/// product the catalog no longer lists grants nothing (logged).
+pub fn add_purchases(entitlement: &mut Entitlement, purchases: &[PurchaseRecord], plans: &Catalog) {
+    for purchase in purchases.iter().filter(|p| p.grants()) {
+        let Some(key) = purchase.product.as_deref() else {
+            continue;
+        };
+        let Some(product) = plans.product(key) else {
+            tracing::warn!(payment_intent = %purchase.payment_intent_id, product = key,
+                "purchase of a product the catalog does not list: it grants nothing");
+            continue;
+        };
+        let units = u64::from(purchase.quantity.max(1));
+        let grants_access = !product.features.is_empty() || !product.limits.is_empty();
+        let access = if grants_access { Access::Active } else { Access::None };
+        let mut limits = BTreeMap::new();
+        for (name, value) in &product.limits {
+            add_limit(&mut limits, plans.limit_rule(name), name, *value);
+            if plans.limit_rule(name) == LimitRule::Sum && !entitlement.summed_limits.contains(name) {
+                entitlement.summed_limits.push(name.clone());
+                entitlement.summed_limits.sort_unstable();
+            }
+        }
+        if grants_access {
+            entitlement.features.extend(product.features.iter().cloned());
+            entitlement.features.sort_unstable();
+            entitlement.features.dedup();
+            if level(access) > level(entitlement.access) {
+                entitlement.access = access;
+                entitlement.access_until = None;
+            }
+        }
+        entitlement.grants.push(Grant {
+            subscription_id: purchase.payment_intent_id.clone(),
+            plan: None,
+            access,
+            access_until: None,
+            features: product.features.clone(),
+            limits,
+            addons: Vec::new(),
+            current_period_end: None,
+            product: Some(key.to_owned()),
+            credits: product.credits.unwrap_or(0).saturating_mul(units),
+        });
+    }
 }
 
 fn add_limit(limits: &mut BTreeMap<String, u64>, rule: LimitRule, name: &str, value: u64) {
@@ -229,6 +285,8 @@ pub fn compute(
         grants,
         summed_limits,
         version: 0,
+        changed_version: 0,
+        announced_version: 0,
     }
 }
 
@@ -249,6 +307,8 @@ pub fn nothing(account: &AccountId) -> Entitlement {
         trial_used: false,
         summed_limits: Vec::new(),
         version: 0,
+        changed_version: 0,
+        announced_version: 0,
     }
 }
 
@@ -265,8 +325,48 @@ pub struct EntitlementView {
     pub limits: BTreeMap<String, u64>,
     /// The add-ons of every running grant.
     pub addons: Vec<String>,
+    /// Credits bought and not taken back (the app counts what is spent).
+    pub credits: u64,
+    /// The one-time products bought and standing.
+    pub products: Vec<String>,
+    /// What grants what: every subscription and purchase still running.
+    pub sources: Vec<Source>,
     pub cancel_at_period_end: bool,
     pub current_period_end: Option<i64>,
+}
+
+/// One thing the account has that grants access, features or credits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// `subscription` or `purchase`.
+    pub kind: &'static str,
+    /// The subscription's id, or the purchase's payment intent.
+    pub id: String,
+    /// The plan or product key.
+    pub name: Option<String>,
+    pub access: Access,
+    /// When it stops granting (`null`: it does not end on its own).
+    pub until: Option<i64>,
+    pub features: Vec<String>,
+    pub credits: u64,
+}
+
+impl Source {
+    fn of(grant: &Grant) -> Self {
+        Self {
+            kind: if grant.product.is_some() {
+                "purchase"
+            } else {
+                "subscription"
+            },
+            id: grant.subscription_id.clone(),
+            name: grant.plan.clone().or_else(|| grant.product.clone()),
+            access: grant.access,
+            until: grant.access_until,
+            features: grant.features.clone(),
+            credits: grant.credits,
+        }
+    }
 }
 
 impl EntitlementView {
@@ -279,6 +379,9 @@ impl EntitlementView {
             features: Vec::new(),
             limits: BTreeMap::new(),
             addons: Vec::new(),
+            credits: 0,
+            products: Vec::new(),
+            sources: Vec::new(),
             cancel_at_period_end: false,
             current_period_end: None,
         }
@@ -291,14 +394,29 @@ impl EntitlementView {
             return Self::legacy_at(entitlement, now);
         }
         let live = || entitlement.grants.iter().filter(|g| running(g, now));
+        // Purchases carry no deadline, so credits (even of a pack that grants no access) and
+        // products count whatever the subscriptions do.
+        let purchases = || entitlement.grants.iter().filter(|g| g.product.is_some());
+        let credits = purchases().map(|g| g.credits).fold(0u64, u64::saturating_add);
+        let mut products: Vec<String> = purchases().filter_map(|g| g.product.clone()).collect();
+        products.sort_unstable();
+        products.dedup();
+        let mut sources: Vec<Source> = live().map(Source::of).collect();
+        sources.extend(purchases().filter(|g| g.access == Access::None).map(Source::of));
         let Some(governing_grant) = governing(live()) else {
             return Self {
                 status: entitlement.status,
+                credits,
+                products,
+                sources,
                 cancel_at_period_end: entitlement.cancel_at_period_end,
                 current_period_end: entitlement.current_period_end,
                 ..Self::none()
             };
         };
+        // The plan is the best running subscription's, even when a lifetime purchase is what
+        // gives access.
+        let plan = governing(live().filter(|g| g.plan.is_some())).and_then(|g| g.plan.clone());
         let mut features: Vec<String> = live().flat_map(|g| g.features.iter().cloned()).collect();
         features.sort_unstable();
         features.dedup();
@@ -306,13 +424,16 @@ impl EntitlementView {
         addons.sort_unstable();
         addons.dedup();
         Self {
-            plan: governing_grant.plan.clone(),
+            plan,
             status: entitlement.status,
             access: governing_grant.access,
             access_until: governing_grant.access_until,
             features,
             limits: combined_limits(live(), &entitlement.summed_limits),
             addons,
+            credits,
+            products,
+            sources,
             cancel_at_period_end: entitlement.cancel_at_period_end,
             current_period_end: entitlement.current_period_end,
         }
@@ -335,6 +456,9 @@ impl EntitlementView {
             },
             limits: BTreeMap::new(),
             addons: Vec::new(),
+            credits: 0,
+            products: Vec::new(),
+            sources: Vec::new(),
             cancel_at_period_end: entitlement.cancel_at_period_end,
             current_period_end: entitlement.current_period_end,
         }
@@ -344,7 +468,7 @@ impl EntitlementView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ItemRecord;
+    use crate::store::{ItemRecord, Revocation};
 
     fn plans() -> Catalog {
         Catalog::parse(r#"{"pro":{"price_id":"price_pro","features":["reports","api"]},"basic":{"price_id":"price_basic","features":["reports"]}}"#).unwrap()
@@ -398,6 +522,54 @@ mod tests {
         let after = EntitlementView::at(&entitlement, 1_000_000);
         assert_eq!(after.access, Access::None);
         assert!(after.features.is_empty());
+    }
+
+    #[test]
+    fn a_lifetime_deal_outlasts_a_cancelled_plan_and_a_credit_pack_grants_only_credits() {
+        let catalog = Catalog::parse(include_str!("../../infra/catalog.example.json")).unwrap();
+        let mut subscription = sub(SubscriptionStatus::Active, true);
+        subscription.items[0].price_id = "price_starter_month_usd".into();
+        let purchase = |intent: &str, product: &str, quantity: u32, revoked: Option<Revocation>| PurchaseRecord {
+            customer_id: "cus_1".into(),
+            payment_intent_id: intent.into(),
+            session_id: None,
+            product: Some(product.into()),
+            quantity,
+            paid_at: Some(1),
+            revoked,
+            revoked_at: revoked.map(|_| 2),
+        };
+        let mut entitlement = compute(&account(), "cus_1", &[subscription], &[], &catalog, 14);
+        add_purchases(
+            &mut entitlement,
+            &[
+                purchase("pi_life", "lifetime", 1, None),
+                purchase("pi_pack", "credits_1000", 2, None),
+                purchase("pi_gone", "credits_1000", 5, Some(Revocation::Refunded)),
+            ],
+            &catalog,
+        );
+        // While the plan runs: its name, both grants' features, projects summed (5 + 20).
+        let now = EntitlementView::at(&entitlement, 999_999);
+        assert_eq!(
+            (now.plan.as_deref(), now.access, now.access_until),
+            (Some("starter"), Access::Active, None)
+        );
+        assert_eq!(now.features, ["api", "reports"]);
+        assert_eq!(now.limits.get("projects"), Some(&25));
+        assert_eq!(
+            (now.credits, now.products.clone()),
+            (2000, vec!["credits_1000".to_owned(), "lifetime".to_owned()])
+        );
+        // The plan ended: the deal alone, no plan, still active; the credits stay.
+        let later = EntitlementView::at(&entitlement, 1_000_000);
+        assert_eq!(
+            (later.plan, later.access, later.access_until),
+            (None, Access::Active, None)
+        );
+        assert_eq!(later.limits.get("projects"), Some(&20));
+        assert_eq!(later.credits, 2000);
+        assert_eq!(later.sources.len(), 2, "the deal and the pack: {:?}", later.sources);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub enum EventKind {
     InvoiceMarkedUncollectible,
     InvoicePaymentFailed,
     InvoicePaymentActionRequired,
+    ChargeRefunded,
+    ChargeDisputeClosed,
 }
 
 /// Who applies an event: one module per handler.
@@ -47,10 +49,15 @@ pub enum Handler {
     InvoiceSettled,
     /// A failed or unauthenticated payment (`dunning`).
     Dunning,
+    /// A refund of a charge: a one-time purchase refunded in full is taken back
+    /// (`sync::purchase`).
+    ChargeRefunded,
+    /// A dispute decided: a purchase whose dispute was lost is taken back (`sync::purchase`).
+    DisputeClosed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::CheckoutSessionCompleted,
         EventKind::CheckoutSessionAsyncPaymentSucceeded,
         EventKind::CheckoutSessionAsyncPaymentFailed,
@@ -69,6 +76,8 @@ impl EventKind {
         EventKind::InvoiceMarkedUncollectible,
         EventKind::InvoicePaymentFailed,
         EventKind::InvoicePaymentActionRequired,
+        EventKind::ChargeRefunded,
+        EventKind::ChargeDisputeClosed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -91,6 +100,8 @@ impl EventKind {
             EventKind::InvoiceMarkedUncollectible => "invoice.marked_uncollectible",
             EventKind::InvoicePaymentFailed => "invoice.payment_failed",
             EventKind::InvoicePaymentActionRequired => "invoice.payment_action_required",
+            EventKind::ChargeRefunded => "charge.refunded",
+            EventKind::ChargeDisputeClosed => "charge.dispute.closed",
         }
     }
 
@@ -112,6 +123,8 @@ impl EventKind {
             | EventKind::InvoiceVoided
             | EventKind::InvoiceMarkedUncollectible => Handler::InvoiceSettled,
             EventKind::InvoicePaymentFailed | EventKind::InvoicePaymentActionRequired => Handler::Dunning,
+            EventKind::ChargeRefunded => Handler::ChargeRefunded,
+            EventKind::ChargeDisputeClosed => Handler::DisputeClosed,
         }
     }
 
@@ -133,7 +146,9 @@ impl Handler {
             | Handler::CheckoutSessionExpired
             | Handler::Subscription
             | Handler::Customer
-            | Handler::InvoiceSettled => QueueName::Events,
+            | Handler::InvoiceSettled
+            | Handler::ChargeRefunded
+            | Handler::DisputeClosed => QueueName::Events,
             Handler::Dunning => QueueName::PaymentFailed,
         }
     }
@@ -148,6 +163,8 @@ impl Handler {
             Handler::Subscription => Resource::Subscription,
             Handler::Customer => Resource::Customer,
             Handler::InvoiceSettled | Handler::Dunning => Resource::Invoice,
+            Handler::ChargeRefunded => Resource::Charge,
+            Handler::DisputeClosed => Resource::Dispute,
         }
     }
 }
@@ -231,6 +248,7 @@ mod tests {
         assert_eq!(route("invoice.voided"), Some(QueueName::Events));
         assert_eq!(route("customer.subscription.updated"), Some(QueueName::Events));
         assert_eq!(route("charge.succeeded"), None);
+        assert_eq!(route("charge.refunded"), Some(QueueName::Events));
         assert_eq!(route(""), None);
     }
 

@@ -3,11 +3,12 @@
 mod checkout;
 mod endpoints;
 mod payments;
+mod purchases;
 mod subscriptions;
 pub(crate) mod thin;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -27,6 +28,8 @@ fn fixture(name: &str) -> Value {
         "charge" => include_str!("../../tests/fixtures/stripe/charge.json"),
         "payment_intent" => include_str!("../../tests/fixtures/stripe/payment_intent.json"),
         "invoice_payment" => include_str!("../../tests/fixtures/stripe/invoice_payment.json"),
+        "dispute" => include_str!("../../tests/fixtures/stripe/dispute.json"),
+        "promotion_code" => include_str!("../../tests/fixtures/stripe/promotion_code.json"),
         _ => include_str!("../../tests/fixtures/stripe/event.json"),
     };
     serde_json::from_str(text).unwrap_or(Value::Null)
@@ -85,6 +88,9 @@ pub struct Sim {
     refunds: BTreeMap<String, Value>,
     webhook_endpoints: BTreeMap<String, Value>,
     event_destinations: BTreeMap<String, Value>,
+    promotion_codes: BTreeMap<String, Value>,
+    disputes: BTreeMap<String, Value>,
+    coupons: BTreeSet<String>,
     events: Vec<Value>,
     idempotent: HashMap<String, Value>,
 }
@@ -192,6 +198,9 @@ impl Sim {
             refunds: BTreeMap::new(),
             webhook_endpoints: BTreeMap::new(),
             event_destinations: BTreeMap::new(),
+            promotion_codes: BTreeMap::new(),
+            disputes: BTreeMap::new(),
+            coupons: BTreeSet::new(),
             events: Vec::new(),
             idempotent: HashMap::new(),
         }
@@ -285,6 +294,9 @@ impl Sim {
             ("GET", ["v1", "refunds"]) => self.list_refunds(query),
             ("GET", ["v1", "refunds", id]) => found(&self.refunds, "refund", id),
             // Every price id exists here, as in a test-mode account holding the whole catalog.
+            ("GET", ["v1", "disputes", id]) => found(&self.disputes, "dispute", id),
+            ("GET", ["v1", "promotion_codes"]) => self.list_promotion_codes(query),
+            ("GET", ["v1", "promotion_codes", id]) => self.promotion_code(id),
             ("GET", ["v1", "prices", id]) => Ok((Self::price(id), Vec::new())),
             ("GET", ["v1", "events", id]) => self
                 .events
@@ -402,7 +414,11 @@ impl Sim {
     pub fn control(&mut self, action: &str, query: &Value) -> ControlResult {
         let segments: Vec<&str> = action.split('/').collect();
         match segments.as_slice() {
-            ["checkout", id, "complete"] => self.complete_checkout(id),
+            ["checkout", id, "complete"] => self.complete_checkout(id, query["delayed"] == "true"),
+            ["checkout", id, "async_payment"] => self.settle_async_payment(id, query["outcome"] != "failed"),
+            ["charges", id, "dispute"] => self.dispute(id, query["status"].as_str().unwrap_or("lost")),
+            ["promotion_codes"] => self.create_promotion_code(query),
+            ["coupons"] => self.create_coupon(query),
             ["subscriptions", id, "fail_payment"] => {
                 let failure = payments::Failure {
                     decline: query["decline_code"].as_str().unwrap_or("card_declined").to_owned(),

@@ -12,9 +12,9 @@ use shared::stripe::event::{
     EnvelopeData, EnvelopeObject, EnvelopeRelated, EventEnvelope, RelatedObject, WireData, WireEvent,
 };
 use shared::stripe::objects::{
-    BillingPortalSession, CheckoutSession, Customer, Invoice, InvoiceParent, InvoicePayment, InvoicePaymentTarget,
-    InvoiceSubscriptionDetails, List, PauseCollection, PaymentError, PaymentIntent, Price, Recurring, Refund,
-    Subscription, SubscriptionItem,
+    BillingPortalSession, Charge, CheckoutSession, Customer, Dispute, Invoice, InvoiceParent, InvoicePayment,
+    InvoicePaymentTarget, InvoiceSubscriptionDetails, List, PauseCollection, PaymentError, PaymentIntent, Price,
+    PromotionCode, Recurring, Refund, Subscription, SubscriptionItem,
 };
 use stripe_simulator::{Delivery, Simulator};
 
@@ -341,6 +341,67 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
         &sim.get(&format!("/v1/customers/{other_id}")).await,
     );
 
+    // A promotion code (made as the dashboard makes one) found by its code, as checkout looks
+    // it up; a one-time purchase paid, and its charge disputed and lost.
+    let promotion = sim.post("/sim/promotion_codes?code=LAUNCH20&coupon=L20", &[]).await;
+    let promo = id(&promotion, "/result/id");
+    shown.list(
+        "GET /v1/promotion_codes?code=",
+        "stripe.PromotionCode",
+        &sim.get("/v1/promotion_codes?code=launch20&active=true&limit=1").await,
+    );
+    shown.add(
+        "GET /v1/promotion_codes/{id}",
+        "stripe.PromotionCode",
+        &sim.get(&format!("/v1/promotion_codes/{promo}")).await,
+    );
+    let purchase = sim
+        .post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "payment"),
+                ("customer", cus.as_str()),
+                ("line_items[0][price]", "price_lifetime"),
+                ("line_items[0][quantity]", "1"),
+                ("success_url", "https://app.example/done"),
+                ("payment_intent_data[metadata][product]", "lifetime"),
+                ("automatic_tax[enabled]", "true"),
+                ("customer_update[address]", "auto"),
+            ],
+        )
+        .await;
+    let bought = id(&purchase, "/id");
+    sim.post(&format!("/sim/checkout/{bought}/complete"), &[]).await;
+    let paid_session = sim.get(&format!("/v1/checkout/sessions/{bought}")).await;
+    shown.add(
+        "GET /v1/checkout/sessions/{id} (payment, paid)",
+        "stripe.checkout.Session",
+        &paid_session,
+    );
+    let purchase_intent = sim
+        .get(&format!("/v1/payment_intents/{}", id(&paid_session, "/payment_intent")))
+        .await;
+    shown.add(
+        "GET /v1/payment_intents/{id} (one-time)",
+        "stripe.PaymentIntent",
+        &purchase_intent,
+    );
+    let disputed = sim
+        .post(
+            &format!(
+                "/sim/charges/{}/dispute?status=lost",
+                id(&purchase_intent, "/latest_charge")
+            ),
+            &[],
+        )
+        .await;
+    shown.add(
+        "GET /v1/disputes/{id}",
+        "stripe.Dispute",
+        &sim.get(&format!("/v1/disputes/{}", id(&disputed, "/result/dispute")))
+            .await,
+    );
+
     let events = all_events(&sim).await;
     let kinds: BTreeSet<String> = events
         .iter()
@@ -365,6 +426,7 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
             "charge",
             "checkout.session",
             "customer",
+            "dispute",
             "invoice",
             "refund",
             "subscription"
@@ -457,6 +519,11 @@ const READ_THOUGH_ABSENT: &[(&str, &str, &str)] = &[
         "customer",
         "read from every event's object; a customer event's object is the customer, found by its id",
     ),
+    (
+        "EnvelopeObject as stripe.Dispute",
+        "customer",
+        "read from every event's object; a dispute names none, so its events are grouped by its id",
+    ),
 ];
 
 #[test]
@@ -469,6 +536,9 @@ fn what_the_models_read_exists_at_the_pinned_version() {
             read_by::<CheckoutSession>(),
         ),
         ("Refund", "stripe.Refund", read_by::<Refund>()),
+        ("Charge", "stripe.Charge", read_by::<Charge>()),
+        ("Dispute", "stripe.Dispute", read_by::<Dispute>()),
+        ("PromotionCode", "stripe.PromotionCode", read_by::<PromotionCode>()),
         (
             "BillingPortalSession",
             "stripe.billing_portal.Session",
@@ -546,6 +616,16 @@ fn what_the_models_read_exists_at_the_pinned_version() {
             "stripe.Customer",
             read_by::<EnvelopeObject>(),
         ),
+        (
+            "EnvelopeObject as stripe.Charge",
+            "stripe.Charge",
+            read_by::<EnvelopeObject>(),
+        ),
+        (
+            "EnvelopeObject as stripe.Dispute",
+            "stripe.Dispute",
+            read_by::<EnvelopeObject>(),
+        ),
     ];
     let request: Vec<Value> = models
         .iter()
@@ -619,6 +699,13 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
         "stripe.params.PaymentIntentRetrieveParams",
     ),
     ("GET", "/v1/charges/{charge}", "stripe.params.ChargeRetrieveParams"),
+    ("GET", "/v1/disputes/{dispute}", "stripe.params.DisputeRetrieveParams"),
+    ("GET", "/v1/promotion_codes", "stripe.params.PromotionCodeListParams"),
+    (
+        "GET",
+        "/v1/promotion_codes/{promotion_code}",
+        "stripe.params.PromotionCodeRetrieveParams",
+    ),
     ("GET", "/v1/invoices", "stripe.params.InvoiceListParams"),
     ("GET", "/v1/invoices/{invoice}", "stripe.params.InvoiceRetrieveParams"),
     (

@@ -167,6 +167,7 @@ async fn a_team_buys_yearly_seats_then_adds_seats_and_an_add_on_and_moves_to_mon
     );
     assert_eq!(projects.body["features"], json!(["api", "exports", "reports", "sso"]));
     assert_eq!(projects.body["addons"], json!(["extra_projects", "sso"]));
+    billing_tests::openapi::assert_matches("EntitlementView", &projects.body);
 
     // To monthly: the plan item and every add-on move to their monthly prices, seats kept.
     let monthly = shop
@@ -311,5 +312,272 @@ async fn what_the_catalog_does_not_offer_is_refused_with_a_reason() {
     assert_eq!(
         (absent.status, absent.body["error"].as_str()),
         (409, Some("addon_absent"))
+    );
+}
+
+impl Shop {
+    async fn sim(&self, action: &str) -> Value {
+        let answer = self
+            .http
+            .post(format!("{}/sim/{action}", self.simulator.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success());
+        let answer: Value = answer.json().await.unwrap();
+        answer["result"].clone()
+    }
+}
+
+/// Team allows promotion code LAUNCH20 and coupon PARTNER10 (`infra/catalog.example.json`);
+/// what Stripe's session carries is read back from the simulator.
+#[tokio::test]
+async fn promotion_codes_by_code_or_id_and_coupons_are_taken_only_where_the_plan_lists_them() {
+    let shop = Shop::open().await;
+    let launch = shop.sim("promotion_codes?code=LAUNCH20&coupon=L20").await;
+    let launch_id = launch["id"].as_str().unwrap().to_owned();
+    let other = shop.sim("promotion_codes?code=OTHER5&coupon=O5").await;
+    shop.sim("promotion_codes?code=RETIRED&coupon=R1&active=false").await;
+    shop.sim("coupons?id=PARTNER10").await;
+    shop.sim("coupons?id=FRIENDS").await;
+
+    let team = |discount: Value| {
+        let mut body = json!({"plan": "team", "seats": 2});
+        body.as_object_mut()
+            .unwrap()
+            .extend(discount.as_object().unwrap().clone());
+        body
+    };
+    // Typed in another case, or given by id: the same allowed code.
+    for given in [
+        json!({"promotion_code": "launch20"}),
+        json!({"promotion_code": launch_id}),
+    ] {
+        let created = shop.post("/checkout/sessions", team(given.clone())).await;
+        assert_eq!(created.status, 201, "{given}: {}", created.body);
+        let session = shop
+            .stripe(&format!(
+                "/v1/checkout/sessions/{}",
+                created.body["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(session["discounts"], json!([{"promotion_code": launch_id}]), "{given}");
+    }
+    let coupon = shop
+        .post("/checkout/sessions", team(json!({"coupon": "PARTNER10"})))
+        .await;
+    assert_eq!(coupon.status, 201, "{}", coupon.body);
+    let session = shop
+        .stripe(&format!(
+            "/v1/checkout/sessions/{}",
+            coupon.body["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(session["discounts"], json!([{"coupon": "PARTNER10"}]));
+
+    for (discount, code) in [
+        (json!({"promotion_code": "OTHER5"}), "promotion_code_not_allowed"),
+        (json!({"promotion_code": other["id"]}), "promotion_code_not_allowed"),
+        (json!({"promotion_code": "RETIRED"}), "unknown_promotion_code"),
+        (json!({"promotion_code": "NEVER"}), "unknown_promotion_code"),
+        (json!({"promotion_code": "promo_nosuch"}), "unknown_promotion_code"),
+        (json!({"promotion_code": "LAUNCH 20"}), "invalid_promotion_code"),
+        (json!({"coupon": "FRIENDS"}), "coupon_not_allowed"),
+        (
+            json!({"coupon": "PARTNER10", "promotion_code": "LAUNCH20"}),
+            "one_discount_only",
+        ),
+    ] {
+        let answer = shop.post("/checkout/sessions", team(discount.clone())).await;
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (400, Some(code)),
+            "{discount}: {}",
+            answer.body
+        );
+    }
+    let starter = shop
+        .post(
+            "/checkout/sessions",
+            json!({"plan": "starter", "promotion_code": "LAUNCH20"}),
+        )
+        .await;
+    assert_eq!(starter.body["error"], "promotion_codes_not_allowed");
+}
+
+#[tokio::test]
+async fn automatic_tax_is_a_catalog_switch_that_turns_on_stripe_tax_at_checkout() {
+    let simulator = Simulator::start(0, stripe_simulator::Delivery::default())
+        .await
+        .unwrap();
+    let stripe = shared::stripe::StripeClient::new(
+        reqwest::Client::new(),
+        url::Url::parse(&simulator.base_url).unwrap(),
+        secrecy::SecretString::from("sk_test_catalog".to_owned()),
+        Default::default(),
+    );
+    let mut catalog: Value = serde_json::from_str(CATALOG).unwrap();
+    let http = reqwest::Client::new();
+    let mut enabled = Vec::new();
+    for tax in [false, true] {
+        catalog["automatic_tax"] = json!(tax);
+        let api = spawn_api_with(
+            Arc::new(shared::store::MemoryStore::new()),
+            stripe.clone(),
+            RateLimits::UNLIMITED,
+            AccountSettings::default(),
+            Catalog::parse(&catalog.to_string()).unwrap(),
+        );
+        for body in [json!({"plan": "starter"}), json!({"product": "lifetime"})] {
+            let created = api
+                .call("POST", "/checkout/sessions", Some(&unique("user-")), &body.to_string())
+                .await;
+            // The simulator checks every parameter against Stripe's spec: 201 means Stripe
+            // would take the tax, address and tax id collection parameters as sent.
+            assert_eq!(created.status, 201, "{}", created.body);
+            let session: Value = http
+                .get(format!(
+                    "{}/v1/checkout/sessions/{}",
+                    simulator.base_url,
+                    created.body["id"].as_str().unwrap()
+                ))
+                .bearer_auth("sk_test_catalog")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            enabled.push(session["automatic_tax"]["enabled"].as_bool());
+        }
+    }
+    assert_eq!(enabled, [Some(false), Some(false), Some(true), Some(true)]);
+}
+
+/// `GET /billing/invoices` pages through the customer's invoices as the simulator has them.
+#[tokio::test]
+async fn the_billing_page_lists_the_accounts_invoices_a_page_at_a_time() {
+    let shop = Shop::open().await;
+    let none = shop.api.call_as("GET", "/billing/invoices", shop.admin(), "").await;
+    assert_eq!(none.status, 200);
+    assert_eq!(none.body, json!({"data": [], "has_more": false, "next": null}));
+
+    shop.buy(json!({"plan": "team", "seats": 5})).await;
+    let customer = shop
+        .api
+        .store
+        .customer_of_account(&shared::store::AccountId::parse(&shop.org).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let subscription = shop.stripe(&format!("/v1/subscriptions?customer={customer}")).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    shop.sim(&format!("subscriptions/{subscription}/end_period")).await;
+    let stripe_says = shop.stripe(&format!("/v1/invoices?customer={customer}")).await;
+    let expected: Vec<Value> = stripe_says["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|invoice| {
+            json!({
+                "id": invoice["id"], "number": invoice["number"], "status": invoice["status"],
+                "total": invoice["total"], "amount_due": invoice["amount_due"],
+                "amount_paid": invoice["amount_paid"], "currency": invoice["currency"],
+                "created": invoice["created"], "hosted_invoice_url": invoice["hosted_invoice_url"],
+                "invoice_pdf": invoice["invoice_pdf"],
+            })
+        })
+        .collect();
+    assert_eq!(expected.len(), 2, "the first invoice and the renewal's: {stripe_says}");
+    assert_eq!(expected[1]["total"], 10_000, "5 seats at the simulator's 2000");
+
+    // A member reads them too; one a page, newest first, then the older one.
+    let member = json!({"sub": "user_member", "org_id": shop.org, "org_role": "member"});
+    let first = shop
+        .api
+        .call_as("GET", "/billing/invoices?limit=1", member.clone(), "")
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["data"], json!([expected[0]]));
+    assert_eq!(first.body["has_more"], true);
+    assert_eq!(first.body["next"], expected[0]["id"]);
+    billing_tests::openapi::assert_matches("InvoicePage", &first.body);
+    let next = format!(
+        "/billing/invoices?limit=1&starting_after={}",
+        first.body["next"].as_str().unwrap()
+    );
+    let second = shop.api.call_as("GET", &next, member, "").await;
+    assert_eq!(second.body["data"], json!([expected[1]]));
+    assert_eq!(
+        (second.body["has_more"].as_bool(), second.body["next"].clone()),
+        (Some(false), Value::Null)
+    );
+
+    for query in [
+        "limit=0",
+        "limit=101",
+        "limit=ten",
+        "starting_after=cus_1",
+        "customer=cus_other",
+    ] {
+        let answer = shop
+            .api
+            .call_as("GET", &format!("/billing/invoices?{query}"), shop.admin(), "")
+            .await;
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (400, Some("invalid_query")),
+            "{query}: {}",
+            answer.body
+        );
+    }
+}
+
+/// The document's own examples match its schemas, and every route it lists is one the router
+/// serves (none answers `route_not_found` or `method_not_allowed`).
+#[tokio::test]
+async fn the_openapi_document_describes_the_router() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../functions/checkout/openapi.yaml"
+    ))
+    .unwrap();
+    let listed: Vec<(String, String)> = text
+        .lines()
+        .scan(None::<String>, |path, line| {
+            if let Some(rest) = line.strip_prefix("  /") {
+                *path = Some(format!("/{}", rest.trim_end_matches(':')));
+                return Some(None);
+            }
+            let method = line.strip_prefix("    ").and_then(|m| m.strip_suffix(':'));
+            Some(match (path.as_ref(), method) {
+                (Some(path), Some(method @ ("get" | "post" | "delete"))) => Some((method.to_uppercase(), path.clone())),
+                _ => None,
+            })
+        })
+        .flatten()
+        .collect();
+    assert!(
+        listed.len() >= 11 && listed.contains(&("GET".into(), "/billing/invoices".into())),
+        "{listed:?}"
+    );
+    let shop = Shop::open().await;
+    for (method, path) in &listed {
+        let concrete = path.replace("{addon}", "sso");
+        let answer = shop.api.call_as(method, &concrete, shop.admin(), "").await;
+        let code = answer.body["error"].as_str().unwrap_or_default();
+        assert!(
+            !matches!(code, "route_not_found" | "method_not_allowed"),
+            "{method} {path}: {}",
+            answer.body
+        );
+    }
+    let found = billing_tests::openapi::example_differences();
+    assert!(
+        found.is_empty(),
+        "examples that contradict their schemas:\n{}",
+        found.join("\n")
     );
 }

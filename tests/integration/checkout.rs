@@ -167,7 +167,8 @@ async fn invalid_checkouts_are_refused_before_any_stripe_call() {
             r#"{"plan":"basic","promotion_code":"promo_1"}"#,
             "promotion_codes_not_allowed",
         ),
-        (r#"{"plan":"pro","promotion_code":"SUMMER"}"#, "invalid_promotion_code"),
+        (r#"{"plan":"pro","promotion_code":"SUM MER"}"#, "invalid_promotion_code"),
+        (r#"{"plan":"pro","coupon":"FRIENDS"}"#, "coupon_not_allowed"),
         (r#"{"plan":"pro","promotion_code":"promo_"}"#, "invalid_promotion_code"),
         (r#"["pro", 2]"#, "invalid_body"),
         (
@@ -189,7 +190,8 @@ async fn invalid_checkouts_are_refused_before_any_stripe_call() {
         (r#"{"plan":"pro","success_path":"/\u0000x"}"#, "invalid_redirect_path"),
         ("{not json", "invalid_body"),
         ("[]", "invalid_body"),
-        ("", "invalid_body"),
+        // No body at all names neither a plan nor a product.
+        ("", "plan_or_product"),
     ];
     for (body, code) in cases {
         let answer = api.call("POST", "/checkout/sessions", Some("user-1"), body).await;
@@ -481,7 +483,8 @@ async fn billing_me_reads_the_store_and_sync_reads_stripe() {
     assert_eq!(
         empty.body,
         json!({"plan": null, "status": null, "access": "none", "access_until": null, "features": [],
-        "limits": {}, "addons": [], "cancel_at_period_end": false, "current_period_end": null})
+        "limits": {}, "addons": [], "credits": 0, "products": [], "sources": [],
+        "cancel_at_period_end": false, "current_period_end": null})
     );
     assert_eq!(api.call("POST", "/billing/sync", Some(&user), "").await.status, 404);
 

@@ -180,6 +180,8 @@ async fn moto_notifier(verify_sender: bool) -> (AwsNotifier, aws_sdk_sqs::Client
     (AwsNotifier::new(ses.clone(), sns, FROM.into(), topic), sqs, queue, ses)
 }
 
+/// The `billing.payment_failed` messages on the subscribed queue (entitlement changes, also
+/// published there, are another test's business).
 async fn app_events(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<Value> {
     let output = sqs
         .receive_message()
@@ -192,7 +194,8 @@ async fn app_events(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<Value> {
         .messages
         .unwrap_or_default()
         .iter()
-        .map(|m| serde_json::from_str(m.body.as_deref().unwrap()).unwrap())
+        .map(|m| serde_json::from_str::<Value>(m.body.as_deref().unwrap()).unwrap())
+        .filter(|event| event["type"] == "billing.payment_failed")
         .collect()
 }
 

@@ -330,7 +330,7 @@ async fn unknown_event_types_are_acknowledged() {
     let syncer = syncer(MemoryStore::new(), &stripe);
     let event = fixtures::event(
         "evt_other",
-        "charge.refunded",
+        "charge.succeeded",
         NOW,
         json!({"id": "ch_1", "object": "charge"}),
     );

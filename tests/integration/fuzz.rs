@@ -251,10 +251,15 @@ fn api_path() -> impl Strategy<Value = String> {
         "/checkout/sessions",
         "/portal/sessions",
         "/subscription/change",
+        "/subscription/seats",
+        "/subscription/addons",
+        "/subscription/addons/sso",
         "/subscription/cancel",
         "/subscription/resume",
         "/billing/me",
         "/billing/sync",
+        "/billing/invoices",
+        "/billing/invoices?limit=1&starting_after=in_1",
     ]);
     prop_oneof![
         known.clone().prop_map(str::to_owned),
@@ -287,6 +292,10 @@ async fn any_request_to_the_billing_api_is_answered_without_a_server_error() {
     let body = prop_oneof![
         any_json().prop_map(|v| v.to_string()),
         any_json().prop_map(|v| json!({"plan": v, "quantity": 1}).to_string()),
+        any_json().prop_map(|v| json!({"product": v, "quantity": 2}).to_string()),
+        any_json().prop_map(|v| json!({"plan": "pro", "promotion_code": v}).to_string()),
+        any_json().prop_map(|v| json!({"seats": v}).to_string()),
+        any_json().prop_map(|v| json!({"addon": v}).to_string()),
         "\\PC{0,200}",
     ];
     let cases = samples((method, api_path(), user, body), 384);

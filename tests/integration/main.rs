@@ -2,6 +2,7 @@
 #![recursion_limit = "256"]
 
 mod accounts;
+mod announcements;
 mod api_version;
 mod catalog;
 mod chaos;
@@ -13,6 +14,7 @@ mod entitlement;
 mod events;
 mod fuzz;
 mod privacy;
+mod purchases;
 mod queue;
 mod races;
 mod reconcile;

@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use shared::config::{Catalog, EventBridgeSettings};
 use shared::dunning::{DunningPolicy, DunningProcessor};
+use shared::entitlement::EntitlementView;
 use shared::eventbridge::{EventBridgeReceiver, Verdict};
 use shared::notify::MemoryNotifier;
 use shared::processing::EventHandler;
@@ -117,6 +118,8 @@ pub struct ChaosReport {
     /// Emails identical to one sent before: only a store failure between a send and its record
     /// can cause one (README, Reliability).
     pub duplicate_emails: usize,
+    /// `billing.entitlement_changed` messages published.
+    pub announcements: usize,
     pub wall_secs: f64,
     pub events_per_sec: f64,
     /// What did not match, for the first few mismatches.
@@ -144,7 +147,8 @@ impl ChaosReport {
         format!(
             "customers {}, events {}, deliveries {} ({} accepted, {} duplicates absorbed, {} retried after a 5xx)\n\
              faults injected: {} (store {}, queue {}, notifier {}, Stripe {}); processing retries {}\n\
-             dead-lettered {}, redriven {}; redelivered after a failed delete {}; emails {} ({} duplicates)\n\
+             dead-lettered {}, redriven {}; redelivered after a failed delete {}; emails {} ({} duplicates); \
+             entitlement changes announced {}\n\
              final mismatches: {} (lost {}, ledger {}, state {})\n\
              wall time {:.1} s, {:.0} events/s",
             self.customers,
@@ -164,6 +168,7 @@ impl ChaosReport {
             self.redelivered_after_delete,
             self.emails,
             self.duplicate_emails,
+            self.announcements,
             self.mismatches(),
             self.lost,
             self.ledger_mismatches,
@@ -182,7 +187,7 @@ struct System {
     store: Arc<MemoryStore>,
     queue: Arc<MemoryQueue>,
     flaky_queue: Queue,
-    events: Syncer<Store>,
+    events: Syncer<Store, FlakyNotifier<Arc<MemoryNotifier>>>,
     dunning: DunningProcessor<Store, FlakyNotifier<Arc<MemoryNotifier>>>,
     notifier: Arc<MemoryNotifier>,
     plans: Catalog,
@@ -375,8 +380,21 @@ async fn start_system(sim: &Sim, fault_rate: f64) -> Result<System, String> {
         },
         flaky_queue.clone(),
     );
+    // Both processors tell the app, as deployed: the events processor through its topic, the
+    // payment-failed one through its notifier.
+    let events = Syncer {
+        store: flaky_store.clone(),
+        stripe: stripe.clone(),
+        plans: plans.clone(),
+        grace_days: GRACE_DAYS,
+        policy: Default::default(),
+        app_events: FlakyNotifier {
+            inner: notifier.clone(),
+            plan: fault_plans[2].clone(),
+        },
+    };
     Ok(System {
-        events: syncer(),
+        events,
         dunning: DunningProcessor {
             syncer: syncer(),
             notifier: FlakyNotifier {
@@ -772,6 +790,13 @@ async fn verify(
     report: &mut ChaosReport,
 ) -> Result<(), String> {
     let store = &system.store;
+    let announced: Vec<Value> = system
+        .notifier
+        .published()
+        .into_iter()
+        .filter(|m| m["type"] == "billing.entitlement_changed")
+        .collect();
+    report.announcements = announced.len();
     for event in events {
         let id = text(event, "/id")?;
         let state = store.event_state(&id).await.map_err(|e| e.to_string())?;
@@ -851,6 +876,27 @@ async fn verify(
         let matches = have
             .as_ref()
             .is_some_and(|have| have.access == want_access && have.features == want_features);
+        // The app was told the final state: nothing left unannounced, and the newest message
+        // for the account shows what is stored (its view taken at the message's own time).
+        if let Some(have) = &have {
+            let newest = announced
+                .iter()
+                .filter(|m| m["account_id"] == customer.user.as_str())
+                .max_by_key(|m| m["version"].as_u64());
+            let told = newest.is_some_and(|m| {
+                let at = m["at"].as_i64().unwrap_or_default();
+                serde_json::to_value(EntitlementView::at(have, at)).ok().as_ref() == Some(&m["entitlement"])
+            });
+            if have.unannounced() || !told {
+                report.mismatch(
+                    false,
+                    format!(
+                        "entitlement of {}: not announced as stored ({newest:?})",
+                        customer.user.as_str()
+                    ),
+                );
+            }
+        }
         if !matches {
             report.mismatch(
                 false,

@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use shared::notify::{AppEvent, DunningEmail, Notifier, NotifyError, Publisher};
 use shared::queue::{EventQueue, OutboundMessage, QueueError, QueueName, ReceivedMessage};
 use shared::store::{
-    AccountId, BillingStore, DunningRecord, Entitlement, LedgerClaim, LedgerState, LinkOutcome, StoreError,
-    SubscriptionRecord, SubscriptionSample, WriteOutcome, WriteRule,
+    AccountId, BillingStore, DunningRecord, Entitlement, LedgerClaim, LedgerState, LinkOutcome, PurchaseRecord,
+    StoreError, SubscriptionRecord, SubscriptionSample, WriteOutcome, WriteRule,
 };
 
 /// The failure rate and the count of what was injected, shared by the wrappers of one run.
@@ -204,6 +204,11 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
             .around(false, store_fault, self.inner.get_entitlement(user))
             .await
     }
+    async fn mark_announced(&self, user: &AccountId, version: u64) -> Res<()> {
+        self.plan
+            .around(true, store_fault, self.inner.mark_announced(user, version))
+            .await
+    }
     async fn claim_event(&self, event_id: &str, now: i64, lease_until: i64) -> Res<LedgerClaim> {
         self.plan
             .around(true, store_fault, self.inner.claim_event(event_id, now, lease_until))
@@ -242,6 +247,16 @@ impl<S: BillingStore> BillingStore for FlakyStore<S> {
         self.plan.checkpoint("dunning_of_customer").await;
         self.plan
             .around(false, store_fault, self.inner.dunning_of_customer(customer_id))
+            .await
+    }
+    async fn put_purchase(&self, record: &PurchaseRecord) -> Res<()> {
+        self.plan
+            .around(true, store_fault, self.inner.put_purchase(record))
+            .await
+    }
+    async fn purchases_of_customer(&self, customer_id: &str) -> Res<Vec<PurchaseRecord>> {
+        self.plan
+            .around(false, store_fault, self.inner.purchases_of_customer(customer_id))
             .await
     }
     async fn get_cursor(&self, name: &str) -> Res<Option<i64>> {

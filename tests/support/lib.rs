@@ -8,8 +8,10 @@ pub mod chaos;
 pub mod faults;
 pub mod fixtures;
 pub mod lifecycle;
+pub mod openapi;
 pub mod oracle;
 pub mod queue_conformance;
+pub mod shop;
 pub mod store_conformance;
 pub mod stripe_standin;
 

@@ -22,8 +22,55 @@ pub async fn run<S: BillingStore + 'static>(store: Arc<S>) {
     expired_leases_can_be_taken_over(&*store).await;
     concurrent_claims_have_one_winner(store.clone()).await;
     dunning_records_round_trip(&*store).await;
+    purchases_merge_in_any_order(&*store).await;
     cursors_compare_and_set(&*store).await;
     concurrent_requests_are_counted_once_each(store.clone()).await;
+}
+
+/// A refund processed before the payment it refunds, and a payment recorded twice: what the
+/// record knows only grows, and a revoked purchase stays revoked.
+async fn purchases_merge_in_any_order<S: BillingStore>(store: &S) {
+    let customer = unique("cus_");
+    let (refunded, kept) = (unique("pi_a"), unique("pi_b"));
+    let paid = |intent: &str, product: &str, quantity: u32| PurchaseRecord {
+        customer_id: customer.clone(),
+        payment_intent_id: intent.to_owned(),
+        session_id: Some(format!("cs_{intent}")),
+        product: Some(product.to_owned()),
+        quantity,
+        paid_at: Some(100),
+        revoked: None,
+        revoked_at: None,
+    };
+    let revocation = PurchaseRecord {
+        customer_id: customer.clone(),
+        payment_intent_id: refunded.clone(),
+        session_id: None,
+        product: None,
+        quantity: 0,
+        paid_at: None,
+        revoked: Some(Revocation::Refunded),
+        revoked_at: Some(200),
+    };
+    store.put_purchase(&revocation).await.unwrap();
+    store.put_purchase(&paid(&refunded, "lifetime", 1)).await.unwrap();
+    store.put_purchase(&paid(&kept, "credits_1000", 3)).await.unwrap();
+    // A redelivery with other values (a later retry's clock) changes nothing.
+    let mut again = paid(&kept, "credits_1000", 3);
+    again.paid_at = Some(150);
+    store.put_purchase(&again).await.unwrap();
+    let mut stored = store.purchases_of_customer(&customer).await.unwrap();
+    stored.sort_by(|a, b| a.payment_intent_id.cmp(&b.payment_intent_id));
+    let expected_refunded = PurchaseRecord {
+        session_id: Some(format!("cs_{refunded}")),
+        product: Some("lifetime".into()),
+        quantity: 1,
+        paid_at: Some(100),
+        ..revocation.clone()
+    };
+    assert_eq!(stored, vec![expected_refunded, paid(&kept, "credits_1000", 3)]);
+    assert!(!stored[0].grants() && stored[1].grants());
+    assert!(store.purchases_of_customer(&unique("cus_")).await.unwrap().is_empty());
 }
 
 /// 20 concurrent requests in one window get the counts 1..=20, each once: no two callers
@@ -244,19 +291,37 @@ async fn entitlements_round_trip<S: BillingStore>(store: &S) {
         features: vec!["reports".into(), "api".into()],
         cancel_at_period_end: true,
         current_period_end: Some(1_900_000_000),
-        grants: vec![shared::store::Grant {
-            subscription_id: unique("sub_"),
-            plan: Some("team".into()),
-            access: Access::Active,
-            access_until: None,
-            features: vec!["reports".into(), "sso".into()],
-            limits: [("projects".to_owned(), 60), ("seats".to_owned(), 12)].into(),
-            addons: vec!["sso".into()],
-            current_period_end: Some(1_900_000_000),
-        }],
+        grants: vec![
+            shared::store::Grant {
+                subscription_id: unique("sub_"),
+                plan: Some("team".into()),
+                access: Access::Active,
+                access_until: None,
+                features: vec!["reports".into(), "sso".into()],
+                limits: [("projects".to_owned(), 60), ("seats".to_owned(), 12)].into(),
+                addons: vec!["sso".into()],
+                current_period_end: Some(1_900_000_000),
+                product: None,
+                credits: 0,
+            },
+            shared::store::Grant {
+                subscription_id: unique("pi_"),
+                plan: None,
+                access: Access::None,
+                access_until: None,
+                features: Vec::new(),
+                limits: Default::default(),
+                addons: Vec::new(),
+                current_period_end: None,
+                product: Some("credits_1000".into()),
+                credits: 3000,
+            },
+        ],
         trial_used: true,
         summed_limits: vec!["projects".into(), "seats".into()],
         version: 1,
+        changed_version: 1,
+        announced_version: 0,
     };
     assert_eq!(
         store.put_entitlement(&entitlement).await.unwrap(),
@@ -278,6 +343,13 @@ async fn entitlements_round_trip<S: BillingStore>(store: &S) {
     // Skipping a version is a stale read too.
     loser.version = 4;
     assert_eq!(store.put_entitlement(&loser).await.unwrap(), WriteOutcome::Stale);
+    assert_eq!(store.get_entitlement(&user).await.unwrap(), Some(entitlement.clone()));
+    // An announcement of version 1 came too late (version 2 is stored): nothing changes;
+    // one of version 2 is recorded.
+    store.mark_announced(&user, 1).await.unwrap();
+    assert_eq!(store.get_entitlement(&user).await.unwrap(), Some(entitlement.clone()));
+    store.mark_announced(&user, 2).await.unwrap();
+    entitlement.announced_version = 2;
     assert_eq!(store.get_entitlement(&user).await.unwrap(), Some(entitlement));
     let fresh = AccountId::parse(&unique("user-")).unwrap();
     let mut first = loser.clone();

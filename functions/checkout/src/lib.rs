@@ -60,6 +60,7 @@ pub fn router<S: BillingStore + 'static>(state: AppState<S>) -> Router {
         .route("/subscription/resume", post(routes::subscription::resume::<S>))
         .route("/billing/me", get(routes::billing::me::<S>))
         .route("/billing/sync", post(routes::billing::sync::<S>))
+        .route("/billing/invoices", get(routes::billing::invoices::<S>))
         .fallback(|| async { ApiError::NotFound("route_not_found") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

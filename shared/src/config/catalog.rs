@@ -147,6 +147,43 @@ pub struct Plan {
     /// The add-ons this plan may carry.
     #[serde(default)]
     pub addons: Vec<String>,
+    /// Promotion codes `POST /checkout/sessions` accepts for this plan, by customer-facing
+    /// code (`LAUNCH20`, case-insensitive as on Stripe) or id (`promo_...`). Empty: any
+    /// promotion code if `allow_promotion_codes`, else none.
+    #[serde(default)]
+    pub promotion_codes: Vec<String>,
+    /// Coupon ids `POST /checkout/sessions` accepts for this plan.
+    #[serde(default)]
+    pub coupons: Vec<String>,
+}
+
+/// A one-time purchase (Checkout `mode=payment`): a lifetime deal's features and limits, or
+/// a pack of credits per unit bought. Kept until a full refund or a lost dispute.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Product {
+    /// One price per currency; one-time prices have no interval.
+    pub prices: Vec<Price>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub limits: BTreeMap<String, u64>,
+    /// Credits granted per unit bought.
+    #[serde(default)]
+    pub credits: Option<u64>,
+    /// Most units one checkout may buy (default 1).
+    #[serde(default = "one")]
+    pub max_quantity: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Product {
+    pub fn price(&self, currency: Option<&Currency>) -> Result<&Price, String> {
+        choose(&self.prices, None, currency)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -230,6 +267,12 @@ struct FullForm {
     addons: BTreeMap<String, Addon>,
     #[serde(default)]
     limits: BTreeMap<String, LimitRule>,
+    #[serde(default)]
+    products: BTreeMap<String, Product>,
+    /// Stripe Tax at checkout: tax computed from the buyer's address, which Checkout then
+    /// collects, with their tax id. Off by default.
+    #[serde(default)]
+    automatic_tax: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -249,8 +292,17 @@ pub struct Catalog {
     plans: BTreeMap<String, Plan>,
     addons: BTreeMap<String, Addon>,
     limit_rules: BTreeMap<String, LimitRule>,
-    /// Price id → (is an add-on, key): the price identifies what it sells.
-    by_price: HashMap<String, (bool, String)>,
+    products: BTreeMap<String, Product>,
+    automatic_tax: bool,
+    /// Price id → what it sells: the price identifies it.
+    by_price: HashMap<String, (Sells, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sells {
+    Plan,
+    Addon,
+    Product,
 }
 
 fn valid_key(key: &str) -> bool {
@@ -259,6 +311,16 @@ fn valid_key(key: &str) -> bool {
         && key
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// A promotion code or coupon id as the API accepts it: Stripe's codes are letters and digits
+/// (with `-` and `_` in ids), at most 255 characters here.
+pub fn valid_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 255
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
@@ -319,6 +381,8 @@ impl Catalog {
                             allow_promotion_codes: plan.allow_promotion_codes,
                             seats: None,
                             addons: Vec::new(),
+                            promotion_codes: Vec::new(),
+                            coupons: Vec::new(),
                         };
                         (key, plan)
                     })
@@ -334,11 +398,11 @@ impl Catalog {
             return Err("the catalog has no plans".into());
         }
         let mut by_price = HashMap::new();
-        let mut claim = |path: String, price: &Price, is_addon: bool, key: &str| -> Result<(), String> {
+        let mut claim = |path: String, price: &Price, sells: Sells, key: &str| -> Result<(), String> {
             if !price.id.starts_with("price_") || price.id.len() <= "price_".len() {
                 return Err(format!("{path}.id: must be a Stripe price id (price_...)"));
             }
-            if let Some((_, other)) = by_price.insert(price.id.clone(), (is_addon, key.to_owned())) {
+            if let Some((_, other)) = by_price.insert(price.id.clone(), (sells, key.to_owned())) {
                 return Err(format!(
                     "{path}.id: {:?} is also a price of {other:?}; a price must identify what it sells",
                     price.id
@@ -384,7 +448,7 @@ impl Catalog {
             check_prices(&path, &addon.prices, true)?;
             check_limits(&path, &addon.limits)?;
             for (at, price) in addon.prices.iter().enumerate() {
-                claim(format!("{path}.prices[{at}]"), price, true, key)?;
+                claim(format!("{path}.prices[{at}]"), price, Sells::Addon, key)?;
             }
         }
         for (key, plan) in &form.plans {
@@ -395,7 +459,7 @@ impl Catalog {
             check_prices(&path, &plan.prices, full)?;
             check_limits(&path, &plan.limits)?;
             for (at, price) in plan.prices.iter().enumerate() {
-                claim(format!("{path}.prices[{at}]"), price, false, key)?;
+                claim(format!("{path}.prices[{at}]"), price, Sells::Plan, key)?;
             }
             if plan.trial_days.is_some_and(|days| !(1..=730).contains(&days)) {
                 return Err(format!("{path}.trial_days: must be between 1 and 730 (Stripe's limit)"));
@@ -408,6 +472,23 @@ impl Catalog {
                     return Err(format!(
                         "{path}.limits.seats: a seat-based plan's seats are its quantity, not a fixed limit"
                     ));
+                }
+            }
+            for (at, code) in plan.promotion_codes.iter().enumerate() {
+                if !valid_code(code) {
+                    return Err(format!(
+                        "{path}.promotion_codes[{at}]: a promotion code or promo_ id of 1-255 of [A-Za-z0-9_-]"
+                    ));
+                }
+            }
+            if !plan.promotion_codes.is_empty() && !plan.allow_promotion_codes {
+                return Err(format!(
+                    "{path}.promotion_codes: listed codes need allow_promotion_codes: true"
+                ));
+            }
+            for (at, coupon) in plan.coupons.iter().enumerate() {
+                if !valid_code(coupon) {
+                    return Err(format!("{path}.coupons[{at}]: a coupon id of 1-255 of [A-Za-z0-9_-]"));
                 }
             }
             for (at, name) in plan.addons.iter().enumerate() {
@@ -424,10 +505,49 @@ impl Catalog {
                 }
             }
         }
+        for (key, product) in &form.products {
+            let path = format!("products.{key}");
+            if !valid_key(key) {
+                return Err(format!("{path}: a product key must be 1-64 of [a-z0-9_-]"));
+            }
+            if form.plans.contains_key(key) || form.addons.contains_key(key) {
+                return Err(format!("{path}: {key:?} is also a plan or add-on key"));
+            }
+            if product.prices.is_empty() {
+                return Err(format!("{path}.prices: needs at least one price"));
+            }
+            let mut currencies = BTreeSet::new();
+            for (at, price) in product.prices.iter().enumerate() {
+                if price.interval.is_some() {
+                    return Err(format!(
+                        "{path}.prices[{at}].interval: a one-time product's price has no interval"
+                    ));
+                }
+                let Some(currency) = &price.currency else {
+                    return Err(format!("{path}.prices[{at}].currency: required (usd, eur, ...)"));
+                };
+                if !currencies.insert(currency.clone()) {
+                    return Err(format!("{path}.prices[{at}]: a second price in {currency}"));
+                }
+                claim(format!("{path}.prices[{at}]"), price, Sells::Product, key)?;
+            }
+            check_limits(&path, &product.limits)?;
+            if product.features.is_empty() && product.limits.is_empty() && product.credits.is_none() {
+                return Err(format!("{path}: grants nothing (give features, limits or credits)"));
+            }
+            if product.credits == Some(0) {
+                return Err(format!("{path}.credits: must be at least 1"));
+            }
+            if !(1..=1000).contains(&product.max_quantity) {
+                return Err(format!("{path}.max_quantity: must be between 1 and 1000"));
+            }
+        }
         Ok(Self {
             plans: form.plans,
             addons: form.addons,
             limit_rules: form.limits,
+            products: form.products,
+            automatic_tax: form.automatic_tax,
             by_price,
         })
     }
@@ -440,16 +560,34 @@ impl Catalog {
         self.addons.get(key)
     }
 
-    /// What a Stripe price sells; `None` for a price the catalog does not list.
+    /// What a recurring Stripe price sells; `None` for a price the catalog does not list as
+    /// a plan's or an add-on's.
     pub fn offer(&self, price_id: &str) -> Option<Offer<'_>> {
-        let (is_addon, key) = self.by_price.get(price_id)?;
-        if *is_addon {
-            let (key, addon) = self.addons.get_key_value(key)?;
-            Some(Offer::Addon(key, addon))
-        } else {
-            let (key, plan) = self.plans.get_key_value(key)?;
-            Some(Offer::Plan(key, plan))
+        let (sells, key) = self.by_price.get(price_id)?;
+        match sells {
+            Sells::Addon => {
+                let (key, addon) = self.addons.get_key_value(key)?;
+                Some(Offer::Addon(key, addon))
+            }
+            Sells::Plan => {
+                let (key, plan) = self.plans.get_key_value(key)?;
+                Some(Offer::Plan(key, plan))
+            }
+            Sells::Product => None,
         }
+    }
+
+    pub fn product(&self, key: &str) -> Option<&Product> {
+        self.products.get(key)
+    }
+
+    pub fn product_keys(&self) -> impl Iterator<Item = &str> {
+        self.products.keys().map(String::as_str)
+    }
+
+    /// Whether checkout turns on Stripe Tax (and collects the address and tax id it needs).
+    pub fn automatic_tax(&self) -> bool {
+        self.automatic_tax
     }
 
     /// Which plan a Stripe price belongs to; subscriptions are mapped back to plans this way.
@@ -625,6 +763,83 @@ mod tests {
         let catalog = Catalog::parse(include_str!("../../../infra/catalog.example.json")).unwrap();
         assert_eq!(catalog.keys().collect::<Vec<_>>(), ["starter", "team"]);
         assert_eq!(catalog.addon_keys().collect::<Vec<_>>(), ["extra_projects", "sso"]);
+        assert_eq!(catalog.product_keys().collect::<Vec<_>>(), ["credits_1000", "lifetime"]);
+        assert!(!catalog.automatic_tax());
+        // A product's price sells no plan or add-on.
+        assert_eq!(catalog.offer("price_lifetime_usd"), None);
+        let pack = catalog.product("credits_1000").unwrap();
+        assert_eq!((pack.credits, pack.max_quantity), (Some(1000), 10));
+        assert_eq!(catalog.get("team").unwrap().coupons, ["PARTNER10"]);
+    }
+
+    /// Products and discounts, each wrong in one way, from the repository's example.
+    #[test]
+    fn products_and_discounts_are_checked_with_their_paths() {
+        let example = include_str!("../../../infra/catalog.example.json");
+        for (from, to, expected) in [
+            (
+                r#"{"id": "price_lifetime_usd", "currency": "usd"}"#,
+                r#"{"id": "price_lifetime_usd", "interval": "month", "currency": "usd"}"#,
+                "products.lifetime.prices[0].interval: a one-time product's price has no interval",
+            ),
+            (
+                r#"{"id": "price_lifetime_eur", "currency": "eur"}"#,
+                r#"{"id": "price_lifetime_eur", "currency": "usd"}"#,
+                "products.lifetime.prices[1]: a second price in usd",
+            ),
+            (
+                r#"{"id": "price_lifetime_eur", "currency": "eur"}"#,
+                r#"{"id": "price_lifetime_eur"}"#,
+                "products.lifetime.prices[1].currency: required",
+            ),
+            (
+                r#""id": "price_credits_1000_usd""#,
+                r#""id": "price_team_month_usd""#,
+                "products.credits_1000.prices[0].id: \"price_team_month_usd\" is also a price of \"team\"",
+            ),
+            (r#""credits": 1000,"#, "", "products.credits_1000: grants nothing"),
+            (
+                r#""credits": 1000"#,
+                r#""credits": 0"#,
+                "products.credits_1000.credits: must be at least 1",
+            ),
+            (
+                r#""max_quantity": 10"#,
+                r#""max_quantity": 5000"#,
+                "products.credits_1000.max_quantity: must be between 1 and 1000",
+            ),
+            (
+                r#""lifetime": {"#,
+                r#""team": {"#,
+                "products.team: \"team\" is also a plan or add-on key",
+            ),
+            (
+                r#""promotion_codes": ["LAUNCH20"]"#,
+                r#""promotion_codes": ["LAUNCH 20"]"#,
+                "plans.team.promotion_codes[0]: ",
+            ),
+            (
+                r#""coupons": ["PARTNER10"]"#,
+                r#""coupons": ["PARTNER/10"]"#,
+                "plans.team.coupons[0]: ",
+            ),
+            (
+                r#""allow_promotion_codes": true,"#,
+                "",
+                "plans.team.promotion_codes: listed codes need allow_promotion_codes: true",
+            ),
+            (
+                r#""automatic_tax": false"#,
+                r#""automatic_tax": "yes""#,
+                "automatic_tax: ",
+            ),
+        ] {
+            assert!(example.contains(from), "{from}");
+            let error = Catalog::parse(&example.replacen(from, to, 1)).unwrap_err();
+            assert!(error.starts_with(expected), "{expected} -> {error}");
+        }
+        let taxed = example.replacen(r#""automatic_tax": false"#, r#""automatic_tax": true"#, 1);
+        assert!(Catalog::parse(&taxed).unwrap().automatic_tax());
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub enum RouteClass {
     /// The routes that write to Stripe: checkout and portal sessions, plan changes,
     /// cancellations and resumes.
     Writes,
-    /// `POST /billing/sync`: a Stripe list each.
+    /// `POST /billing/sync` and `GET /billing/invoices`: a Stripe list each.
     Sync,
     /// Everything else.
     Other,

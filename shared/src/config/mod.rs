@@ -14,7 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 pub use accounts::{AccountSettings, AdminRoles, DEFAULT_ACCOUNT_CLAIM};
-pub use catalog::{Addon, Catalog, Currency, Interval, LimitRule, Offer, Plan, Price, SEATS_LIMIT, SeatRange};
+pub use catalog::{
+    Addon, Catalog, Currency, Interval, LimitRule, Offer, Plan, Price, Product, SEATS_LIMIT, SeatRange, valid_code,
+};
 pub use env::Env;
 pub use limits::{RateLimits, RouteClass, WINDOW_SECS as RATE_WINDOW_SECS};
 pub use secrets::{Rotating, SecretSource, StripeSecret};

@@ -46,7 +46,9 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
             if let Some(subscription_id) = &record.subscription_id {
                 syncer.refetch_subscription(subscription_id, event.created).await?;
             }
-            syncer.refresh_entitlement(&customer_id, None).await?;
+            if let Some(entitlement) = syncer.refresh_entitlement(&customer_id, None).await? {
+                syncer.announce(&entitlement, &processor.notifier).await?;
+            }
         }
         return Ok(Outcome::Applied);
     }
@@ -113,6 +115,9 @@ pub(super) async fn apply<S: BillingStore, N: Notifier>(
         syncer.refetch_subscription(subscription_id, event.created).await?;
     }
     let entitlement = syncer.refresh_entitlement(&customer_id, None).await?;
+    if let Some(entitlement) = &entitlement {
+        syncer.announce(entitlement, &processor.notifier).await?;
+    }
     tracing::info!(event_id = %event.id, invoice_id = %invoice.id, attempt = record.attempt_count,
         decline_code = record.decline_code.as_deref(), access = ?entitlement.as_ref().map(|e| e.access), "dunning recorded");
 

@@ -1,7 +1,8 @@
 //! The notification port: the dunning email to the customer (Amazon SES) and the app-level
-//! events the SaaS subscribes to (Amazon SNS): `billing.payment_failed` and
-//! `billing.duplicate_subscription_refunded`. App events are delivered at least once (a
-//! retried message may publish again); consumers deduplicate on `stripe_event_id`.
+//! events the SaaS subscribes to (Amazon SNS): `billing.payment_failed`,
+//! `billing.duplicate_subscription_refunded` and `billing.entitlement_changed`. App events
+//! are delivered at least once (a retried message may publish again); consumers deduplicate
+//! on `stripe_event_id`, or for entitlement changes keep the highest `version`.
 //!
 //! SNS rather than EventBridge: the consumers are the SaaS's own services, which subscribe an
 //! SQS queue, a Lambda or an HTTPS endpoint to one topic and filter on the `type` attribute;
@@ -56,6 +57,27 @@ pub struct DuplicateSubscriptionEvent {
     pub refunded_payment_intents: Vec<String>,
 }
 
+/// What an account may use changed: the new view, so the app can keep a cache instead of
+/// calling `GET /billing/me` on every request. `version` orders the messages of one account
+/// (keep the highest; an older one arriving late is ignored); `previous_version` is the last
+/// version announced before it. The view is as of `at`: access ends at `access_until`
+/// without another message. Schema: `infra/schemas/billing.entitlement_changed.schema.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntitlementChangedEvent {
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub account_id: String,
+    pub customer_id: Option<String>,
+    pub version: u64,
+    pub previous_version: u64,
+    pub at: i64,
+    pub entitlement: crate::entitlement::EntitlementView,
+}
+
+impl AppEvent for EntitlementChangedEvent {
+    const TYPE: &'static str = "billing.entitlement_changed";
+}
+
 /// An event the app is told about, with its `type` (the SNS message attribute to filter on).
 pub trait AppEvent: Serialize + Send + Sync + 'static {
     const TYPE: &'static str;
@@ -80,6 +102,12 @@ pub enum NotifyError {
 /// Where app events go.
 pub trait Publisher: Send + Sync {
     fn publish<E: AppEvent>(&self, event: &E) -> impl Future<Output = Result<(), NotifyError>> + Send;
+
+    /// Whether publishing reaches anyone: a writer without a topic leaves an entitlement
+    /// change for the next writer that has one to announce.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// App events and the customer's email.
@@ -91,6 +119,10 @@ impl<P: Publisher> Publisher for std::sync::Arc<P> {
     fn publish<E: AppEvent>(&self, event: &E) -> impl Future<Output = Result<(), NotifyError>> + Send {
         (**self).publish(event)
     }
+
+    fn enabled(&self) -> bool {
+        (**self).enabled()
+    }
 }
 
 impl<N: Notifier> Notifier for std::sync::Arc<N> {
@@ -99,9 +131,9 @@ impl<N: Notifier> Notifier for std::sync::Arc<N> {
     }
 }
 
-/// The publisher of a sync core that meets no app event: the checkout API's `POST /billing/sync`
-/// and the payment-failed processor's inner syncer never complete a checkout session, the only
-/// place the sync core publishes.
+/// The publisher of a sync core that publishes nothing: the checkout API's, and the
+/// payment-failed processor's inner one (which announces through its own notifier). Their
+/// entitlement changes are announced by the next writer that can ([`Publisher::enabled`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoAppEvents;
 
@@ -109,5 +141,9 @@ impl Publisher for NoAppEvents {
     async fn publish<E: AppEvent>(&self, _event: &E) -> Result<(), NotifyError> {
         tracing::warn!(event_type = E::TYPE, "an app event arose where none is published");
         Ok(())
+    }
+
+    fn enabled(&self) -> bool {
+        false
     }
 }

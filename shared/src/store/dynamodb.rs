@@ -550,6 +550,29 @@ impl BillingStore for DynamoStore {
             .transpose()
     }
 
+    async fn mark_announced(&self, account: &AccountId, version: u64) -> Res<()> {
+        let version = n(i64::try_from(version).unwrap_or(i64::MAX));
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(account_pk(account)))
+            .key("sk", s("ENTITLEMENT"))
+            .update_expression("SET #announced = :version")
+            .condition_expression("#version = :version")
+            .expression_attribute_names("#announced", "announced_version")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":version", version)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // A newer version was written meanwhile: its writer announces it.
+            Err(error) if is_conditional_failure(&error) => Ok(()),
+            Err(error) => Err(backend(error)),
+        }
+    }
+
     async fn claim_event(&self, event_id: &str, now: i64, lease_until: i64) -> Res<LedgerClaim> {
         let token = uuid::Uuid::new_v4().to_string();
         let result = self
@@ -671,6 +694,39 @@ impl BillingStore for DynamoStore {
 
     async fn dunning_of_customer(&self, customer_id: &str) -> Res<Vec<DunningRecord>> {
         self.query_prefix(customer_pk(customer_id), "DUNNING#")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    /// One `UpdateItem` that sets each attribute the record knows only where it is absent
+    /// (`if_not_exists`): concurrent grant and revocation writes both land, in any order.
+    async fn put_purchase(&self, record: &PurchaseRecord) -> Res<()> {
+        let item = to_item(record, &[])?;
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(customer_pk(&record.customer_id)))
+            .key("sk", s(format!("PURCHASE#{}", record.payment_intent_id)));
+        let mut sets = Vec::new();
+        for (index, (name, value)) in item.into_iter().enumerate() {
+            sets.push(format!("#a{index} = if_not_exists(#a{index}, :a{index})"));
+            request = request
+                .expression_attribute_names(format!("#a{index}"), name)
+                .expression_attribute_values(format!(":a{index}"), value);
+        }
+        request
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn purchases_of_customer(&self, customer_id: &str) -> Res<Vec<PurchaseRecord>> {
+        self.query_prefix(customer_pk(customer_id), "PURCHASE#")
             .await?
             .into_iter()
             .map(from_item)

@@ -20,6 +20,7 @@ struct State {
     entitlements: HashMap<String, Entitlement>,
     ledger: HashMap<String, Ledger>,
     dunning: HashMap<(String, String), DunningRecord>,
+    purchases: HashMap<(String, String), PurchaseRecord>,
     cursors: HashMap<String, i64>,
     checkout_sessions: HashMap<String, AccountId>,
     /// Per key: the window the count is in, and the count.
@@ -170,6 +171,17 @@ impl BillingStore for MemoryStore {
         Ok(self.with(|state| state.entitlements.get(account.as_str()).cloned()))
     }
 
+    async fn mark_announced(&self, account: &AccountId, version: u64) -> Res<()> {
+        self.with(|state| {
+            if let Some(stored) = state.entitlements.get_mut(account.as_str()) {
+                if stored.version == version {
+                    stored.announced_version = version;
+                }
+            }
+        });
+        Ok(())
+    }
+
     async fn claim_event(&self, event_id: &str, now: i64, lease_until: i64) -> Res<LedgerClaim> {
         Ok(self.with(|state| match state.ledger.get(event_id) {
             Some(Ledger::Completed) => LedgerClaim::Completed,
@@ -250,6 +262,26 @@ impl BillingStore for MemoryStore {
         Ok(self.with(|state| {
             let records = state.dunning.values().filter(|r| r.customer_id == customer_id).cloned();
             sorted(records, |r| r.invoice_id.clone())
+        }))
+    }
+
+    async fn put_purchase(&self, record: &PurchaseRecord) -> Res<()> {
+        self.with(|state| {
+            let key = (record.customer_id.clone(), record.payment_intent_id.clone());
+            let merged = PurchaseRecord::merged(state.purchases.get(&key), record);
+            state.purchases.insert(key, merged);
+        });
+        Ok(())
+    }
+
+    async fn purchases_of_customer(&self, customer_id: &str) -> Res<Vec<PurchaseRecord>> {
+        Ok(self.with(|state| {
+            let records = state
+                .purchases
+                .values()
+                .filter(|r| r.customer_id == customer_id)
+                .cloned();
+            sorted(records, |r| r.payment_intent_id.clone())
         }))
     }
 

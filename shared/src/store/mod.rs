@@ -73,6 +73,9 @@ pub trait BillingStore: Send + Sync {
     /// stored counts as 0); `Stale` if another writer got there first.
     fn put_entitlement(&self, entitlement: &Entitlement) -> impl Future<Output = Res<WriteOutcome>> + Send;
     fn get_entitlement(&self, account: &AccountId) -> impl Future<Output = Res<Option<Entitlement>>> + Send;
+    /// Records that the app was told about `version`, if it is still the stored version (a
+    /// newer one carries its own announcement).
+    fn mark_announced(&self, account: &AccountId, version: u64) -> impl Future<Output = Res<()>> + Send;
 
     /// Takes the processing lease on an event unless it is completed or leased to someone
     /// else whose lease has not expired at `now`.
@@ -92,6 +95,11 @@ pub trait BillingStore: Send + Sync {
         invoice_id: &str,
     ) -> impl Future<Output = Res<Option<DunningRecord>>> + Send;
     fn dunning_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Vec<DunningRecord>>> + Send;
+
+    /// Writes what `record` knows of a purchase over what is stored, filling in only what the
+    /// stored one lacks ([`PurchaseRecord::merged`]), atomically: grant and revocation commute.
+    fn put_purchase(&self, record: &PurchaseRecord) -> impl Future<Output = Res<()>> + Send;
+    fn purchases_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Vec<PurchaseRecord>>> + Send;
 
     /// Counts one request against `key` (a route class and an account) in the fixed window
     /// that starts at `window_start`, atomically, and returns the count with this one; the
@@ -159,6 +167,9 @@ impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
     fn get_entitlement(&self, account: &AccountId) -> impl Future<Output = Res<Option<Entitlement>>> + Send {
         (**self).get_entitlement(account)
     }
+    fn mark_announced(&self, account: &AccountId, version: u64) -> impl Future<Output = Res<()>> + Send {
+        (**self).mark_announced(account, version)
+    }
     fn claim_event(&self, event_id: &str, now: i64, lease_until: i64) -> impl Future<Output = Res<LedgerClaim>> + Send {
         (**self).claim_event(event_id, now, lease_until)
     }
@@ -183,6 +194,12 @@ impl<S: BillingStore> BillingStore for std::sync::Arc<S> {
     }
     fn dunning_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Vec<DunningRecord>>> + Send {
         (**self).dunning_of_customer(customer_id)
+    }
+    fn put_purchase(&self, record: &PurchaseRecord) -> impl Future<Output = Res<()>> + Send {
+        (**self).put_purchase(record)
+    }
+    fn purchases_of_customer(&self, customer_id: &str) -> impl Future<Output = Res<Vec<PurchaseRecord>>> + Send {
+        (**self).purchases_of_customer(customer_id)
     }
     fn count_request(&self, key: &str, window_start: i64, expires_at: i64) -> impl Future<Output = Res<u64>> + Send {
         (**self).count_request(key, window_start, expires_at)

@@ -129,10 +129,11 @@ pub enum Access {
     None,
 }
 
-/// What one subscription grants, until when: the entitlement keeps every grant, so a reader
-/// applies each deadline at its own clock without recomputing from subscriptions.
+/// What one subscription or purchase grants, until when: the entitlement keeps every grant, so
+/// a reader applies each deadline at its own clock without recomputing from subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
+    /// The subscription's id, or the purchase's payment intent.
     pub subscription_id: String,
     pub plan: Option<String>,
     pub access: Access,
@@ -146,6 +147,84 @@ pub struct Grant {
     #[serde(default)]
     pub addons: Vec<String>,
     pub current_period_end: Option<i64>,
+    /// The one-time product a purchase grant is for (`None` for a subscription).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// Credits a purchase granted (units bought × the product's credits).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub credits: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+fn is_zero_u32(value: &u32) -> bool {
+    *value == 0
+}
+
+/// Why a purchase no longer grants anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revocation {
+    /// The charge was refunded in full (`charge.refunded` with `refunded: true`).
+    Refunded,
+    /// The cardholder's bank decided a dispute against the merchant (`charge.dispute.closed`,
+    /// `status: lost`).
+    DisputeLost,
+}
+
+/// A one-time purchase, per payment intent, under its customer. Written by the events that
+/// grant it (the session paid) and that revoke it (a full refund, a lost dispute) in any
+/// order: each write only fills in what is missing, so the record converges, and a revoked
+/// purchase never grants again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseRecord {
+    pub customer_id: String,
+    pub payment_intent_id: String,
+    /// Known once the paid session was processed.
+    // What is unknown is not written: a DynamoDB write fills in only absent attributes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// Units bought; 0 until the paid session was processed.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub quantity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+}
+
+impl PurchaseRecord {
+    /// What a write of `new` over `stored` keeps: every field the stored one lacks.
+    pub fn merged(stored: Option<&PurchaseRecord>, new: &PurchaseRecord) -> PurchaseRecord {
+        let Some(stored) = stored else {
+            return new.clone();
+        };
+        PurchaseRecord {
+            customer_id: stored.customer_id.clone(),
+            payment_intent_id: stored.payment_intent_id.clone(),
+            session_id: stored.session_id.clone().or_else(|| new.session_id.clone()),
+            product: stored.product.clone().or_else(|| new.product.clone()),
+            quantity: if stored.quantity != 0 {
+                stored.quantity
+            } else {
+                new.quantity
+            },
+            paid_at: stored.paid_at.or(new.paid_at),
+            revoked: stored.revoked.or(new.revoked),
+            revoked_at: stored.revoked_at.or(new.revoked_at),
+        }
+    }
+
+    /// Paid for, not revoked, and of a known product: it grants.
+    pub fn grants(&self) -> bool {
+        self.paid_at.is_some() && self.revoked.is_none() && self.product.is_some()
+    }
 }
 
 /// One per account: what the app asks before letting a member use a feature.
@@ -179,6 +258,32 @@ pub struct Entitlement {
     /// racing on one user never lose an update (the loser recomputes).
     #[serde(default)]
     pub version: u64,
+    /// The version at which what the entitlement grants last changed.
+    #[serde(default)]
+    pub changed_version: u64,
+    /// The last version the app was told about (`billing.entitlement_changed`); behind
+    /// `changed_version` until a writer that can publish has published it, so a failed publish
+    /// is retried by the next writer instead of lost.
+    #[serde(default)]
+    pub announced_version: u64,
+}
+
+impl Entitlement {
+    /// Whether `other` grants the same as this one, whatever the bookkeeping versions.
+    pub fn grants_same_as(&self, other: &Entitlement) -> bool {
+        let bare = |e: &Entitlement| Entitlement {
+            version: 0,
+            changed_version: 0,
+            announced_version: 0,
+            ..e.clone()
+        };
+        bare(self) == bare(other)
+    }
+
+    /// A change the app has not been told about yet.
+    pub fn unannounced(&self) -> bool {
+        self.changed_version > self.announced_version
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::form;
-use super::objects::{BillingPortalSession, CheckoutSession, Customer, Invoice, List, Refund, Subscription};
+use super::objects::{
+    BillingPortalSession, Charge, CheckoutSession, Customer, Invoice, List, PromotionCode, Refund, Subscription,
+};
 use super::resource::Resource;
 use crate::config::Rotating;
 use crate::deadline::Deadline;
@@ -342,6 +344,41 @@ impl StripeClient {
                 _ => return Ok(all),
             }
         }
+    }
+
+    pub async fn retrieve_charge(&self, id: &str) -> Result<Charge, StripeError> {
+        self.get(&format!("/v1/charges/{}", path_id(id)?), &[]).await
+    }
+
+    pub async fn retrieve_promotion_code(&self, id: &str) -> Result<PromotionCode, StripeError> {
+        self.get(&format!("/v1/promotion_codes/{}", path_id(id)?), &[]).await
+    }
+
+    /// The active promotion code a buyer typed, if any: Stripe matches `code`
+    /// case-insensitively, and an active code is unique.
+    pub async fn find_promotion_code(&self, code: &str) -> Result<Option<PromotionCode>, StripeError> {
+        let page: List<PromotionCode> = self
+            .get(
+                "/v1/promotion_codes",
+                &[("code", code), ("active", "true"), ("limit", "1")],
+            )
+            .await?;
+        Ok(page.data.into_iter().next())
+    }
+
+    /// One page of the customer's invoices, newest first.
+    pub async fn list_invoices(
+        &self,
+        customer: &str,
+        limit: u8,
+        starting_after: Option<&str>,
+    ) -> Result<List<Invoice>, StripeError> {
+        let limit = limit.to_string();
+        let mut query = vec![("customer", customer), ("limit", limit.as_str())];
+        if let Some(after) = starting_after {
+            query.push(("starting_after", after));
+        }
+        self.get("/v1/invoices", &query).await
     }
 
     pub async fn retrieve_invoice(&self, id: &str) -> Result<Invoice, StripeError> {

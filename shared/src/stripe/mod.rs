@@ -13,7 +13,8 @@ pub use client::{API_VERSION, ApiError, RetryPolicy, StripeClient, StripeError};
 pub use event::{Event, EventEnvelope, NotAnEvent, RelatedObject, Shape};
 pub use ids::ObjectId;
 pub use objects::{
-    CheckoutSession, Customer, Expandable, Invoice, InvoiceStatus, Price, Refund, Subscription, SubscriptionStatus,
+    Charge, CheckoutSession, Customer, Dispute, Expandable, Invoice, InvoiceStatus, List, Price, PromotionCode, Refund,
+    Subscription, SubscriptionStatus,
 };
 pub use resource::Resource;
 pub use signature::{SignatureError, SignatureVerifier};

@@ -16,6 +16,15 @@ pub struct List<T> {
     pub has_more: bool,
 }
 
+/// A customer-facing code for a coupon (`stripe/_promotion_code.py`): what a buyer types.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PromotionCode {
+    pub id: String,
+    pub code: String,
+    #[serde(default)]
+    pub active: bool,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Customer {
     pub id: String,
@@ -44,8 +53,42 @@ pub struct CheckoutSession {
     pub customer: Option<ObjectId>,
     #[serde(default)]
     pub subscription: Option<ObjectId>,
+    /// `paid`, `unpaid` (a delayed method still processing) or `no_payment_required`.
+    #[serde(default)]
+    pub payment_status: Option<String>,
+    /// A payment-mode session's payment.
+    #[serde(default)]
+    pub payment_intent: Option<ObjectId>,
     #[serde(default)]
     pub metadata: HashMap<String, String>,
+}
+
+/// A payment's charge (`stripe/_charge.py`): what a refund is counted on.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Charge {
+    pub id: String,
+    #[serde(default)]
+    pub customer: Option<ObjectId>,
+    #[serde(default)]
+    pub payment_intent: Option<ObjectId>,
+    #[serde(default)]
+    pub amount: i64,
+    #[serde(default)]
+    pub amount_refunded: i64,
+    /// "Whether the charge has been fully refunded."
+    #[serde(default)]
+    pub refunded: bool,
+}
+
+/// A cardholder's dispute of a charge (`stripe/_dispute.py`); it names no customer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Dispute {
+    pub id: String,
+    pub charge: ObjectId,
+    #[serde(default)]
+    pub payment_intent: Option<ObjectId>,
+    /// `lost` once the bank decided for the cardholder.
+    pub status: String,
 }
 
 impl CheckoutSession {
@@ -224,6 +267,13 @@ pub struct Invoice {
     pub next_payment_attempt: Option<i64>,
     #[serde(default)]
     pub hosted_invoice_url: Option<String>,
+    #[serde(default)]
+    pub invoice_pdf: Option<String>,
+    /// Set once the invoice is finalized (a draft has none).
+    #[serde(default)]
+    pub number: Option<String>,
+    #[serde(default)]
+    pub total: i64,
     #[serde(default)]
     pub customer_email: Option<String>,
     #[serde(default)]

@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::objects::{CheckoutSession, Customer, Invoice, Subscription};
+use super::objects::{Charge, CheckoutSession, Customer, Dispute, Invoice, Subscription};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resource {
@@ -13,6 +13,8 @@ pub enum Resource {
     Subscription,
     Customer,
     Invoice,
+    Charge,
+    Dispute,
 }
 
 impl Resource {
@@ -23,6 +25,8 @@ impl Resource {
             Resource::Subscription => "subscription",
             Resource::Customer => "customer",
             Resource::Invoice => "invoice",
+            Resource::Charge => "charge",
+            Resource::Dispute => "dispute",
         }
     }
 
@@ -33,6 +37,8 @@ impl Resource {
             Resource::Subscription => "/v1/subscriptions",
             Resource::Customer => "/v1/customers",
             Resource::Invoice => "/v1/invoices",
+            Resource::Charge => "/v1/charges",
+            Resource::Dispute => "/v1/disputes",
         }
     }
 
@@ -46,6 +52,8 @@ impl Resource {
             Resource::Subscription => parses::<Subscription>(object),
             Resource::Customer => parses::<Customer>(object),
             Resource::Invoice => parses::<Invoice>(object),
+            Resource::Charge => parses::<Charge>(object),
+            Resource::Dispute => parses::<Dispute>(object),
         }
     }
 }
@@ -67,6 +75,8 @@ mod tests {
             (Resource::Subscription, "subscription"),
             (Resource::Customer, "customer"),
             (Resource::Invoice, "invoice"),
+            (Resource::Charge, "charge"),
+            (Resource::Dispute, "dispute"),
         ] {
             let object = fixture(name);
             assert_eq!(object["object"], resource.object());

@@ -1,5 +1,6 @@
 //! `checkout.session.completed` and `checkout.session.async_payment_succeeded|failed`: the
-//! moment an account and a Stripe customer are tied together.
+//! moment an account and a Stripe customer are tied together, and a one-time purchase is
+//! granted (`purchase`).
 //!
 //! Only a session this system created links: its id was stored with the account at creation, so
 //! neither `client_reference_id` (which Payment Links and pricing tables let the browser set)
@@ -59,6 +60,10 @@ pub(super) async fn apply<S: BillingStore, P: Publisher>(
                 "the session's customer belongs to another account");
             return Ok(Outcome::Ignored);
         }
+    }
+    if session.mode.as_deref() == Some("payment") {
+        super::purchase::record_paid(syncer, event, &session, &account, customer_id).await?;
+        return Ok(Outcome::Applied);
     }
     if let Some(subscription) = &session.subscription {
         syncer

@@ -6,13 +6,14 @@
 mod checkout_session;
 mod customer;
 mod invoice_settled;
+mod purchase;
 mod subscription;
 
 use serde::de::DeserializeOwned;
 
 use crate::config::{Catalog, ConfigError, Env};
 use crate::entitlement;
-use crate::notify::{NoAppEvents, Publisher};
+use crate::notify::{AppEvent, EntitlementChangedEvent, NoAppEvents, Publisher};
 use crate::processing::{EventHandler, Outcome, ProcessError};
 use crate::routing::{EventKind, Handler};
 use crate::store::{AccountId, BillingStore, Entitlement, ItemRecord, SubscriptionRecord, WriteOutcome, WriteRule};
@@ -125,6 +126,8 @@ impl<S: BillingStore, P: Publisher> EventHandler for Syncer<S, P> {
             Handler::InvoiceSettled => invoice_settled::apply(self, kind, event).await,
             // Routed to the payment-failed queue; `handles` keeps them from reaching here.
             Handler::Dunning => Ok(Outcome::Ignored),
+            Handler::ChargeRefunded => purchase::refunded(self, event).await,
+            Handler::DisputeClosed => purchase::dispute_closed(self, event).await,
         }
     }
 }
@@ -252,25 +255,62 @@ impl<S: BillingStore, P: Publisher> Syncer<S, P> {
                 Some(customer_id) => {
                     let subscriptions = self.store.subscriptions_of_customer(customer_id).await?;
                     let dunning = self.store.dunning_of_customer(customer_id).await?;
-                    entitlement::compute(
+                    let purchases = self.store.purchases_of_customer(customer_id).await?;
+                    let mut computed = entitlement::compute(
                         account,
                         customer_id,
                         &subscriptions,
                         &dunning,
                         &self.plans,
                         self.grace_days,
-                    )
+                    );
+                    entitlement::add_purchases(&mut computed, &purchases, &self.plans);
+                    computed
                 }
                 None => entitlement::nothing(account),
             };
             entitlement.trial_used |= previous.as_ref().is_some_and(|p| p.trial_used);
             entitlement.version = previous.as_ref().map_or(0, |p| p.version).saturating_add(1);
+            let changed = previous.as_ref().is_none_or(|p| !p.grants_same_as(&entitlement));
+            entitlement.changed_version = match &previous {
+                Some(previous) if !changed => previous.changed_version,
+                _ => entitlement.version,
+            };
+            entitlement.announced_version = previous.as_ref().map_or(0, |p| p.announced_version);
             if self.store.put_entitlement(&entitlement).await? == WriteOutcome::Written {
+                self.announce(&entitlement, &self.app_events).await?;
                 return Ok(entitlement);
             }
             tracing::debug!(account = %account, "entitlement changed while computing; recomputing");
         }
         Err(ProcessError::Contended(account.to_string()))
+    }
+
+    /// Tells the app (`billing.entitlement_changed`) about a change written but not announced
+    /// yet — by this write, or by an earlier one whose publish failed or whose writer had no
+    /// topic — then records it. A failed publish fails the message, which is retried.
+    pub async fn announce<Q: Publisher>(&self, entitlement: &Entitlement, publisher: &Q) -> Result<(), ProcessError> {
+        if !entitlement.unannounced() || !publisher.enabled() {
+            return Ok(());
+        }
+        let now = crate::unix_now();
+        let told = EntitlementChangedEvent {
+            event_type: EntitlementChangedEvent::TYPE,
+            account_id: entitlement.account_id.to_string(),
+            customer_id: entitlement.customer_id.clone(),
+            version: entitlement.version,
+            previous_version: entitlement.announced_version,
+            at: now,
+            entitlement: entitlement::EntitlementView::at(entitlement, now),
+        };
+        publisher
+            .publish(&told)
+            .await
+            .map_err(|error| ProcessError::Notify(error.to_string()))?;
+        self.store
+            .mark_announced(&entitlement.account_id, entitlement.version)
+            .await?;
+        Ok(())
     }
 
     /// Re-reads all of a customer's subscriptions from Stripe (`POST /billing/sync`, drift

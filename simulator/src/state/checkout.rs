@@ -8,7 +8,7 @@ use super::{ApiError, ApiResult, ControlResult, DEFAULT_UNIT_AMOUNT, Sim, fixtur
 const SESSION_SECS: i64 = 86_400;
 
 /// The session's line items as (price, quantity), in their order.
-fn lines(session: &Value) -> Vec<(String, u64)> {
+pub(super) fn lines(session: &Value) -> Vec<(String, u64)> {
     let lines: Vec<(String, u64)> = session["_simulated_lines"]
         .as_array()
         .into_iter()
@@ -34,6 +34,7 @@ impl Sim {
         if !self.live_customer(&customer) {
             return Err(not_found("customer", &customer).with_param("customer"));
         }
+        self.check_discounts(params)?;
         let now = self.now();
         let mut session = fixture("checkout.session");
         let id = self.id("cs_test");
@@ -54,6 +55,11 @@ impl Sim {
             .map_or(json!(now + SESSION_SECS), |at| json!(at));
         session["subscription"] = Value::Null;
         session["invoice"] = Value::Null;
+        session["payment_intent"] = Value::Null;
+        session["automatic_tax"] = json!({"enabled": params["automatic_tax"]["enabled"] == "true",
+            "liability": null, "provider": null, "status": null});
+        session["discounts"] = params.get("discounts").cloned().unwrap_or_else(|| json!([]));
+        session["_simulated_payment_intent_data"] = params["payment_intent_data"].clone();
         session["_simulated_lines"] = params["line_items"].clone();
         session["_simulated_subscription_data"] = params["subscription_data"].clone();
         let amount: i64 = lines(&session)
@@ -108,8 +114,9 @@ impl Sim {
         Ok((public(&session), vec![event]))
     }
 
-    /// The customer pays: one subscription with an item per line item, and its paid invoice.
-    pub(super) fn complete_checkout(&mut self, id: &str) -> ControlResult {
+    /// The customer pays: in subscription mode, one subscription with an item per line item
+    /// and its paid invoice; in payment mode, a payment (`delayed`: still processing).
+    pub(super) fn complete_checkout(&mut self, id: &str, delayed: bool) -> ControlResult {
         let mut session = self
             .sessions
             .get(id)
@@ -123,6 +130,9 @@ impl Sim {
             return Err(format!("customer {customer} of checkout session {id} is deleted"));
         }
         let now = self.tick();
+        if session["mode"] == "payment" {
+            return self.complete_payment(session, delayed, now);
+        }
         let data = session["_simulated_subscription_data"].clone();
         let trial = data["trial_period_days"].as_str().and_then(|d| d.parse().ok());
         let metadata = data.get("metadata").cloned().unwrap_or_else(|| json!({}));

@@ -56,6 +56,8 @@ impl Sim {
         invoice["status"] = json!(status);
         invoice["currency"] = json!("usd");
         invoice["amount_due"] = json!(amount);
+        invoice["total"] = json!(amount);
+        invoice["subtotal"] = json!(amount);
         invoice["amount_paid"] = json!(0);
         invoice["amount_remaining"] = json!(amount);
         invoice["attempt_count"] = json!(0);
@@ -63,6 +65,13 @@ impl Sim {
         invoice["next_payment_attempt"] = Value::Null;
         invoice["created"] = json!(now);
         invoice["hosted_invoice_url"] = json!(format!("{}/sim/invoices/{id}", self.base_url));
+        invoice["invoice_pdf"] = json!(format!("{}/sim/invoices/{id}/pdf", self.base_url));
+        // A draft has no number; finalizing gives the next one of the account's sequence.
+        invoice["number"] = if status == "draft" {
+            Value::Null
+        } else {
+            json!(format!("SIM-{:06}", self.invoices.len() + 1))
+        };
         invoice["status_transitions"] = json!({"finalized_at": if status == "draft" { Value::Null } else { json!(now) },
             "marked_uncollectible_at": null, "paid_at": null, "voided_at": null});
         invoice["payments"] = json!({"object": "list", "has_more": false, "data": [], "url": format!("/v1/invoice_payments?invoice={id}")});
@@ -147,7 +156,7 @@ impl Sim {
         invoice["status_transitions"]["paid_at"] = json!(now);
     }
 
-    fn new_charge(&mut self, intent: &str, customer: &Value, amount: i64, now: i64) -> String {
+    pub(super) fn new_charge(&mut self, intent: &str, customer: &Value, amount: i64, now: i64) -> String {
         let id = self.id("ch");
         let mut charge = fixture("charge");
         for field in [

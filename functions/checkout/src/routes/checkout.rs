@@ -1,5 +1,6 @@
-//! `POST /checkout/sessions`: a Stripe Checkout session for a plan from the catalog, at the
-//! price its interval and currency choose, with its seats and add-ons.
+//! `POST /checkout/sessions`: a Stripe Checkout session for a plan from the catalog (a
+//! subscription, at the price its interval and currency choose, with its seats, add-ons and
+//! discount), or for a one-time product (`mode=payment`: a lifetime deal, a credit pack).
 //!
 //! The Stripe customer is created first, with an idempotency key derived from the account id, and
 //! linked with a conditional write, so concurrent first checkouts end with one customer.
@@ -12,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use shared::config::{Currency, Interval, Plan};
+use shared::config::{Currency, Interval, Plan, Product, valid_code};
 use shared::store::{ACCOUNT_METADATA_KEY, AccountId, BillingStore, LinkOutcome};
 use shared::stripe::CheckoutSession;
 
@@ -31,7 +32,12 @@ const SESSION_RECORD_SECS: i64 = 35 * 86_400;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
-    plan: String,
+    /// A plan: a subscription. Exactly one of `plan` and `product`.
+    #[serde(default)]
+    plan: Option<String>,
+    /// A one-time product: a payment.
+    #[serde(default)]
+    product: Option<String>,
     /// `month`, `year`...: with `currency`, which of the plan's prices; the first listed
     /// price matching what is named.
     #[serde(default)]
@@ -46,8 +52,12 @@ pub struct CheckoutRequest {
     /// Add-ons the plan allows, billed at the plan price's interval and currency.
     #[serde(default)]
     addons: Vec<String>,
+    /// A promotion code the plan allows, by its code (`LAUNCH20`) or id (`promo_...`).
     #[serde(default)]
     promotion_code: Option<String>,
+    /// A coupon id the plan lists in `coupons`.
+    #[serde(default)]
+    coupon: Option<String>,
     #[serde(default)]
     success_path: Option<String>,
     #[serde(default)]
@@ -110,6 +120,107 @@ fn quantity_of(plan: &Plan, request: &CheckoutRequest) -> Result<u32, ApiError> 
     }
 }
 
+/// A one-time product's units: 1 unless given, at most its `max_quantity`.
+fn units_of(product: &Product, request: &CheckoutRequest) -> Result<u32, ApiError> {
+    if request.seats.is_some() || request.interval.is_some() || !request.addons.is_empty() {
+        return Err(bad(
+            "invalid_for_product",
+            "a one-time product takes quantity and currency only (no seats, interval or addons)",
+        ));
+    }
+    if request.promotion_code.is_some() || request.coupon.is_some() {
+        return Err(bad(
+            "promotion_codes_not_allowed",
+            "one-time products take no promotion code or coupon",
+        ));
+    }
+    let units = request.quantity.unwrap_or(1);
+    if (1..=product.max_quantity).contains(&units) {
+        Ok(units)
+    } else {
+        Err(bad(
+            "invalid_quantity",
+            format!("quantity must be between 1 and {}", product.max_quantity),
+        ))
+    }
+}
+
+/// The discount the request names, if the plan allows it: a coupon the plan lists, or a
+/// promotion code (by code or id) the plan accepts. A code is looked up in Stripe (active
+/// ones only), so the allowlist may name either form.
+async fn discount_of<S: BillingStore>(
+    state: &AppState<S>,
+    plan: &Plan,
+    request: &CheckoutRequest,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    match (&request.promotion_code, &request.coupon) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(bad("one_discount_only", "give promotion_code or coupon, not both")),
+        (None, Some(coupon)) => {
+            if !valid_code(coupon) {
+                return Err(bad("invalid_coupon", "coupon must be 1-255 of [A-Za-z0-9_-]"));
+            }
+            if !plan.coupons.contains(coupon) {
+                return Err(bad("coupon_not_allowed", "this plan does not accept this coupon"));
+            }
+            Ok(Some(json!({ "coupon": coupon })))
+        }
+        (Some(code), None) => {
+            if !plan.allow_promotion_codes {
+                return Err(bad(
+                    "promotion_codes_not_allowed",
+                    "this plan does not accept promotion codes",
+                ));
+            }
+            if !valid_code(code) || code == "promo_" {
+                return Err(bad(
+                    "invalid_promotion_code",
+                    "promotion_code must be a code (1-255 of [A-Za-z0-9_-]) or a promo_ id",
+                ));
+            }
+            let is_id = code.starts_with("promo_");
+            if is_id && plan.promotion_codes.is_empty() {
+                // Any code the plan's Stripe account has: Stripe itself refuses an unknown one.
+                return Ok(Some(json!({ "promotion_code": code })));
+            }
+            let stripe = &state.syncer.stripe;
+            let found = if is_id {
+                match stripe.retrieve_promotion_code(code).await {
+                    Ok(found) => Some(found),
+                    Err(error) if error.is_not_found() => None,
+                    Err(error) => return Err(error.into()),
+                }
+            } else {
+                stripe.find_promotion_code(code).await?
+            };
+            let found = found
+                .filter(|found| found.active)
+                .ok_or_else(|| bad("unknown_promotion_code", "no active promotion code by that code or id"))?;
+            let listed = plan.promotion_codes.is_empty()
+                || plan
+                    .promotion_codes
+                    .iter()
+                    .any(|allowed| *allowed == found.id || allowed.eq_ignore_ascii_case(&found.code));
+            if !listed {
+                return Err(bad(
+                    "promotion_code_not_allowed",
+                    "this plan does not accept this promotion code",
+                ));
+            }
+            Ok(Some(json!({ "promotion_code": found.id })))
+        }
+    }
+}
+
+/// Stripe Tax at checkout: tax from the address Checkout collects, saved on the customer,
+/// with the buyer's tax id (which needs the customer's name updatable too).
+fn add_automatic_tax(params: &mut serde_json::Value) {
+    params["automatic_tax"] = json!({ "enabled": true });
+    params["tax_id_collection"] = json!({ "enabled": true });
+    params["billing_address_collection"] = json!("required");
+    params["customer_update"] = json!({ "address": "auto", "name": "auto" });
+}
+
 /// A client-chosen `Idempotency-Key`, scoped to the account so keys of two accounts never collide.
 fn client_key(headers: &HeaderMap, account: &AccountId) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
@@ -142,60 +253,6 @@ pub async fn create<S: BillingStore>(
     JsonBody(request): JsonBody<CheckoutRequest>,
 ) -> Result<(StatusCode, Json<CheckoutResponse>), ApiError> {
     let account = &caller.account;
-    let plans = &state.syncer.plans;
-    let plan = plans.get(&request.plan).ok_or_else(|| {
-        bad(
-            "unknown_plan",
-            format!("plan must be one of: {}", plans.keys().collect::<Vec<_>>().join(", ")),
-        )
-    })?;
-    let price = plan
-        .price(request.interval, request.currency.as_ref())
-        .map_err(|reason| bad("unknown_price", format!("plan {:?}: {reason}", request.plan)))?;
-    let quantity = quantity_of(plan, &request)?;
-    let mut line_items = vec![json!({ "price": price.id, "quantity": quantity })];
-    for (at, key) in request.addons.iter().enumerate() {
-        if !plan.addons.contains(key) {
-            return Err(bad(
-                "addon_not_allowed",
-                format!(
-                    "addons[{at}]: plan {:?} allows: {}",
-                    request.plan,
-                    plan.addons.join(", ")
-                ),
-            ));
-        }
-        if request.addons[..at].contains(key) {
-            return Err(bad("duplicate_addon", format!("addons[{at}]: {key:?} is listed twice")));
-        }
-        let addon = state
-            .syncer
-            .plans
-            .addon(key)
-            .ok_or_else(|| bad("addon_not_allowed", key.clone()))?;
-        let addon_price = addon
-            .price_like(price)
-            .map_err(|reason| bad("addon_not_allowed", format!("addons[{at}]: {reason}")))?;
-        line_items.push(json!({ "price": addon_price.id, "quantity": 1 }));
-    }
-    if let Some(code) = &request.promotion_code {
-        if !plan.allow_promotion_codes {
-            return Err(bad(
-                "promotion_codes_not_allowed",
-                "this plan does not accept promotion codes",
-            ));
-        }
-        if !code.starts_with("promo_")
-            || code.len() <= "promo_".len()
-            || code.len() > 255
-            || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            return Err(bad(
-                "invalid_promotion_code",
-                "promotion_code must be a Stripe promotion code id (promo_...)",
-            ));
-        }
-    }
     let success_url = redirect(
         &state.app_base_url,
         request.success_path.as_deref(),
@@ -209,39 +266,87 @@ pub async fn create<S: BillingStore>(
         "cancel_path",
     )?;
     let idempotency_key = client_key(&headers, account)?;
-
-    if super::live_subscription(&state, account).await?.is_some() {
-        return Err(ApiError::Conflict {
-            code: "subscription_exists",
-            hint: "this account already has a subscription: use POST /subscription/change or POST /portal/sessions",
-        });
-    }
-    let customer = ensure_customer(&state, &caller).await?;
-
-    let mut subscription_data = json!({ "metadata": { ACCOUNT_METADATA_KEY: account.as_str(), "plan": request.plan } });
-    if let Some(days) = plan.trial_days {
-        if trial_allowed(&state, account, &customer).await? {
-            subscription_data["trial_period_days"] = json!(days);
-        } else {
-            tracing::info!("trial already used; checkout without one");
-        }
-    }
+    // Stripe fills in {CHECKOUT_SESSION_ID}, so the app can call /billing/sync with it.
+    let separator = if success_url.contains('?') { "&" } else { "?" };
+    let success_url = format!("{success_url}{separator}session_id={{CHECKOUT_SESSION_ID}}");
     let (marker, marked) = CheckoutSession::MARKER;
-    let mut params = json!({
-        "mode": "subscription",
-        "customer": customer,
-        "client_reference_id": account.as_str(),
-        "line_items": line_items,
-        // Stripe fills in {CHECKOUT_SESSION_ID}, so the app can call /billing/sync with it.
-        "success_url": format!("{success_url}{}session_id={{CHECKOUT_SESSION_ID}}", if success_url.contains('?') { "&" } else { "?" }),
-        "cancel_url": cancel_url,
-        "metadata": { ACCOUNT_METADATA_KEY: account.as_str(), "plan": request.plan, marker: marked },
-        "subscription_data": subscription_data,
-    });
-    match &request.promotion_code {
-        Some(code) => params["discounts"] = json!([{ "promotion_code": code }]),
-        None if plan.allow_promotion_codes => params["allow_promotion_codes"] = json!(true),
-        None => {}
+    let (mut params, sells) = match (&request.plan, &request.product) {
+        (Some(key), None) => {
+            let (line_items, plan) = subscription_items(&state, key, &request)?;
+            let discount = discount_of(&state, plan, &request).await?;
+            if super::live_subscription(&state, account).await?.is_some() {
+                return Err(ApiError::Conflict {
+                    code: "subscription_exists",
+                    hint: "this account already has a subscription: use POST /subscription/change or POST /portal/sessions",
+                });
+            }
+            let customer = ensure_customer(&state, &caller).await?;
+            let mut subscription_data = json!({ "metadata": { ACCOUNT_METADATA_KEY: account.as_str(), "plan": key } });
+            if let Some(days) = plan.trial_days {
+                if trial_allowed(&state, account, &customer).await? {
+                    subscription_data["trial_period_days"] = json!(days);
+                } else {
+                    tracing::info!("trial already used; checkout without one");
+                }
+            }
+            let mut params = json!({
+                "mode": "subscription",
+                "customer": customer,
+                "line_items": line_items,
+                "metadata": { ACCOUNT_METADATA_KEY: account.as_str(), "plan": key, marker: marked },
+                "subscription_data": subscription_data,
+            });
+            match discount {
+                Some(discount) => params["discounts"] = json!([discount]),
+                None if plan.allow_promotion_codes => params["allow_promotion_codes"] = json!(true),
+                None => {}
+            }
+            (params, format!("plan {key}"))
+        }
+        (None, Some(key)) => {
+            let products = &state.syncer.plans;
+            let product = products.product(key).ok_or_else(|| {
+                bad(
+                    "unknown_product",
+                    format!(
+                        "product must be one of: {}",
+                        products.product_keys().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+            let price = product
+                .price(request.currency.as_ref())
+                .map_err(|reason| bad("unknown_price", format!("product {key:?}: {reason}")))?;
+            let units = units_of(product, &request)?;
+            let customer = ensure_customer(&state, &caller).await?;
+            // The purchase is granted from the session we stored and its metadata (written
+            // here, never by the browser); the payment's metadata lets a refund or dispute
+            // of it be traced back in the dashboard.
+            let purchase =
+                json!({ ACCOUNT_METADATA_KEY: account.as_str(), "product": key, "quantity": units.to_string() });
+            let mut metadata = purchase.clone();
+            metadata[marker] = json!(marked);
+            let params = json!({
+                "mode": "payment",
+                "customer": customer,
+                "line_items": [{ "price": price.id, "quantity": units }],
+                "metadata": metadata,
+                "payment_intent_data": { "metadata": purchase },
+            });
+            (params, format!("product {key} x{units}"))
+        }
+        _ => {
+            return Err(bad(
+                "plan_or_product",
+                "give plan (a subscription) or product (a one-time purchase), exactly one",
+            ));
+        }
+    };
+    params["client_reference_id"] = json!(account.as_str());
+    params["success_url"] = json!(success_url);
+    params["cancel_url"] = json!(cancel_url);
+    if state.syncer.plans.automatic_tax() {
+        add_automatic_tax(&mut params);
     }
     let session = match &idempotency_key {
         Some(key) => state.syncer.stripe.create_checkout_session(&params, key).await?,
@@ -258,8 +363,10 @@ pub async fn create<S: BillingStore>(
             shared::unix_now().saturating_add(SESSION_RECORD_SECS),
         )
         .await?;
-    expire_older_sessions(&state, &customer, &session).await;
-    tracing::info!(session_id = %session.id, plan = %request.plan, "checkout session created");
+    if let Some(customer) = params["customer"].as_str() {
+        expire_older_sessions(&state, customer, &session).await;
+    }
+    tracing::info!(session_id = %session.id, sells = %sells, "checkout session created");
     Ok((
         StatusCode::CREATED,
         Json(CheckoutResponse {
@@ -267,6 +374,49 @@ pub async fn create<S: BillingStore>(
             url: session.url,
         }),
     ))
+}
+
+/// A plan's line items: the plan price the interval and currency choose, at its quantity, and
+/// each add-on at the same interval and currency.
+fn subscription_items<'a, S: BillingStore>(
+    state: &'a AppState<S>,
+    key: &str,
+    request: &CheckoutRequest,
+) -> Result<(Vec<serde_json::Value>, &'a Plan), ApiError> {
+    let plans = &state.syncer.plans;
+    let plan = plans.get(key).ok_or_else(|| {
+        bad(
+            "unknown_plan",
+            format!("plan must be one of: {}", plans.keys().collect::<Vec<_>>().join(", ")),
+        )
+    })?;
+    let price = plan
+        .price(request.interval, request.currency.as_ref())
+        .map_err(|reason| bad("unknown_price", format!("plan {key:?}: {reason}")))?;
+    let quantity = quantity_of(plan, request)?;
+    let mut line_items = vec![json!({ "price": price.id, "quantity": quantity })];
+    for (at, addon_key) in request.addons.iter().enumerate() {
+        if !plan.addons.contains(addon_key) {
+            return Err(bad(
+                "addon_not_allowed",
+                format!("addons[{at}]: plan {key:?} allows: {}", plan.addons.join(", ")),
+            ));
+        }
+        if request.addons[..at].contains(addon_key) {
+            return Err(bad(
+                "duplicate_addon",
+                format!("addons[{at}]: {addon_key:?} is listed twice"),
+            ));
+        }
+        let addon = plans
+            .addon(addon_key)
+            .ok_or_else(|| bad("addon_not_allowed", addon_key.clone()))?;
+        let addon_price = addon
+            .price_like(price)
+            .map_err(|reason| bad("addon_not_allowed", format!("addons[{at}]: {reason}")))?;
+        line_items.push(json!({ "price": addon_price.id, "quantity": 1 }));
+    }
+    Ok((line_items, plan))
 }
 
 fn customer_key(account: &AccountId, generation: u64, caller: &Caller) -> String {
@@ -296,7 +446,7 @@ async fn trial_allowed<S: BillingStore>(
     Ok(state.syncer.stripe.list_subscriptions(customer).await?.is_empty())
 }
 
-/// Every older open session of the customer is expired, so a second tab (or a retry without
+/// Every older open session of the customer in the same mode is expired, so a second tab (or a retry without
 /// an `Idempotency-Key`) cannot be paid as well. Only older ones: two requests at once must
 /// not expire each other's sessions. Best effort: if Stripe refuses, or both were made in the
 /// same second, the events processor still cancels and refunds a second subscription.
@@ -309,7 +459,10 @@ async fn expire_older_sessions<S: BillingStore>(state: &AppState<S>, customer: &
             return;
         }
     };
-    for session in open.iter().filter(|s| s.id != new.id && s.created < new.created) {
+    // Only sessions of the same mode: a credit pack bought while a plan's checkout is open in
+    // another tab is not a second subscription.
+    let older = |s: &&CheckoutSession| s.id != new.id && s.created < new.created && s.mode == new.mode;
+    for session in open.iter().filter(older) {
         match stripe.expire_checkout_session(&session.id).await {
             Ok(_) => tracing::info!(session_id = %session.id, "older open checkout session expired"),
             Err(error) => {

@@ -78,6 +78,25 @@ async fn store<S: BillingStore>(
     super::view(state, account).await
 }
 
+/// Makes one change to the subscription in Stripe and stores Stripe's answer. A fresh
+/// idempotency key per request (the client keeps it across its own retries): a key derived
+/// from the change could make Stripe replay an older answer after A→B→A.
+async fn update<S: BillingStore>(
+    state: &AppState<S>,
+    account: &AccountId,
+    record: &SubscriptionRecord,
+    params: &serde_json::Value,
+    change: String,
+) -> Result<Json<EntitlementView>, ApiError> {
+    let updated = state
+        .syncer
+        .stripe
+        .update_subscription(&record.subscription_id, params, None)
+        .await?;
+    tracing::info!(subscription_id = %updated.id, change = %change, "subscription changed");
+    store(state, account, record, &updated).await
+}
+
 /// The live subscription's plan item as Stripe has it now, with its catalog plan and price.
 struct PlanItem<'a> {
     live: Subscription,
@@ -190,15 +209,14 @@ pub async fn change<S: BillingStore>(
         "proration_behavior": "create_prorations",
         "metadata": { "plan": request.plan },
     });
-    // A fresh idempotency key per request (the client keeps it across its own retries): a key
-    // derived from the plans could make Stripe replay an older change's answer after A→B→A.
-    let updated = state
-        .syncer
-        .stripe
-        .update_subscription(&record.subscription_id, &params, None)
-        .await?;
-    tracing::info!(subscription_id = %updated.id, from = now.plan_key, plan = %request.plan, "plan changed");
-    store(&state, &account, &record, &updated).await
+    update(
+        &state,
+        &account,
+        &record,
+        &params,
+        format!("plan {} → {}", now.plan_key, request.plan),
+    )
+    .await
 }
 
 /// `POST /subscription/seats`: a seat-based plan's seat count, prorated.
@@ -229,13 +247,14 @@ pub async fn seats<S: BillingStore>(
         "items": [{ "id": now.item_id, "quantity": request.seats }],
         "proration_behavior": "create_prorations",
     });
-    let updated = state
-        .syncer
-        .stripe
-        .update_subscription(&record.subscription_id, &params, None)
-        .await?;
-    tracing::info!(subscription_id = %updated.id, from = now.quantity, seats = request.seats, "seats changed");
-    store(&state, &account, &record, &updated).await
+    update(
+        &state,
+        &account,
+        &record,
+        &params,
+        format!("seats {} → {}", now.quantity, request.seats),
+    )
+    .await
 }
 
 /// `POST /subscription/addons`: one more item, the add-on at the plan price's interval and
@@ -278,13 +297,14 @@ pub async fn add_addon<S: BillingStore>(
         "items": [{ "price": price.id, "quantity": 1 }],
         "proration_behavior": "create_prorations",
     });
-    let updated = state
-        .syncer
-        .stripe
-        .update_subscription(&record.subscription_id, &params, None)
-        .await?;
-    tracing::info!(subscription_id = %updated.id, addon = %request.addon, "add-on added");
-    store(&state, &account, &record, &updated).await
+    update(
+        &state,
+        &account,
+        &record,
+        &params,
+        format!("add-on {} added", request.addon),
+    )
+    .await
 }
 
 /// `DELETE /subscription/addons/{addon}`: the add-on's item removed, prorated.
@@ -312,13 +332,7 @@ pub async fn remove_addon<S: BillingStore>(
         "items": [{ "id": item_id, "deleted": true }],
         "proration_behavior": "create_prorations",
     });
-    let updated = state
-        .syncer
-        .stripe
-        .update_subscription(&record.subscription_id, &params, None)
-        .await?;
-    tracing::info!(subscription_id = %updated.id, addon = %addon, "add-on removed");
-    store(&state, &account, &record, &updated).await
+    update(&state, &account, &record, &params, format!("add-on {addon} removed")).await
 }
 
 pub async fn cancel<S: BillingStore>(
@@ -327,23 +341,20 @@ pub async fn cancel<S: BillingStore>(
     JsonBody(request): JsonBody<CancelRequest>,
 ) -> Result<Json<EntitlementView>, ApiError> {
     let record = current(&state, &account).await?;
-    let stripe = &state.syncer.stripe;
-    let path = format!("/v1/subscriptions/{}", record.subscription_id);
-    let updated: Subscription = if request.at_period_end {
+    if request.at_period_end {
         if record.cancel_at_period_end || record.cancel_at.is_some() {
             return Err(ApiError::Conflict {
                 code: "already_cancelling",
                 hint: "use POST /subscription/resume to undo",
             });
         }
-        stripe
-            .update_subscription(&record.subscription_id, &json!({ "cancel_at_period_end": true }), None)
-            .await?
-    } else {
-        stripe.delete(&path, None).await?
-    };
-    tracing::info!(subscription_id = %updated.id, at_period_end = request.at_period_end, "subscription cancelled");
-    store(&state, &account, &record, &updated).await
+        let params = json!({ "cancel_at_period_end": true });
+        return update(&state, &account, &record, &params, "cancel at period end".to_owned()).await;
+    }
+    let path = format!("/v1/subscriptions/{}", record.subscription_id);
+    let ended: Subscription = state.syncer.stripe.delete(&path, None).await?;
+    tracing::info!(subscription_id = %ended.id, "subscription cancelled now");
+    store(&state, &account, &record, &ended).await
 }
 
 pub async fn resume<S: BillingStore>(
@@ -364,11 +375,12 @@ pub async fn resume<S: BillingStore>(
     if record.cancel_at.is_some() {
         params["cancel_at"] = json!("");
     }
-    let updated = state
-        .syncer
-        .stripe
-        .update_subscription(&record.subscription_id, &params, None)
-        .await?;
-    tracing::info!(subscription_id = %updated.id, "pending cancellation undone");
-    store(&state, &account, &record, &updated).await
+    update(
+        &state,
+        &account,
+        &record,
+        &params,
+        "pending cancellation undone".to_owned(),
+    )
+    .await
 }
