@@ -285,6 +285,7 @@ impl Sim {
             ("POST", ["v1", "subscriptions", id]) => self.update_subscription(id, params),
             ("DELETE", ["v1", "subscriptions", id]) => self.end_subscription(id),
             ("GET", ["v1", "invoices"]) => self.list_invoices(query),
+            ("POST", ["v1", "invoices", "create_preview"]) => self.preview_invoice(params),
             ("GET", ["v1", "invoices", id]) => self.show_invoice(id, query),
             ("POST", ["v1", "invoices", id, "void"]) => self.close_invoice(id, "void"),
             ("POST", ["v1", "invoices", id, "mark_uncollectible"]) => self.close_invoice(id, "uncollectible"),

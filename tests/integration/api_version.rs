@@ -12,9 +12,10 @@ use shared::stripe::event::{
     EnvelopeData, EnvelopeObject, EnvelopeRelated, EventEnvelope, RelatedObject, WireData, WireEvent,
 };
 use shared::stripe::objects::{
-    BillingPortalSession, Charge, CheckoutSession, Customer, Dispute, Invoice, InvoiceParent, InvoicePayment,
-    InvoicePaymentTarget, InvoiceSubscriptionDetails, List, PauseCollection, PaymentError, PaymentIntent, Price,
-    PromotionCode, Recurring, Refund, Subscription, SubscriptionItem,
+    BillingPortalSession, Charge, CheckoutSession, Customer, Dispute, Invoice, InvoiceLineItem, InvoiceLineItemDetails,
+    InvoiceLineParent, InvoiceParent, InvoicePayment, InvoicePaymentTarget, InvoiceSubscriptionDetails, List,
+    PauseCollection, PaymentError, PaymentIntent, Price, PromotionCode, Recurring, Refund, Subscription,
+    SubscriptionItem,
 };
 use stripe_simulator::{Delivery, Simulator};
 
@@ -261,6 +262,27 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
         "GET /sim/objects/subscriptions/{id} (past_due)",
         "stripe.Subscription",
         &sim.get(&format!("/sim/objects/subscriptions/{sub}")).await["result"],
+    );
+    let preview = sim
+        .post(
+            "/v1/invoices/create_preview",
+            &[
+                ("customer", cus.as_str()),
+                ("subscription", sub.as_str()),
+                (
+                    "subscription_details[items][0][id]",
+                    &id(&subscription, "/items/data/0/id"),
+                ),
+                ("subscription_details[items][0][quantity]", "3"),
+                ("subscription_details[proration_behavior]", "create_prorations"),
+            ],
+        )
+        .await;
+    shown.add("POST /v1/invoices/create_preview", "stripe.Invoice", &preview);
+    shown.list(
+        "POST /v1/invoices/create_preview lines",
+        "stripe.InvoiceLineItem",
+        &preview["lines"],
     );
     sim.post(&format!("/v1/invoices/{open_invoice}/void"), &[]).await;
     shown.list(
@@ -563,6 +585,21 @@ fn what_the_models_read_exists_at_the_pinned_version() {
         ("Price", "stripe.Price", read_by::<Price>()),
         ("Recurring", "stripe.Price.Recurring", read_by::<Recurring>()),
         ("Invoice", "stripe.Invoice", read_by::<Invoice>()),
+        (
+            "InvoiceLineItem",
+            "stripe.InvoiceLineItem",
+            read_by::<InvoiceLineItem>(),
+        ),
+        (
+            "InvoiceLineParent",
+            "stripe.InvoiceLineItem.Parent",
+            read_by::<InvoiceLineParent>(),
+        ),
+        (
+            "InvoiceLineItemDetails",
+            "stripe.InvoiceLineItem.Parent.SubscriptionItemDetails",
+            read_by::<InvoiceLineItemDetails>(),
+        ),
         ("InvoiceParent", "stripe.Invoice.Parent", read_by::<InvoiceParent>()),
         (
             "InvoiceSubscriptionDetails",
@@ -708,6 +745,11 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/v1/invoices", "stripe.params.InvoiceListParams"),
     ("GET", "/v1/invoices/{invoice}", "stripe.params.InvoiceRetrieveParams"),
+    (
+        "POST",
+        "/v1/invoices/create_preview",
+        "stripe.params.InvoiceCreatePreviewParams",
+    ),
     (
         "POST",
         "/v1/invoices/{invoice}/void",

@@ -581,3 +581,59 @@ async fn the_openapi_document_describes_the_router() {
         found.join("\n")
     );
 }
+
+/// The preview is Stripe's (the simulator prorates to the second, 2000 a unit a month): a
+/// team of five moving to starter is credited the unused time of five seats and charged the
+/// remaining time of one, then the next month at one; nothing changes until it is confirmed.
+#[tokio::test]
+async fn a_plan_change_is_previewed_with_stripes_prorations_before_it_is_made() {
+    let shop = Shop::open().await;
+    shop.buy(json!({"plan": "team", "seats": 5})).await;
+    let member = json!({"sub": "user_member", "org_id": shop.org, "org_role": "member"});
+    let preview = shop
+        .api
+        .call_as("POST", "/subscription/change/preview", member, r#"{"plan":"starter"}"#)
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    let lines = preview.body["lines"].as_array().unwrap();
+    let described: Vec<(&str, bool)> = lines
+        .iter()
+        .map(|line| {
+            (
+                line["description"].as_str().unwrap(),
+                line["proration"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            ("Unused time on price_team_month_usd × 5", true),
+            ("Remaining time on price_starter_month_usd × 1", true),
+            ("price_starter_month_usd × 1", false)
+        ]
+    );
+    // Moments after checkout almost the whole month is left: within a few units of whole.
+    let amount = |at: usize| lines[at]["amount"].as_i64().unwrap();
+    assert!((-10_000..=-9_990).contains(&amount(0)), "{}", preview.body);
+    assert!((1_990..=2_000).contains(&amount(1)), "{}", preview.body);
+    assert_eq!(amount(2), 2_000);
+    assert_eq!(preview.body["proration_total"].as_i64(), Some(amount(0) + amount(1)));
+    assert_eq!(
+        preview.body["amount_due"], 0,
+        "a credit larger than the charge leaves nothing due"
+    );
+    assert_eq!(
+        shop.items().await,
+        owned(&[("price_team_month_usd", 5)]),
+        "a preview changes nothing"
+    );
+
+    let same = shop.post("/subscription/change/preview", json!({"plan": "team"})).await;
+    assert_eq!(
+        (same.status, same.body["error"].as_str()),
+        (409, Some("already_on_plan"))
+    );
+    let unknown = shop.post("/subscription/change/preview", json!({"plan": "gold"})).await;
+    assert_eq!(unknown.body["error"], "unknown_plan");
+}

@@ -251,6 +251,7 @@ fn api_path() -> impl Strategy<Value = String> {
         "/checkout/sessions",
         "/portal/sessions",
         "/subscription/change",
+        "/subscription/change/preview",
         "/subscription/seats",
         "/subscription/addons",
         "/subscription/addons/sso",

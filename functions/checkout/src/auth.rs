@@ -148,7 +148,7 @@ fn route_class(path: &str) -> RouteClass {
         | "/subscription/cancel"
         | "/subscription/resume" => RouteClass::Writes,
         _ if path.starts_with("/subscription/addons/") => RouteClass::Writes,
-        "/billing/sync" | "/billing/invoices" => RouteClass::Sync,
+        "/billing/sync" | "/billing/invoices" | "/subscription/change/preview" => RouteClass::Sync,
         _ => RouteClass::Other,
     }
 }

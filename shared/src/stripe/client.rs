@@ -381,6 +381,18 @@ impl StripeClient {
         self.get("/v1/invoices", &query).await
     }
 
+    /// The invoice a change of the subscription's items would bring (`create_preview`):
+    /// nothing changes in Stripe.
+    pub async fn preview_subscription_change(
+        &self,
+        customer: &str,
+        subscription: &str,
+        details: &Value,
+    ) -> Result<Invoice, StripeError> {
+        let params = json!({ "customer": customer, "subscription": subscription, "subscription_details": details });
+        self.post("/v1/invoices/create_preview", &params, None).await
+    }
+
     pub async fn retrieve_invoice(&self, id: &str) -> Result<Invoice, StripeError> {
         self.get(&format!("/v1/invoices/{}", path_id(id)?), &[]).await
     }

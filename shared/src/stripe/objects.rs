@@ -283,6 +283,32 @@ pub struct Invoice {
     /// Present when requested with `expand[]=payments.data.payment.payment_intent`.
     #[serde(default)]
     pub payments: Option<List<InvoicePayment>>,
+    #[serde(default)]
+    pub lines: Option<List<InvoiceLineItem>>,
+}
+
+/// One line of an invoice (`stripe/_invoice_line_item.py`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoiceLineItem {
+    #[serde(default)]
+    pub amount: i64,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parent: Option<InvoiceLineParent>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoiceLineParent {
+    #[serde(default)]
+    pub subscription_item_details: Option<InvoiceLineItemDetails>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoiceLineItemDetails {
+    /// Whether the line is a proration (the change's credit or charge for part of a period).
+    #[serde(default)]
+    pub proration: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -345,3 +345,136 @@ fn set_items(sub: &mut Value, items: Vec<Value>) {
     sub["items"]["has_more"] = json!(false);
     sub["items"]["data"] = Value::Array(items);
 }
+
+/// What an item costs for one period.
+fn item_amount(item: &Value) -> i64 {
+    let unit = item["price"]["unit_amount"]
+        .as_i64()
+        .unwrap_or(super::DEFAULT_UNIT_AMOUNT);
+    unit * item["quantity"].as_i64().unwrap_or(1)
+}
+
+fn preview_line(item: &Value, amount: i64, description: String, proration: bool, start: i64, end: i64) -> Value {
+    json!({
+        "object": "line_item",
+        "livemode": false,
+        "metadata": {},
+        "discountable": true,
+        "discounts": [],
+        "amount": amount,
+        "subtotal": amount,
+        "currency": "usd",
+        "description": description,
+        "quantity": item["quantity"],
+        "period": {"start": start, "end": end},
+        "pricing": {"type": "price_details", "price_details": {"price": item["price"]["id"], "product": item["price"]["product"]}},
+        "parent": {"type": "subscription_item_details", "subscription_item_details": {
+            "proration": proration, "subscription": item["subscription"], "subscription_item": item["id"]}},
+    })
+}
+
+impl Sim {
+    /// `POST /v1/invoices/create_preview` for a subscription with `subscription_details`: the
+    /// invoice the change would bring — with `create_prorations` (Stripe's default) a credit
+    /// for the unused time on each item changed or removed and a charge for the remaining
+    /// time on each new one, prorated to the second, then the next period at the new items
+    /// (https://docs.stripe.com/billing/subscriptions/prorations). Nothing is changed.
+    pub(super) fn preview_invoice(&mut self, params: &Value) -> ApiResult {
+        let id = text(&params["subscription"])
+            .ok_or_else(|| ApiError::invalid("subscription is required here").with_param("subscription"))?;
+        let sub = found(&self.subscriptions, "subscription", &id)?.0;
+        if params["customer"]
+            .as_str()
+            .is_some_and(|customer| sub["customer"] != customer)
+        {
+            return Err(
+                ApiError::invalid(format!("Subscription {id} does not belong to that customer."))
+                    .with_param("customer"),
+            );
+        }
+        let details = &params["subscription_details"];
+        let now = match integer(&details["proration_date"], "subscription_details[proration_date]")? {
+            Some(at) => at,
+            None => self.now(),
+        };
+        let mut changed = sub.clone();
+        if let Some(items) = details.get("items") {
+            self.change_items(&mut changed, items, now)?;
+        }
+        let before = sub["items"]["data"].as_array().cloned().unwrap_or_default();
+        let after = changed["items"]["data"].as_array().cloned().unwrap_or_default();
+        let start = before
+            .first()
+            .and_then(|i| i["current_period_start"].as_i64())
+            .unwrap_or(now);
+        let end = before
+            .first()
+            .and_then(|i| i["current_period_end"].as_i64())
+            .unwrap_or(now);
+        let share = |amount: i64| {
+            let (left, length) = ((end - now).max(0), (end - start).max(1));
+            // Stripe prorates to the second and rounds to the smallest currency unit.
+            ((i128::from(amount) * i128::from(left) + i128::from(length) / 2) / i128::from(length)) as i64
+        };
+        let same = |a: &Value, b: &Value| {
+            a["id"] == b["id"] && a["price"]["id"] == b["price"]["id"] && a["quantity"] == b["quantity"]
+        };
+        let mut lines = Vec::new();
+        if details["proration_behavior"] != "none" {
+            for old in before.iter().filter(|old| !after.iter().any(|new| same(old, new))) {
+                let description = format!(
+                    "Unused time on {} × {}",
+                    old["price"]["id"].as_str().unwrap_or_default(),
+                    old["quantity"]
+                );
+                lines.push(preview_line(old, -share(item_amount(old)), description, true, now, end));
+            }
+            for new in after.iter().filter(|new| !before.iter().any(|old| same(old, new))) {
+                let description = format!(
+                    "Remaining time on {} × {}",
+                    new["price"]["id"].as_str().unwrap_or_default(),
+                    new["quantity"]
+                );
+                lines.push(preview_line(new, share(item_amount(new)), description, true, now, end));
+            }
+        }
+        for item in &after {
+            let description = format!(
+                "{} × {}",
+                item["price"]["id"].as_str().unwrap_or_default(),
+                item["quantity"]
+            );
+            lines.push(preview_line(
+                item,
+                item_amount(item),
+                description,
+                false,
+                end,
+                end + PERIOD_SECS,
+            ));
+        }
+        for line in &mut lines {
+            line["id"] = json!(self.id("il"));
+        }
+        let total: i64 = lines.iter().filter_map(|line| line["amount"].as_i64()).sum();
+        let mut invoice = fixture("invoice");
+        invoice["id"] = json!(format!("upcoming_{}", self.id("in")));
+        invoice["customer"] = sub["customer"].clone();
+        invoice["status"] = json!("draft");
+        invoice["currency"] = json!("usd");
+        invoice["subtotal"] = json!(total);
+        invoice["total"] = json!(total);
+        invoice["amount_due"] = json!(total.max(0));
+        invoice["amount_paid"] = json!(0);
+        invoice["amount_remaining"] = json!(total.max(0));
+        invoice["created"] = json!(now);
+        invoice["number"] = Value::Null;
+        invoice["hosted_invoice_url"] = Value::Null;
+        invoice["invoice_pdf"] = Value::Null;
+        invoice["parent"] = json!({"type": "subscription_details", "quote_details": null,
+            "subscription_details": {"subscription": id, "metadata": sub["metadata"]}});
+        invoice["lines"] =
+            json!({"object": "list", "has_more": false, "url": "/v1/invoices/upcoming/lines", "data": lines});
+        Ok((invoice, Vec::new()))
+    }
+}

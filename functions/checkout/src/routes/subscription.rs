@@ -1,5 +1,6 @@
 //! `POST /subscription/change|seats|cancel|resume`, `POST /subscription/addons` and
-//! `DELETE /subscription/addons/{addon}`: self-service changes to the live subscription.
+//! `DELETE /subscription/addons/{addon}`: self-service changes to the live subscription; and
+//! `POST /subscription/change/preview`, what a change would bill.
 //! Each checks the stored state first (409 when the change does not apply), makes the change
 //! in Stripe, stores Stripe's answer through the sync code, and returns the new view.
 
@@ -7,14 +8,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::config::{Catalog, Interval, Offer, Plan, Price};
 use shared::entitlement::EntitlementView;
 use shared::store::{AccountId, BillingStore, SubscriptionRecord, WriteRule};
 use shared::stripe::Subscription;
 
-use crate::auth::{BillingAdmin, Caller};
+use crate::auth::{BillingAdmin, Caller, Member};
 use crate::body::{JsonBody, NoFields};
 use crate::{ApiError, AppState};
 
@@ -153,18 +154,26 @@ fn addon_items<'a>(catalog: &'a Catalog, live: &Subscription) -> Vec<(String, &'
         .collect()
 }
 
-pub async fn change<S: BillingStore>(
-    State(state): State<Arc<AppState<S>>>,
-    BillingAdmin(Caller { account, .. }): BillingAdmin,
-    JsonBody(request): JsonBody<ChangeRequest>,
-) -> Result<Json<EntitlementView>, ApiError> {
+/// A plan change worked out against Stripe's current subscription: its new items.
+struct PlannedChange {
+    record: SubscriptionRecord,
+    customer_id: String,
+    from: String,
+    items: Vec<serde_json::Value>,
+}
+
+async fn plan_change<S: BillingStore>(
+    state: &AppState<S>,
+    account: &AccountId,
+    request: &ChangeRequest,
+) -> Result<PlannedChange, ApiError> {
     let catalog = &state.syncer.plans;
     let target = catalog.get(&request.plan).ok_or_else(|| ApiError::BadRequest {
         code: "unknown_plan",
         message: format!("plan must be one of: {}", catalog.keys().collect::<Vec<_>>().join(", ")),
     })?;
-    let record = current(&state, &account).await?;
-    let now = plan_item(&state, &record).await?;
+    let record = current(state, account).await?;
+    let now = plan_item(state, &record).await?;
     // A subscription has one currency for life (Stripe refuses to change it); the interval
     // stays unless the request names another.
     let price = target
@@ -204,19 +213,81 @@ pub async fn change<S: BillingStore>(
             items.push(json!({ "id": item_id, "price": like.id }));
         }
     }
+    Ok(PlannedChange {
+        customer_id: now.live.customer.0.clone(),
+        from: now.plan_key.to_owned(),
+        record,
+        items,
+    })
+}
+
+pub async fn change<S: BillingStore>(
+    State(state): State<Arc<AppState<S>>>,
+    BillingAdmin(Caller { account, .. }): BillingAdmin,
+    JsonBody(request): JsonBody<ChangeRequest>,
+) -> Result<Json<EntitlementView>, ApiError> {
+    let planned = plan_change(&state, &account, &request).await?;
     let params = json!({
-        "items": items,
+        "items": planned.items,
         "proration_behavior": "create_prorations",
         "metadata": { "plan": request.plan },
     });
-    update(
-        &state,
-        &account,
-        &record,
-        &params,
-        format!("plan {} → {}", now.plan_key, request.plan),
-    )
-    .await
+    let change = format!("plan {} → {}", planned.from, request.plan);
+    update(&state, &account, &planned.record, &params, change).await
+}
+
+/// What `POST /subscription/change` would bill, from Stripe's own preview.
+#[derive(Debug, Serialize)]
+pub struct ChangePreview {
+    /// Due on the invoice the change brings: the prorations now, then the next period.
+    amount_due: i64,
+    /// The prorations alone: what the change itself costs (negative: a credit).
+    proration_total: i64,
+    currency: Option<String>,
+    lines: Vec<PreviewLine>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PreviewLine {
+    description: Option<String>,
+    amount: i64,
+    proration: bool,
+}
+
+/// `POST /subscription/change/preview`: the same body as `POST /subscription/change`, checked
+/// the same way; answers Stripe's invoice preview (`POST /v1/invoices/create_preview`) of the
+/// change and changes nothing. Any member may preview: it only reads.
+pub async fn preview<S: BillingStore>(
+    State(state): State<Arc<AppState<S>>>,
+    Member(Caller { account, .. }): Member,
+    JsonBody(request): JsonBody<ChangeRequest>,
+) -> Result<Json<ChangePreview>, ApiError> {
+    let planned = plan_change(&state, &account, &request).await?;
+    let details = json!({ "items": planned.items, "proration_behavior": "create_prorations" });
+    let invoice = state
+        .syncer
+        .stripe
+        .preview_subscription_change(&planned.customer_id, &planned.record.subscription_id, &details)
+        .await?;
+    let lines: Vec<PreviewLine> = invoice
+        .lines
+        .into_iter()
+        .flat_map(|list| list.data)
+        .map(|line| PreviewLine {
+            proration: line
+                .parent
+                .and_then(|parent| parent.subscription_item_details)
+                .is_some_and(|details| details.proration),
+            description: line.description,
+            amount: line.amount,
+        })
+        .collect();
+    Ok(Json(ChangePreview {
+        amount_due: invoice.amount_due,
+        proration_total: lines.iter().filter(|line| line.proration).map(|line| line.amount).sum(),
+        currency: invoice.currency,
+        lines,
+    }))
 }
 
 /// `POST /subscription/seats`: a seat-based plan's seat count, prorated.
