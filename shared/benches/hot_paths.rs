@@ -112,6 +112,7 @@ fn entitlements(c: &mut Criterion) {
             latest_invoice: None,
             created: NOW - 86_400,
             past_due_since: None,
+            schedule: None,
             watermark: NOW,
         })
         .collect();

@@ -496,6 +496,7 @@ mod tests {
             latest_invoice: None,
             created: 1,
             past_due_since: None,
+            schedule: None,
             watermark: 1,
         }
     }

@@ -4,6 +4,7 @@ mod checkout;
 mod endpoints;
 mod payments;
 mod purchases;
+mod schedules;
 mod subscriptions;
 pub(crate) mod thin;
 
@@ -30,6 +31,7 @@ fn fixture(name: &str) -> Value {
         "invoice_payment" => include_str!("../../tests/fixtures/stripe/invoice_payment.json"),
         "dispute" => include_str!("../../tests/fixtures/stripe/dispute.json"),
         "promotion_code" => include_str!("../../tests/fixtures/stripe/promotion_code.json"),
+        "subscription_schedule" => include_str!("../../tests/fixtures/stripe/subscription_schedule.json"),
         _ => include_str!("../../tests/fixtures/stripe/event.json"),
     };
     serde_json::from_str(text).unwrap_or(Value::Null)
@@ -90,6 +92,7 @@ pub struct Sim {
     event_destinations: BTreeMap<String, Value>,
     promotion_codes: BTreeMap<String, Value>,
     disputes: BTreeMap<String, Value>,
+    schedules: BTreeMap<String, Value>,
     coupons: BTreeSet<String>,
     events: Vec<Value>,
     idempotent: HashMap<String, Value>,
@@ -200,6 +203,7 @@ impl Sim {
             event_destinations: BTreeMap::new(),
             promotion_codes: BTreeMap::new(),
             disputes: BTreeMap::new(),
+            schedules: BTreeMap::new(),
             coupons: BTreeSet::new(),
             events: Vec::new(),
             idempotent: HashMap::new(),
@@ -295,6 +299,10 @@ impl Sim {
             ("GET", ["v1", "refunds"]) => self.list_refunds(query),
             ("GET", ["v1", "refunds", id]) => found(&self.refunds, "refund", id),
             // Every price id exists here, as in a test-mode account holding the whole catalog.
+            ("POST", ["v1", "subscription_schedules"]) => self.create_schedule(params),
+            ("GET", ["v1", "subscription_schedules", id]) => self.schedule(id),
+            ("POST", ["v1", "subscription_schedules", id]) => self.update_schedule(id, params),
+            ("POST", ["v1", "subscription_schedules", id, "release"]) => self.release_schedule(id),
             ("GET", ["v1", "disputes", id]) => found(&self.disputes, "dispute", id),
             ("GET", ["v1", "promotion_codes"]) => self.list_promotion_codes(query),
             ("GET", ["v1", "promotion_codes", id]) => self.promotion_code(id),

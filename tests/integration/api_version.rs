@@ -14,8 +14,8 @@ use shared::stripe::event::{
 use shared::stripe::objects::{
     BillingPortalSession, Charge, CheckoutSession, Customer, Dispute, Invoice, InvoiceLineItem, InvoiceLineItemDetails,
     InvoiceLineParent, InvoiceParent, InvoicePayment, InvoicePaymentTarget, InvoiceSubscriptionDetails, List,
-    PauseCollection, PaymentError, PaymentIntent, Price, PromotionCode, Recurring, Refund, Subscription,
-    SubscriptionItem,
+    PauseCollection, PaymentError, PaymentIntent, Price, PromotionCode, Recurring, Refund, SchedulePhaseDates,
+    Subscription, SubscriptionItem, SubscriptionSchedule,
 };
 use stripe_simulator::{Delivery, Simulator};
 
@@ -284,6 +284,50 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
         "stripe.InvoiceLineItem",
         &preview["lines"],
     );
+    // A downgrade at the period's end: a schedule from the subscription, its next phase set,
+    // then released.
+    let made = sim
+        .post("/v1/subscription_schedules", &[("from_subscription", sub.as_str())])
+        .await;
+    shown.add("POST /v1/subscription_schedules", "stripe.SubscriptionSchedule", &made);
+    let schedule_id = id(&made, "/id");
+    let start = made["current_phase"]["start_date"].to_string();
+    let end = made["current_phase"]["end_date"].to_string();
+    let price_now = id(&subscription, "/items/data/0/price/id");
+    let phased = sim
+        .post(
+            &format!("/v1/subscription_schedules/{schedule_id}"),
+            &[
+                ("end_behavior", "release"),
+                ("phases[0][items][0][price]", price_now.as_str()),
+                ("phases[0][items][0][quantity]", "1"),
+                ("phases[0][start_date]", start.as_str()),
+                ("phases[0][end_date]", end.as_str()),
+                ("phases[1][items][0][price]", "price_basic"),
+                ("phases[1][items][0][quantity]", "1"),
+                ("phases[1][proration_behavior]", "none"),
+                ("phases[1][metadata][plan]", "basic"),
+            ],
+        )
+        .await;
+    shown.add(
+        "POST /v1/subscription_schedules/{id}",
+        "stripe.SubscriptionSchedule",
+        &phased,
+    );
+    shown.add(
+        "GET /v1/subscription_schedules/{id}",
+        "stripe.SubscriptionSchedule",
+        &sim.get(&format!("/v1/subscription_schedules/{schedule_id}")).await,
+    );
+    let released = sim
+        .post(&format!("/v1/subscription_schedules/{schedule_id}/release"), &[])
+        .await;
+    shown.add(
+        "POST /v1/subscription_schedules/{id}/release",
+        "stripe.SubscriptionSchedule",
+        &released,
+    );
     sim.post(&format!("/v1/invoices/{open_invoice}/void"), &[]).await;
     shown.list(
         "GET /v1/invoices",
@@ -451,7 +495,8 @@ async fn the_simulator_answers_and_emits_the_pinned_versions_shapes() {
             "dispute",
             "invoice",
             "refund",
-            "subscription"
+            "subscription",
+            "subscription_schedule"
         ],
         "every kind of object the simulator puts in events is checked"
     );
@@ -561,6 +606,16 @@ fn what_the_models_read_exists_at_the_pinned_version() {
         ("Charge", "stripe.Charge", read_by::<Charge>()),
         ("Dispute", "stripe.Dispute", read_by::<Dispute>()),
         ("PromotionCode", "stripe.PromotionCode", read_by::<PromotionCode>()),
+        (
+            "SubscriptionSchedule",
+            "stripe.SubscriptionSchedule",
+            read_by::<SubscriptionSchedule>(),
+        ),
+        (
+            "SchedulePhaseDates",
+            "stripe.SubscriptionSchedule.CurrentPhase",
+            read_by::<SchedulePhaseDates>(),
+        ),
         (
             "BillingPortalSession",
             "stripe.billing_portal.Session",
@@ -737,6 +792,26 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/v1/charges/{charge}", "stripe.params.ChargeRetrieveParams"),
     ("GET", "/v1/disputes/{dispute}", "stripe.params.DisputeRetrieveParams"),
+    (
+        "POST",
+        "/v1/subscription_schedules",
+        "stripe.params.SubscriptionScheduleCreateParams",
+    ),
+    (
+        "GET",
+        "/v1/subscription_schedules/{schedule}",
+        "stripe.params.SubscriptionScheduleRetrieveParams",
+    ),
+    (
+        "POST",
+        "/v1/subscription_schedules/{schedule}",
+        "stripe.params.SubscriptionScheduleModifyParams",
+    ),
+    (
+        "POST",
+        "/v1/subscription_schedules/{schedule}/release",
+        "stripe.params.SubscriptionScheduleReleaseParams",
+    ),
     ("GET", "/v1/promotion_codes", "stripe.params.PromotionCodeListParams"),
     (
         "GET",

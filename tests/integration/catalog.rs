@@ -637,3 +637,128 @@ async fn a_plan_change_is_previewed_with_stripes_prorations_before_it_is_made() 
     let unknown = shop.post("/subscription/change/preview", json!({"plan": "gold"})).await;
     assert_eq!(unknown.body["error"], "unknown_plan");
 }
+
+impl Shop {
+    /// The account's one subscription as the simulator has it.
+    async fn subscription(&self) -> Value {
+        let customer = self
+            .api
+            .store
+            .customer_of_account(&shared::store::AccountId::parse(&self.org).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let list = self.stripe(&format!("/v1/subscriptions?customer={customer}")).await;
+        list["data"][0].clone()
+    }
+}
+
+/// Team is tier 2 and starter tier 1 (`infra/catalog.example.json`, `"downgrades":
+/// "period_end"`): a move down waits for the period's end through a Stripe subscription
+/// schedule, as the simulator records it; calling it off, an upgrade or a cancellation
+/// release the schedule; at the period's end the subscription is on the lower plan.
+#[tokio::test]
+async fn a_downgrade_waits_for_the_period_end_and_an_upgrade_or_a_cancellation_supersedes_it() {
+    let shop = Shop::open().await;
+    shop.buy(json!({"plan": "team", "seats": 5})).await;
+    let period_end = shop.subscription().await["items"]["data"][0]["current_period_end"]
+        .as_i64()
+        .unwrap();
+
+    let down = shop.post("/subscription/change", json!({"plan": "starter"})).await;
+    assert_eq!(down.status, 202, "{}", down.body);
+    assert_eq!(down.body["scheduled"], json!({"plan": "starter", "at": period_end}));
+    assert_eq!(down.body["entitlement"]["plan"], "team", "paid for until then");
+    billing_tests::openapi::assert_matches("ScheduledChange", &down.body);
+    let sub = shop.subscription().await;
+    let schedule_id = sub["schedule"].as_str().expect("a schedule manages it").to_owned();
+    let schedule = shop.stripe(&format!("/v1/subscription_schedules/{schedule_id}")).await;
+    assert_eq!(schedule["end_behavior"], "release");
+    assert_eq!(schedule["phases"][0]["end_date"], period_end);
+    assert_eq!(schedule["phases"][1]["items"][0]["price"], "price_starter_month_usd");
+    assert_eq!(schedule["phases"][1]["items"][0]["quantity"], 1);
+    assert_eq!(schedule["phases"][1]["proration_behavior"], "none");
+    assert_eq!(
+        shop.items().await,
+        owned(&[("price_team_month_usd", 5)]),
+        "nothing changes now"
+    );
+
+    // Seats would be lost at the phase change: refused while the downgrade waits.
+    let seats = shop.post("/subscription/seats", json!({"seats": 6})).await;
+    assert_eq!(
+        (seats.status, seats.body["error"].as_str()),
+        (409, Some("change_pending"))
+    );
+
+    // Called off: the schedule lets go, the subscription stays.
+    let undone = shop
+        .api
+        .call_as("DELETE", "/subscription/change", shop.admin(), "")
+        .await;
+    assert_eq!(undone.status, 200, "{}", undone.body);
+    assert_eq!(
+        shop.stripe(&format!("/v1/subscription_schedules/{schedule_id}")).await["status"],
+        "released"
+    );
+    assert_eq!(shop.subscription().await["schedule"], Value::Null);
+    let again = shop
+        .api
+        .call_as("DELETE", "/subscription/change", shop.admin(), "")
+        .await;
+    assert_eq!(
+        (again.status, again.body["error"].as_str()),
+        (409, Some("no_pending_change"))
+    );
+
+    // Scheduled again, then superseded by a change made at once (to yearly: same tier).
+    assert_eq!(
+        shop.post("/subscription/change", json!({"plan": "starter"}))
+            .await
+            .status,
+        202
+    );
+    let yearly = shop
+        .post("/subscription/change", json!({"plan": "team", "interval": "year"}))
+        .await;
+    assert_eq!(yearly.status, 200, "{}", yearly.body);
+    assert_eq!(shop.subscription().await["schedule"], Value::Null);
+    assert_eq!(shop.items().await, owned(&[("price_team_year_usd", 5)]));
+
+    // Scheduled, then the period ends: the renewal is on starter, and the schedule is done.
+    assert_eq!(
+        shop.post("/subscription/change", json!({"plan": "starter"}))
+            .await
+            .status,
+        202
+    );
+    let sub_id = shop.subscription().await["id"].as_str().unwrap().to_owned();
+    shop.sim(&format!("subscriptions/{sub_id}/end_period")).await;
+    assert_eq!(shop.items().await, owned(&[("price_starter_year_usd", 1)]));
+    let renewed = shop.subscription().await;
+    assert_eq!(renewed["schedule"], Value::Null);
+    assert_eq!(renewed["metadata"]["plan"], "starter");
+    let synced = shop.post("/billing/sync", json!({})).await;
+    assert_eq!(synced.body["plan"], "starter");
+    assert_eq!(synced.body["limits"]["seats"], 1);
+
+    // A cancellation while a downgrade waits: the schedule is released first (Stripe refuses
+    // to cancel a subscription a schedule manages).
+    assert_eq!(
+        shop.post("/subscription/change", json!({"plan": "team"})).await.status,
+        200
+    );
+    assert_eq!(
+        shop.post("/subscription/change", json!({"plan": "starter"}))
+            .await
+            .status,
+        202
+    );
+    let cancelled = shop.post("/subscription/cancel", json!({"at_period_end": true})).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    let sub = shop.subscription().await;
+    assert_eq!(
+        (sub["schedule"].clone(), sub["cancel_at_period_end"].clone()),
+        (Value::Null, json!(true))
+    );
+}

@@ -128,6 +128,7 @@ pub fn subscription(customer: &str, id: &str, watermark: i64, status: Subscripti
         latest_invoice: None,
         created: 1_897_408_000,
         past_due_since: None,
+        schedule: None,
         watermark,
     }
 }

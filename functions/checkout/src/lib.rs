@@ -49,7 +49,10 @@ pub fn router<S: BillingStore + 'static>(state: AppState<S>) -> Router {
     Router::new()
         .route("/checkout/sessions", post(routes::checkout::create::<S>))
         .route("/portal/sessions", post(routes::portal::create::<S>))
-        .route("/subscription/change", post(routes::subscription::change::<S>))
+        .route(
+            "/subscription/change",
+            post(routes::subscription::change::<S>).delete(routes::subscription::undo_change::<S>),
+        )
         .route("/subscription/change/preview", post(routes::subscription::preview::<S>))
         .route("/subscription/seats", post(routes::subscription::seats::<S>))
         .route("/subscription/addons", post(routes::subscription::add_addon::<S>))

@@ -155,6 +155,22 @@ pub struct Plan {
     /// Coupon ids `POST /checkout/sessions` accepts for this plan.
     #[serde(default)]
     pub coupons: Vec<String>,
+    /// Where the plan stands among the others: a change to a lower tier is a downgrade,
+    /// which `downgrades` may hold until the period ends. Plans without a tier change at once.
+    #[serde(default)]
+    pub tier: Option<u32>,
+}
+
+/// When a downgrade (a change to a plan of a lower `tier`) takes effect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DowngradePolicy {
+    /// At the end of the period already paid for, through a subscription schedule: the
+    /// customer keeps what they paid for, and nothing is refunded (the default).
+    #[default]
+    PeriodEnd,
+    /// At once, with prorations, like an upgrade.
+    Now,
 }
 
 /// A one-time purchase (Checkout `mode=payment`): a lifetime deal's features and limits, or
@@ -273,6 +289,8 @@ struct FullForm {
     /// collects, with their tax id. Off by default.
     #[serde(default)]
     automatic_tax: bool,
+    #[serde(default)]
+    downgrades: DowngradePolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -294,6 +312,7 @@ pub struct Catalog {
     limit_rules: BTreeMap<String, LimitRule>,
     products: BTreeMap<String, Product>,
     automatic_tax: bool,
+    downgrades: DowngradePolicy,
     /// Price id → what it sells: the price identifies it.
     by_price: HashMap<String, (Sells, String)>,
 }
@@ -383,6 +402,7 @@ impl Catalog {
                             addons: Vec::new(),
                             promotion_codes: Vec::new(),
                             coupons: Vec::new(),
+                            tier: None,
                         };
                         (key, plan)
                     })
@@ -548,6 +568,7 @@ impl Catalog {
             limit_rules: form.limits,
             products: form.products,
             automatic_tax: form.automatic_tax,
+            downgrades: form.downgrades,
             by_price,
         })
     }
@@ -583,6 +604,14 @@ impl Catalog {
 
     pub fn product_keys(&self) -> impl Iterator<Item = &str> {
         self.products.keys().map(String::as_str)
+    }
+
+    /// Whether moving from plan `from` to plan `to` waits for the period's end: a lower tier
+    /// than now, with the `period_end` policy.
+    pub fn waits_for_period_end(&self, from: &str, to: &str) -> bool {
+        let tier = |key: &str| self.get(key).and_then(|plan| plan.tier);
+        self.downgrades == DowngradePolicy::PeriodEnd
+            && matches!((tier(from), tier(to)), (Some(from), Some(to)) if to < from)
     }
 
     /// Whether checkout turns on Stripe Tax (and collects the address and tax id it needs).

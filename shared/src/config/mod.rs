@@ -15,7 +15,8 @@ use url::Url;
 
 pub use accounts::{AccountSettings, AdminRoles, DEFAULT_ACCOUNT_CLAIM};
 pub use catalog::{
-    Addon, Catalog, Currency, Interval, LimitRule, Offer, Plan, Price, Product, SEATS_LIMIT, SeatRange, valid_code,
+    Addon, Catalog, Currency, DowngradePolicy, Interval, LimitRule, Offer, Plan, Price, Product, SEATS_LIMIT,
+    SeatRange, valid_code,
 };
 pub use env::Env;
 pub use limits::{RateLimits, RouteClass, WINDOW_SECS as RATE_WINDOW_SECS};

@@ -103,6 +103,9 @@ pub struct SubscriptionRecord {
     /// earliest across writes of the same spell and drops it when the status moves on.
     #[serde(default)]
     pub past_due_since: Option<i64>,
+    /// The subscription schedule that manages it (a downgrade waiting for the period end).
+    #[serde(default)]
+    pub schedule: Option<String>,
     /// `created` of the newest event (or Stripe read) applied; older ones are stale.
     pub watermark: i64,
 }

@@ -17,6 +17,7 @@ use url::Url;
 use super::form;
 use super::objects::{
     BillingPortalSession, Charge, CheckoutSession, Customer, Invoice, List, PromotionCode, Refund, Subscription,
+    SubscriptionSchedule,
 };
 use super::resource::Resource;
 use crate::config::Rotating;
@@ -344,6 +345,29 @@ impl StripeClient {
                 _ => return Ok(all),
             }
         }
+    }
+
+    /// A schedule made from the subscription (its one phase: the subscription as it is, to
+    /// the end of the period); Stripe refuses a second schedule for one subscription.
+    pub async fn create_schedule_from(&self, subscription: &str) -> Result<SubscriptionSchedule, StripeError> {
+        let params = json!({ "from_subscription": subscription });
+        self.post("/v1/subscription_schedules", &params, None).await
+    }
+
+    pub async fn retrieve_schedule(&self, id: &str) -> Result<SubscriptionSchedule, StripeError> {
+        self.get(&format!("/v1/subscription_schedules/{}", path_id(id)?), &[])
+            .await
+    }
+
+    pub async fn update_schedule(&self, id: &str, params: &Value) -> Result<SubscriptionSchedule, StripeError> {
+        self.post(&format!("/v1/subscription_schedules/{}", path_id(id)?), params, None)
+            .await
+    }
+
+    /// The subscription goes on as it is now, without the schedule's later phases.
+    pub async fn release_schedule(&self, id: &str) -> Result<SubscriptionSchedule, StripeError> {
+        let path = format!("/v1/subscription_schedules/{}/release", path_id(id)?);
+        self.post(&path, &json!({}), None).await
     }
 
     pub async fn retrieve_charge(&self, id: &str) -> Result<Charge, StripeError> {

@@ -14,7 +14,7 @@ pub use event::{Event, EventEnvelope, NotAnEvent, RelatedObject, Shape};
 pub use ids::ObjectId;
 pub use objects::{
     Charge, CheckoutSession, Customer, Dispute, Expandable, Invoice, InvoiceStatus, List, Price, PromotionCode, Refund,
-    Subscription, SubscriptionStatus,
+    Subscription, SubscriptionSchedule, SubscriptionStatus,
 };
 pub use resource::Resource;
 pub use signature::{SignatureError, SignatureVerifier};

@@ -63,6 +63,21 @@ pub struct CheckoutSession {
     pub metadata: HashMap<String, String>,
 }
 
+/// A subscription schedule (`stripe/_subscription_schedule.py`): what the system reads of one
+/// it made to change a subscription at its period's end.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionSchedule {
+    pub id: String,
+    #[serde(default)]
+    pub current_phase: Option<SchedulePhaseDates>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct SchedulePhaseDates {
+    pub start_date: i64,
+    pub end_date: i64,
+}
+
 /// A payment's charge (`stripe/_charge.py`): what a refund is counted on.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Charge {
@@ -152,6 +167,9 @@ pub struct Subscription {
     pub pause_collection: Option<PauseCollection>,
     #[serde(default)]
     pub latest_invoice: Option<ObjectId>,
+    /// The subscription schedule that manages it, if any.
+    #[serde(default)]
+    pub schedule: Option<ObjectId>,
     #[serde(default)]
     pub trial_end: Option<i64>,
     #[serde(default)]

@@ -181,6 +181,7 @@ impl<S: BillingStore, P: Publisher> Syncer<S, P> {
             latest_invoice: subscription.latest_invoice.as_ref().map(|id| id.0.clone()),
             created: subscription.created,
             past_due_since: None,
+            schedule: subscription.schedule.as_ref().map(|id| id.0.clone()),
             watermark,
         }
     }

@@ -95,7 +95,7 @@ impl Sim {
         sub
     }
 
-    fn new_item(&mut self, subscription: &str, price: &str, quantity: u64, start: i64, end: i64) -> Value {
+    pub(super) fn new_item(&mut self, subscription: &str, price: &str, quantity: u64, start: i64, end: i64) -> Value {
         let mut item = fixture("subscription")["items"]["data"][0].clone();
         item["id"] = json!(self.id("si"));
         item["price"] = Self::price(price);
@@ -148,6 +148,12 @@ impl Sim {
             return Err(ApiError::invalid(
                 "A canceled subscription can only update its cancellation_details and metadata.",
             ));
+        }
+        let cancellation = params.get("cancel_at_period_end").is_some() || params.get("cancel_at").is_some();
+        if let Some(schedule) = sub["schedule"].as_str().filter(|_| cancellation) {
+            return Err(ApiError::invalid(format!(
+                "The subscription is managed by the subscription schedule `{schedule}`, and updating any cancelation behavior directly is not allowed. Please update the schedule instead."
+            )));
         }
         let now = self.tick();
         if let Some(items) = params.get("items") {
@@ -299,6 +305,11 @@ impl Sim {
             item["current_period_start"] = json!(now);
             item["current_period_end"] = json!(now + PERIOD_SECS);
         }
+        // A schedule's phase starting at this period's end sets the items the renewal bills.
+        let scheduled = match period_end(&sub) {
+            Some(ended) => self.next_phase(&mut renewed, ended, now),
+            None => Vec::new(),
+        };
         if renewed["pause_collection"]["resumes_at"]
             .as_i64()
             .is_some_and(|at| at <= now)
@@ -314,11 +325,12 @@ impl Sim {
         let invoice = self.new_invoice(&renewed, status, now);
         renewed["latest_invoice"] = invoice["id"].clone();
         self.subscriptions.insert(id.to_owned(), renewed.clone());
-        let mut events = if status == "paid" {
+        let mut events = scheduled;
+        events.extend(if status == "paid" {
             self.paid_events(&invoice, now)
         } else {
             vec![self.event("invoice.created", &invoice, now)]
-        };
+        });
         if let Some(closing) = closing {
             events.push(self.event("invoice.finalized", &invoice, now));
             events.push(self.event(closing, &invoice, now));

@@ -1,6 +1,7 @@
 //! `POST /subscription/change|seats|cancel|resume`, `POST /subscription/addons` and
-//! `DELETE /subscription/addons/{addon}`: self-service changes to the live subscription; and
-//! `POST /subscription/change/preview`, what a change would bill.
+//! `DELETE /subscription/addons/{addon}`: self-service changes to the live subscription;
+//! `POST /subscription/change/preview`, what a change would bill; and
+//! `DELETE /subscription/change`, calling off a downgrade that waits for the period's end.
 //! Each checks the stored state first (409 when the change does not apply), makes the change
 //! in Stripe, stores Stripe's answer through the sync code, and returns the new view.
 
@@ -142,6 +143,18 @@ async fn plan_item<'a, S: BillingStore>(
     })
 }
 
+/// Seats and add-ons change the items a waiting downgrade's schedule would replace at the
+/// period's end: call the downgrade off first.
+fn no_change_waiting(now: &PlanItem<'_>) -> Result<(), ApiError> {
+    match now.live.schedule {
+        Some(_) => Err(ApiError::Conflict {
+            code: "change_pending",
+            hint: "a plan change waits for the period's end: call it off first (DELETE /subscription/change)",
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The live subscription's add-on items: (item id, add-on key, price id).
 fn addon_items<'a>(catalog: &'a Catalog, live: &Subscription) -> Vec<(String, &'a str, String)> {
     live.items
@@ -159,7 +172,13 @@ struct PlannedChange {
     record: SubscriptionRecord,
     customer_id: String,
     from: String,
+    /// The item changes, as `POST /v1/subscriptions/{id}` takes them.
     items: Vec<serde_json::Value>,
+    /// Every item as (price, quantity), now and after the change: a schedule's two phases.
+    before: Vec<(String, u64)>,
+    after: Vec<(String, u64)>,
+    /// The schedule already managing the subscription (a downgrade waiting).
+    schedule: Option<String>,
 }
 
 async fn plan_change<S: BillingStore>(
@@ -213,27 +232,168 @@ async fn plan_change<S: BillingStore>(
             items.push(json!({ "id": item_id, "price": like.id }));
         }
     }
+    let before: Vec<(String, u64)> = now
+        .live
+        .items
+        .data
+        .iter()
+        .map(|item| (item.price.id.clone(), item.quantity.unwrap_or(1)))
+        .collect();
+    let after = now
+        .live
+        .items
+        .data
+        .iter()
+        .map(|item| {
+            let change = items.iter().find(|change| change["id"] == item.id.as_str());
+            let price = change
+                .and_then(|change| change["price"].as_str())
+                .unwrap_or(&item.price.id);
+            let quantity = change
+                .and_then(|change| change["quantity"].as_u64())
+                .or(item.quantity)
+                .unwrap_or(1);
+            (price.to_owned(), quantity)
+        })
+        .collect();
     Ok(PlannedChange {
         customer_id: now.live.customer.0.clone(),
         from: now.plan_key.to_owned(),
+        schedule: now.live.schedule.as_ref().map(|id| id.0.clone()),
         record,
         items,
+        before,
+        after,
     })
+}
+
+/// A change to a lower tier waits for the period's end.
+#[derive(Debug, Serialize)]
+pub struct ScheduledChange {
+    plan: String,
+    /// When it takes effect (Unix seconds): the end of the period already paid for.
+    at: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScheduledAnswer {
+    scheduled: ScheduledChange,
+    /// Unchanged until then.
+    entitlement: EntitlementView,
+}
+
+/// What `POST /subscription/change` did: the change now (200), or a downgrade scheduled for
+/// the period's end (202).
+pub enum ChangeAnswer {
+    Now(Json<EntitlementView>),
+    Scheduled(Json<ScheduledAnswer>),
+}
+
+impl axum::response::IntoResponse for ChangeAnswer {
+    fn into_response(self) -> axum::response::Response {
+        match self {
+            ChangeAnswer::Now(view) => view.into_response(),
+            ChangeAnswer::Scheduled(answer) => (axum::http::StatusCode::ACCEPTED, answer).into_response(),
+        }
+    }
+}
+
+fn phase_items(items: &[(String, u64)]) -> Vec<serde_json::Value> {
+    items
+        .iter()
+        .map(|(price, quantity)| json!({ "price": price, "quantity": quantity }))
+        .collect()
+}
+
+/// The downgrade as a subscription schedule: this period as it is, then the new items from
+/// its end, without prorations (nothing paid for is taken back), then the schedule lets go.
+/// A waiting downgrade's schedule is reused, so the latest request is the one that happens.
+async fn schedule_downgrade<S: BillingStore>(
+    state: &AppState<S>,
+    account: &AccountId,
+    planned: &PlannedChange,
+    plan: &str,
+) -> Result<ChangeAnswer, ApiError> {
+    let stripe = &state.syncer.stripe;
+    let subscription_id = &planned.record.subscription_id;
+    let schedule = match &planned.schedule {
+        Some(id) => stripe.retrieve_schedule(id).await?,
+        None => stripe.create_schedule_from(subscription_id).await?,
+    };
+    let phase = schedule.current_phase.ok_or(ApiError::Conflict {
+        code: "schedule_not_active",
+        hint: "the subscription's schedule has no current phase; change it in the Stripe dashboard",
+    })?;
+    let params = json!({
+        "end_behavior": "release",
+        "phases": [
+            { "items": phase_items(&planned.before), "start_date": phase.start_date, "end_date": phase.end_date },
+            { "items": phase_items(&planned.after), "proration_behavior": "none", "metadata": { "plan": plan } },
+        ],
+    });
+    stripe.update_schedule(&schedule.id, &params).await?;
+    tracing::info!(subscription_id = %subscription_id, schedule_id = %schedule.id, from = %planned.from, plan,
+        at = phase.end_date, "downgrade scheduled for the period's end");
+    let live = stripe.retrieve_subscription(subscription_id).await?;
+    let entitlement = store(state, account, &planned.record, &live).await?.0;
+    Ok(ChangeAnswer::Scheduled(Json(ScheduledAnswer {
+        scheduled: ScheduledChange {
+            plan: plan.to_owned(),
+            at: phase.end_date,
+        },
+        entitlement,
+    })))
+}
+
+/// A schedule managing the subscription is released before a change made at once: a waiting
+/// downgrade is superseded by what the account asks for now.
+async fn release_schedule<S: BillingStore>(state: &AppState<S>, schedule: Option<&str>) -> Result<(), ApiError> {
+    if let Some(id) = schedule {
+        state.syncer.stripe.release_schedule(id).await?;
+        tracing::info!(schedule_id = %id, "waiting change released");
+    }
+    Ok(())
 }
 
 pub async fn change<S: BillingStore>(
     State(state): State<Arc<AppState<S>>>,
     BillingAdmin(Caller { account, .. }): BillingAdmin,
     JsonBody(request): JsonBody<ChangeRequest>,
-) -> Result<Json<EntitlementView>, ApiError> {
+) -> Result<ChangeAnswer, ApiError> {
     let planned = plan_change(&state, &account, &request).await?;
+    if state.syncer.plans.waits_for_period_end(&planned.from, &request.plan) {
+        return schedule_downgrade(&state, &account, &planned, &request.plan).await;
+    }
+    release_schedule(&state, planned.schedule.as_deref()).await?;
     let params = json!({
         "items": planned.items,
         "proration_behavior": "create_prorations",
         "metadata": { "plan": request.plan },
     });
     let change = format!("plan {} → {}", planned.from, request.plan);
-    update(&state, &account, &planned.record, &params, change).await
+    update(&state, &account, &planned.record, &params, change)
+        .await
+        .map(ChangeAnswer::Now)
+}
+
+/// `DELETE /subscription/change`: the downgrade waiting for the period's end is called off;
+/// the subscription goes on as it is.
+pub async fn undo_change<S: BillingStore>(
+    State(state): State<Arc<AppState<S>>>,
+    BillingAdmin(Caller { account, .. }): BillingAdmin,
+) -> Result<Json<EntitlementView>, ApiError> {
+    let record = current(&state, &account).await?;
+    let stripe = &state.syncer.stripe;
+    let live = stripe.retrieve_subscription(&record.subscription_id).await?;
+    let Some(schedule) = live.schedule.as_ref() else {
+        return Err(ApiError::Conflict {
+            code: "no_pending_change",
+            hint: "no change is waiting for the period's end",
+        });
+    };
+    release_schedule(&state, Some(schedule.as_str())).await?;
+    let released = stripe.retrieve_subscription(&record.subscription_id).await?;
+    store(&state, &account, &record, &released).await
 }
 
 /// What `POST /subscription/change` would bill, from Stripe's own preview.
@@ -298,6 +458,7 @@ pub async fn seats<S: BillingStore>(
 ) -> Result<Json<EntitlementView>, ApiError> {
     let record = current(&state, &account).await?;
     let now = plan_item(&state, &record).await?;
+    no_change_waiting(&now)?;
     let range = now.plan.seats.ok_or(ApiError::Conflict {
         code: "not_seat_based",
         hint: "the subscription's plan is not sold per seat",
@@ -345,6 +506,7 @@ pub async fn add_addon<S: BillingStore>(
     })?;
     let record = current(&state, &account).await?;
     let now = plan_item(&state, &record).await?;
+    no_change_waiting(&now)?;
     if !now.plan.addons.contains(&request.addon) {
         return Err(ApiError::BadRequest {
             code: "addon_not_allowed",
@@ -390,6 +552,7 @@ pub async fn remove_addon<S: BillingStore>(
     }
     let record = current(&state, &account).await?;
     let now = plan_item(&state, &record).await?;
+    no_change_waiting(&now)?;
     let Some((item_id, _, _)) = addon_items(catalog, &now.live)
         .into_iter()
         .find(|(_, key, _)| *key == addon)
@@ -419,6 +582,9 @@ pub async fn cancel<S: BillingStore>(
                 hint: "use POST /subscription/resume to undo",
             });
         }
+        // Stripe refuses a cancellation on a subscription a schedule manages: a downgrade
+        // waiting for the same period's end is moot anyway.
+        release_schedule(&state, record.schedule.as_deref()).await?;
         let params = json!({ "cancel_at_period_end": true });
         return update(&state, &account, &record, &params, "cancel at period end".to_owned()).await;
     }
