@@ -1,10 +1,12 @@
 //! `billing demo`: a subscription's whole life, through the public HTTP API (as a SaaS
 //! dashboard calls it) and the simulator's control endpoints (as a customer and a bank act),
 //! once with orderly delivery, then duplicated and shuffled in each of Stripe's ways (snapshot and thin
-//! payloads, webhook and EventBridge), then as real customers behave.
+//! payloads, webhook and EventBridge), then as real customers behave, then as a team buys.
+//! Accounts are organisations (`org_id`), and only `admin`/`owner` members change billing.
 
 use serde_json::{Value, json};
 
+use shared::config::{AccountSettings, Env};
 use shared::store::BillingStore;
 
 use crate::local::{DeliveryMode, LocalApp, LocalError, LocalQueue, LocalSystem, PayloadMode};
@@ -13,6 +15,9 @@ struct Walk<'a, S, Q> {
     system: &'a LocalSystem<S, Q>,
     http: reqwest::Client,
     user: String,
+    /// The member's further claims (`X-Billing-Claims`); by default the user is the owner of
+    /// an organisation of their own.
+    claims: Option<Value>,
     simulator: String,
     step: usize,
 }
@@ -31,16 +36,22 @@ impl<'a, S: BillingStore + Clone + 'static, Q: LocalQueue> Walk<'a, S, Q> {
             system,
             http: reqwest::Client::new(),
             user,
+            claims: None,
             simulator: simulator.base_url.clone(),
             step: 0,
         })
     }
 
     async fn api(&self, method: reqwest::Method, path: &str, body: Value) -> Result<(u16, Value), LocalError> {
+        let claims = self
+            .claims
+            .clone()
+            .unwrap_or_else(|| json!({"org_id": self.user, "org_role": "owner"}));
         let response = self
             .http
             .request(method, format!("{}{path}", self.system.api_url))
             .header("X-Billing-User", &self.user)
+            .header("X-Billing-Claims", claims.to_string())
             .json(&body)
             .send()
             .await
@@ -324,6 +335,141 @@ async fn real_customers<S: BillingStore + Clone + 'static, Q: LocalQueue>(
     Ok(())
 }
 
+/// A team's billing: an admin buys team yearly for 5 seats, a member reads but may not change
+/// it, the admin adds 3 seats and SSO, buys credits, and moves the team down to starter at
+/// the period's end (after removing SSO, which starter does not offer).
+async fn team_story<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+    system: &LocalSystem<S, Q>,
+    run_id: &str,
+) -> Result<(), LocalError> {
+    use reqwest::Method;
+    let org = format!("demo-acme-{run_id}");
+    let mut admin = Walk::new(system, format!("ann-{run_id}"))?;
+    admin.claims = Some(json!({"org_id": org, "org_role": "admin", "email": "ann@acme.example", "name": "Ann"}));
+    let mut member = Walk::new(system, format!("bob-{run_id}"))?;
+    member.claims = Some(json!({"org_id": org, "org_role": "member"}));
+
+    let (status, session) = admin
+        .api(
+            Method::POST,
+            "/checkout/sessions",
+            json!({"plan": "team", "interval": "year", "currency": "usd", "seats": 5}),
+        )
+        .await?;
+    let session = session["id"]
+        .as_str()
+        .ok_or_else(|| failed(format!("checkout answered {status}: {session}")))?
+        .to_owned();
+    admin.bank(&format!("checkout/{session}/complete")).await?;
+    let view = admin.me().await?;
+    admin.check(
+        "admin buys team yearly, 5 seats",
+        &json!({"plan": view["plan"], "seats": view["limits"]["seats"], "features": view["features"]}),
+        &[
+            ("plan", json!("team")),
+            ("seats", json!(5)),
+            ("features", json!(["api", "exports", "reports"])),
+        ],
+    )?;
+
+    let read = member.me().await?;
+    let (refused, answer) = member
+        .api(Method::POST, "/subscription/seats", json!({"seats": 9}))
+        .await?;
+    admin.check(
+        "Bob (a member) reads it, may not change it",
+        &json!({"plan": read["plan"], "change_seats": refused, "error": answer["error"]}),
+        &[
+            ("plan", json!("team")),
+            ("change_seats", json!(403)),
+            ("error", json!("billing_admin_required")),
+        ],
+    )?;
+
+    let (_, view) = admin
+        .api(Method::POST, "/subscription/seats", json!({"seats": 8}))
+        .await?;
+    system.drain().await?;
+    admin.check(
+        "admin adds 3 seats (prorated)",
+        &json!({"seats": view["limits"]["seats"]}),
+        &[("seats", json!(8))],
+    )?;
+    let (_, view) = admin
+        .api(Method::POST, "/subscription/addons", json!({"addon": "sso"}))
+        .await?;
+    system.drain().await?;
+    admin.check(
+        "admin adds the SSO add-on",
+        &json!({"addons": view["addons"], "features": view["features"]}),
+        &[
+            ("addons", json!(["sso"])),
+            ("features", json!(["api", "exports", "reports", "sso"])),
+        ],
+    )?;
+
+    let (status, pack) = admin
+        .api(
+            Method::POST,
+            "/checkout/sessions",
+            json!({"product": "credits_1000", "quantity": 2}),
+        )
+        .await?;
+    let pack = pack["id"]
+        .as_str()
+        .ok_or_else(|| failed(format!("checkout answered {status}: {pack}")))?
+        .to_owned();
+    admin.bank(&format!("checkout/{pack}/complete")).await?;
+    let view = admin.me().await?;
+    admin.check(
+        "admin buys two credit packs (a one-time payment)",
+        &json!({"credits": view["credits"], "plan": view["plan"]}),
+        &[("credits", json!(2000)), ("plan", json!("team"))],
+    )?;
+
+    let (status, answer) = admin
+        .api(Method::POST, "/subscription/change", json!({"plan": "starter"}))
+        .await?;
+    admin.check(
+        "downgrade refused while SSO is on (starter has none)",
+        &json!({"status": status, "error": answer["error"]}),
+        &[("status", json!(409)), ("error", json!("addon_not_on_plan"))],
+    )?;
+    admin
+        .api(Method::DELETE, "/subscription/addons/sso", Value::Null)
+        .await?;
+    let (status, answer) = admin
+        .api(Method::POST, "/subscription/change", json!({"plan": "starter"}))
+        .await?;
+    system.drain().await?;
+    admin.check(
+        "SSO removed; downgrade to starter waits for the period's end",
+        &json!({"status": status, "plan": answer["entitlement"]["plan"], "scheduled": answer["scheduled"]["plan"]}),
+        &[
+            ("status", json!(202)),
+            ("plan", json!("team")),
+            ("scheduled", json!("starter")),
+        ],
+    )?;
+
+    let subscription = admin.stripe(&format!("/v1/checkout/sessions/{session}")).await?["subscription"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    admin.bank(&format!("subscriptions/{subscription}/end_period")).await?;
+    let view = admin.me().await?;
+    admin.check(
+        "the year ends: renewed on starter, credits kept",
+        &json!({"plan": view["plan"], "seats": view["limits"]["seats"], "credits": view["credits"]}),
+        &[
+            ("plan", json!("starter")),
+            ("seats", json!(1)),
+            ("credits", json!(2000)),
+        ],
+    )?;
+    Ok(())
+}
+
 /// `billing demo`.
 pub struct Demo;
 
@@ -333,6 +479,17 @@ impl LocalApp for Demo {
         system: LocalSystem<S, Q>,
     ) -> Result<(), LocalError> {
         run(system).await
+    }
+
+    /// Organisations, as team SaaS runs it: the account is the `org_id` claim and only admins
+    /// and owners change billing.
+    fn accounts(&self) -> Option<AccountSettings> {
+        AccountSettings::from_env(&Env::from_pairs([
+            ("BILLING_ACCOUNT_CLAIM", "org_id"),
+            ("BILLING_ROLE_CLAIM", "org_role"),
+            ("BILLING_ADMIN_ROLES", "admin,owner"),
+        ]))
+        .ok()
     }
 }
 
@@ -399,5 +556,8 @@ async fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(system: LocalSyst
 
     println!("\nPass 6: what real customers do (two tabs, a race with the webhook, a second trial)");
     simulator.set_delivery(base);
-    real_customers(&system, &run_id[..8]).await
+    real_customers(&system, &run_id[..8]).await?;
+
+    println!("\nPass 7: a team buys (org acme: Ann is an admin, Bob a member)");
+    team_story(&system, &run_id[..8]).await
 }

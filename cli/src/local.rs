@@ -31,9 +31,24 @@ use shared::sync::{SyncPolicy, Syncer};
 use shared::webhook::{Delivery, WebhookReceiver};
 use stripe_simulator::{EventBridgeTarget, Payload, Simulator};
 
-/// The plans of local runs; `BILLING_CATALOG` (or `BILLING_PLANS`) replaces them.
-pub const DEMO_PLANS: &str = r#"{"basic":{"price_id":"price_basic","features":["reports"]},
- "pro":{"price_id":"price_pro","features":["reports","api","exports"],"trial_days":14,"allow_promotion_codes":true}}"#;
+/// The catalog of local runs, which `BILLING_CATALOG` (or `BILLING_PLANS`) replaces: the
+/// repository's example (starter and team, add-ons, a lifetime deal and a credit pack) with
+/// two plans beside it, basic and pro (with a 14-day trial), that the demo's lifecycle walks.
+pub fn local_catalog() -> Result<Catalog, String> {
+    let mut catalog: serde_json::Value =
+        serde_json::from_str(include_str!("../../infra/catalog.example.json")).map_err(|e| e.to_string())?;
+    catalog["plans"]["basic"] = serde_json::json!({
+        "features": ["reports"],
+        "prices": [{"id": "price_basic", "interval": "month", "currency": "usd"}],
+    });
+    catalog["plans"]["pro"] = serde_json::json!({
+        "features": ["reports", "api", "exports"],
+        "trial_days": 14,
+        "allow_promotion_codes": true,
+        "prices": [{"id": "price_pro", "interval": "month", "currency": "usd"}],
+    });
+    Catalog::parse(&catalog.to_string())
+}
 pub const LOCAL_WEBHOOK_SECRET: &str = "whsec_local_simulator_secret";
 /// The partner event source and account of local EventBridge delivery.
 pub const LOCAL_PARTNER_SOURCE: &str = "aws.partner/stripe.com/ed_test_local";
@@ -89,6 +104,11 @@ pub trait LocalApp {
         self,
         system: LocalSystem<S, Q>,
     ) -> impl std::future::Future<Output = Result<(), LocalError>>;
+
+    /// Accounts as the app needs them; `None`: as the environment says.
+    fn accounts(&self) -> Option<AccountSettings> {
+        None
+    }
 }
 
 /// Picks the adapters from the environment, says which loudly, starts the system on
@@ -101,6 +121,7 @@ pub async fn launch(port: u16, app: impl LocalApp) -> Result<(), LocalError> {
         false => None,
     };
     let endpoint = env.get("AWS_ENDPOINT_URL").unwrap_or("AWS");
+    let accounts = app.accounts();
     let store = match (&sdk, env.get("BILLING_TABLE")) {
         (Some(sdk), Some(_)) => {
             let table = StoreSettings::from_env(&env).map_err(start_error)?.table;
@@ -136,15 +157,18 @@ pub async fn launch(port: u16, app: impl LocalApp) -> Result<(), LocalError> {
     let memory_queue = || Arc::new(MemoryQueue::new());
     match (store, queue) {
         (None, None) => {
-            app.run(LocalSystem::start(port, Arc::new(MemoryStore::new()), memory_queue()).await?)
+            app.run(LocalSystem::start(port, Arc::new(MemoryStore::new()), memory_queue(), accounts).await?)
                 .await
         }
         (None, Some(sqs)) => {
-            app.run(LocalSystem::start(port, Arc::new(MemoryStore::new()), sqs).await?)
+            app.run(LocalSystem::start(port, Arc::new(MemoryStore::new()), sqs, accounts).await?)
                 .await
         }
-        (Some(dynamo), None) => app.run(LocalSystem::start(port, dynamo, memory_queue()).await?).await,
-        (Some(dynamo), Some(sqs)) => app.run(LocalSystem::start(port, dynamo, sqs).await?).await,
+        (Some(dynamo), None) => {
+            app.run(LocalSystem::start(port, dynamo, memory_queue(), accounts).await?)
+                .await
+        }
+        (Some(dynamo), Some(sqs)) => app.run(LocalSystem::start(port, dynamo, sqs, accounts).await?).await,
     }
 }
 
@@ -210,11 +234,12 @@ fn start_error(error: impl std::fmt::Display) -> LocalError {
 
 impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
     /// Real Stripe when `STRIPE_SECRET_KEY` is set, the simulator otherwise.
-    pub async fn start(port: u16, store: S, queue: Q) -> Result<Self, LocalError> {
+    /// `accounts`: who the account is and who may change billing, else from the environment.
+    pub async fn start(port: u16, store: S, queue: Q, accounts: Option<AccountSettings>) -> Result<Self, LocalError> {
         let env = Env::from_process();
         let plans = match env.get("BILLING_CATALOG").or(env.get("BILLING_PLANS")) {
             Some(_) => Catalog::from_env(&env).map_err(start_error)?,
-            None => Catalog::parse(DEMO_PLANS).map_err(LocalError::Start)?,
+            None => local_catalog().map_err(LocalError::Start)?,
         };
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
@@ -296,7 +321,10 @@ impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
         let api = checkout::router(AppState {
             syncer: syncer(store.clone()),
             app_base_url: url::Url::parse(&api_url).map_err(start_error)?,
-            accounts: AccountSettings::from_env(&env).map_err(start_error)?,
+            accounts: match accounts {
+                Some(accounts) => accounts,
+                None => AccountSettings::from_env(&env).map_err(start_error)?,
+            },
             limits: RateLimits::from_env(&env).map_err(start_error)?,
         });
         let api = api.layer(axum::middleware::from_fn(crate::dev_identity::from_header));

@@ -1,6 +1,7 @@
 //! The demo is a test too: the real `billing` binary walks the lifecycle against the simulator,
 //! orderly, then with duplicated, shuffled delivery in each of Stripe's ways (snapshot and thin
-//! events, by webhook and by EventBridge), and must exit 0.
+//! events, by webhook and by EventBridge), then a team's purchase (seats, an add-on, credits,
+//! a downgrade at the period's end), and must exit 0.
 
 mod common;
 
@@ -27,6 +28,12 @@ async fn the_demo_walks_the_whole_lifecycle_in_every_delivery_mode() {
         "both tabs paid before the webhook: one kept, one refunded",
         "checking out again: no second trial",
         "customer deleted in Stripe: access ends, the next checkout makes a new one",
+        "admin buys team yearly, 5 seats",
+        "Bob (a member) reads it, may not change it",
+        "admin adds the SSO add-on",
+        "admin buys two credit packs (a one-time payment) credits=2000",
+        "SSO removed; downgrade to starter waits for the period's end status=202",
+        "the year ends: renewed on starter, credits kept plan=\"starter\"",
     ] {
         assert!(stdout.contains(step), "{stdout}");
     }
@@ -75,8 +82,8 @@ async fn the_demo_walks_the_lifecycle_on_dynamodb_and_sqs_from_a_dotenv() {
     // Passes 1 to 5 (snapshot and thin, webhook and EventBridge) end canceled; pass 6 leaves
     // two of its customers exactly one live subscription (the second tab; the kept one of the
     // race, the other cancelled); the third customer's two (the cancelled trial, the
-    // re-checkout) end canceled with its deletion.
-    assert_eq!(stored.len(), 10, "{stored:?}");
+    // re-checkout) end canceled with its deletion; pass 7's team goes on, renewed on starter.
+    assert_eq!(stored.len(), 11, "{stored:?}");
     let active: Vec<&str> = stored
         .iter()
         .filter(|s| s.status == shared::stripe::SubscriptionStatus::Active)
@@ -85,5 +92,5 @@ async fn the_demo_walks_the_lifecycle_on_dynamodb_and_sqs_from_a_dotenv() {
     let mut customers = active.clone();
     customers.sort_unstable();
     customers.dedup();
-    assert_eq!((active.len(), customers.len()), (2, 2), "{stored:?}");
+    assert_eq!((active.len(), customers.len()), (3, 3), "{stored:?}");
 }
