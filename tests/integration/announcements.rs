@@ -116,37 +116,7 @@ async fn every_entitlement_change_is_announced_once_in_order_even_through_a_fail
 /// queue (moto): it ends with what `/billing/me` says, whatever order the messages came in.
 #[tokio::test]
 async fn the_consumer_example_keeps_the_newest_entitlement_from_the_topic() {
-    let sdk = billing_tests::aws::sdk_config().await;
-    let sns = aws_sdk_sns::Client::new(&sdk);
-    let topic = sns
-        .create_topic()
-        .name(billing_tests::unique("app-events-"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let queue = sqs
-        .create_queue()
-        .queue_name(billing_tests::unique("entitlement-cache-"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = format!(
-        "arn:aws:sqs:us-east-1:123456789012:{}",
-        queue.rsplit('/').next().unwrap()
-    );
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(queue_arn)
-        .attributes("RawMessageDelivery", "true")
-        .send()
-        .await
-        .unwrap();
+    let (sns, topic, _, queue) = billing_tests::aws::subscribed_topic().await;
     let shop = Shop::open_with(shared::notify::SnsPublisher::new(sns, topic)).await;
 
     let session = shop.checkout(json!({"plan": "team", "seats": 3})).await;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use billing_tests::api::{TestApi, spawn_api_with};
+use billing_tests::shop::simulated_stripe;
 use billing_tests::{aws, unique};
 use serde_json::{Value, json};
 use shared::config::{AccountSettings, Catalog, Env, RateLimits};
@@ -23,15 +24,7 @@ struct Shop {
 
 impl Shop {
     async fn open() -> Self {
-        let simulator = Simulator::start(0, stripe_simulator::Delivery::default())
-            .await
-            .unwrap();
-        let stripe = shared::stripe::StripeClient::new(
-            reqwest::Client::new(),
-            url::Url::parse(&simulator.base_url).unwrap(),
-            secrecy::SecretString::from("sk_test_catalog".to_owned()),
-            Default::default(),
-        );
+        let (simulator, stripe) = simulated_stripe("sk_test_catalog").await;
         let accounts = AccountSettings::from_env(&Env::from_pairs([
             ("BILLING_ACCOUNT_CLAIM", "org_id"),
             ("BILLING_ROLE_CLAIM", "org_role"),
@@ -91,9 +84,8 @@ impl Shop {
         synced.body
     }
 
-    /// The one subscription of the account's customer, as Stripe (the simulator) has it:
-    /// its items as (price, quantity).
-    async fn items(&self) -> Vec<(String, u64)> {
+    /// The account's one subscription as the simulator has it.
+    async fn subscription(&self) -> Value {
         let customer = self
             .api
             .store
@@ -104,7 +96,13 @@ impl Shop {
         let list = self.stripe(&format!("/v1/subscriptions?customer={customer}")).await;
         let subscriptions = list["data"].as_array().unwrap();
         assert_eq!(subscriptions.len(), 1, "{list}");
-        let mut items: Vec<(String, u64)> = subscriptions[0]["items"]["data"]
+        subscriptions[0].clone()
+    }
+
+    /// The one subscription of the account's customer, as Stripe (the simulator) has it:
+    /// its items as (price, quantity).
+    async fn items(&self) -> Vec<(String, u64)> {
+        let mut items: Vec<(String, u64)> = self.subscription().await["items"]["data"]
             .as_array()
             .unwrap()
             .iter()
@@ -407,15 +405,7 @@ async fn promotion_codes_by_code_or_id_and_coupons_are_taken_only_where_the_plan
 
 #[tokio::test]
 async fn automatic_tax_is_a_catalog_switch_that_turns_on_stripe_tax_at_checkout() {
-    let simulator = Simulator::start(0, stripe_simulator::Delivery::default())
-        .await
-        .unwrap();
-    let stripe = shared::stripe::StripeClient::new(
-        reqwest::Client::new(),
-        url::Url::parse(&simulator.base_url).unwrap(),
-        secrecy::SecretString::from("sk_test_catalog".to_owned()),
-        Default::default(),
-    );
+    let (simulator, stripe) = simulated_stripe("sk_test_catalog").await;
     let mut catalog: Value = serde_json::from_str(CATALOG).unwrap();
     let http = reqwest::Client::new();
     let mut enabled = Vec::new();
@@ -636,21 +626,6 @@ async fn a_plan_change_is_previewed_with_stripes_prorations_before_it_is_made() 
     );
     let unknown = shop.post("/subscription/change/preview", json!({"plan": "gold"})).await;
     assert_eq!(unknown.body["error"], "unknown_plan");
-}
-
-impl Shop {
-    /// The account's one subscription as the simulator has it.
-    async fn subscription(&self) -> Value {
-        let customer = self
-            .api
-            .store
-            .customer_of_account(&shared::store::AccountId::parse(&self.org).unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        let list = self.stripe(&format!("/v1/subscriptions?customer={customer}")).await;
-        list["data"][0].clone()
-    }
 }
 
 /// Team is tier 2 and starter tier 1 (`infra/catalog.example.json`, `"downgrades":

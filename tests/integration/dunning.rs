@@ -147,36 +147,7 @@ async fn moto_notifier(verify_sender: bool) -> (AwsNotifier, aws_sdk_sqs::Client
     if verify_sender {
         ses.create_email_identity().email_identity(FROM).send().await.unwrap();
     }
-    let sns = aws_sdk_sns::Client::new(&sdk);
-    let topic = sns
-        .create_topic()
-        .name(unique("app-events-"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let queue = sqs
-        .create_queue()
-        .queue_name(unique("app-subscriber-"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = format!(
-        "arn:aws:sqs:us-east-1:123456789012:{}",
-        queue.rsplit('/').next().unwrap()
-    );
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(queue_arn)
-        .attributes("RawMessageDelivery", "true")
-        .send()
-        .await
-        .unwrap();
+    let (sns, topic, sqs, queue) = aws::subscribed_topic().await;
     (AwsNotifier::new(ses.clone(), sns, FROM.into(), topic), sqs, queue, ses)
 }
 

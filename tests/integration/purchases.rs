@@ -113,12 +113,7 @@ async fn credit_packs_and_a_lifetime_deal_are_granted_and_taken_back_on_a_full_r
     assert_eq!(me["products"], json!(["credits_1000"]));
 
     // The credits' charge is disputed and the dispute lost: the credits are taken back.
-    let charge = shop
-        .stripe(reqwest::Method::GET, &format!("/v1/payment_intents/{intent}"), &[])
-        .await["latest_charge"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let charge = shop.charge_of(&intent).await;
     shop.sim(&format!("charges/{charge}/dispute?status=lost")).await;
     let disputed = shop.new_events().await;
     assert_eq!(types(&disputed), ["charge.dispute.created", "charge.dispute.closed"]);
@@ -158,12 +153,7 @@ async fn a_refund_processed_before_its_payment_still_wins_and_a_won_dispute_chan
         .as_str()
         .unwrap()
         .to_owned();
-    let charge = shop
-        .stripe(reqwest::Method::GET, &format!("/v1/payment_intents/{intent}"), &[])
-        .await["latest_charge"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let charge = shop.charge_of(&intent).await;
     shop.sim(&format!("charges/{charge}/dispute?status=won")).await;
     shop.process_ok(&shop.new_events().await).await;
     assert_eq!(shop.me().await["products"], json!(["lifetime"]));

@@ -113,3 +113,40 @@ pub async fn fresh_queues() -> (aws_sdk_sqs::Client, QueueSettings, SqsQueue) {
     };
     (client.clone(), settings.clone(), SqsQueue::new(client, settings))
 }
+
+/// An SNS topic with a fresh SQS queue subscribed to it (raw delivery), as an app subscribes
+/// to the app-events topic: (SNS client, topic ARN, SQS client, queue URL).
+pub async fn subscribed_topic() -> (aws_sdk_sns::Client, String, aws_sdk_sqs::Client, String) {
+    let sdk = sdk_config().await;
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let topic = sns
+        .create_topic()
+        .name(crate::unique("app-events-"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue = sqs
+        .create_queue()
+        .queue_name(crate::unique("app-subscriber-"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_arn = format!(
+        "arn:aws:sqs:us-east-1:123456789012:{}",
+        queue.rsplit('/').next().unwrap()
+    );
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+    (sns, topic, sqs, queue)
+}

@@ -32,6 +32,20 @@ pub struct Shop<P = NoAppEvents> {
     seen: Mutex<HashSet<String>>,
 }
 
+/// The offline simulator and a Stripe client on it, with `key`.
+pub async fn simulated_stripe(key: &str) -> (Simulator, shared::stripe::StripeClient) {
+    let simulator = Simulator::start(0, stripe_simulator::Delivery::default())
+        .await
+        .unwrap();
+    let stripe = shared::stripe::StripeClient::new(
+        reqwest::Client::new(),
+        url::Url::parse(&simulator.base_url).unwrap(),
+        secrecy::SecretString::from(key.to_owned()),
+        Default::default(),
+    );
+    (simulator, stripe)
+}
+
 impl Shop {
     pub async fn open() -> Self {
         Self::open_with(NoAppEvents).await
@@ -41,15 +55,7 @@ impl Shop {
 impl<P: Publisher> Shop<P> {
     /// The events processor tells the app through `publisher`.
     pub async fn open_with(publisher: P) -> Self {
-        let simulator = Simulator::start(0, stripe_simulator::Delivery::default())
-            .await
-            .unwrap();
-        let stripe = shared::stripe::StripeClient::new(
-            reqwest::Client::new(),
-            url::Url::parse(&simulator.base_url).unwrap(),
-            secrecy::SecretString::from(KEY.to_owned()),
-            Default::default(),
-        );
+        let (simulator, stripe) = simulated_stripe(KEY).await;
         let accounts = AccountSettings::from_env(&Env::from_pairs([("BILLING_ACCOUNT_CLAIM", "org_id")])).unwrap();
         let store = Arc::new(aws::fresh_store().await);
         let catalog = Catalog::parse(CATALOG).unwrap();
@@ -117,6 +123,14 @@ impl<P: Publisher> Shop<P> {
     pub async fn session(&self, id: &str) -> Value {
         self.stripe(reqwest::Method::GET, &format!("/v1/checkout/sessions/{id}"), &[])
             .await
+    }
+
+    /// The charge that paid a payment intent, as Stripe has it.
+    pub async fn charge_of(&self, intent: &str) -> String {
+        let paid = self
+            .stripe(reqwest::Method::GET, &format!("/v1/payment_intents/{intent}"), &[])
+            .await;
+        paid["latest_charge"].as_str().unwrap().to_owned()
     }
 
     /// Every event Stripe recorded since the last call, oldest first.

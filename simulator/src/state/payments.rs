@@ -94,25 +94,9 @@ impl Sim {
         if let Some(id) = existing.filter(|id| self.payment_intents.contains_key(*id)) {
             return id.to_owned();
         }
-        let id = self.id("pi");
-        let mut intent = fixture("payment_intent");
-        for field in [
-            "canceled_at",
-            "last_payment_error",
-            "latest_charge",
-            "next_action",
-            "processing",
-            "source",
-        ] {
-            intent[field] = Value::Null;
-        }
-        intent["id"] = json!(id);
-        intent["amount"] = invoice["amount_due"].clone();
-        intent["amount_received"] = json!(0);
-        intent["currency"] = json!("usd");
-        intent["customer"] = invoice["customer"].clone();
-        intent["created"] = json!(now);
-        intent["client_secret"] = json!(format!("{id}_secret_sim"));
+        let amount = invoice["amount_due"].as_i64().unwrap_or(0);
+        let mut intent = self.new_intent(&invoice["customer"], amount, now);
+        let id = text(&intent["id"]).unwrap_or_default();
         intent["description"] = json!("Subscription update");
         intent["status"] = json!("requires_payment_method");
         self.payment_intents.insert(id.clone(), intent);
@@ -129,6 +113,31 @@ impl Sim {
         payment["status_transitions"] = json!({"canceled_at": null, "paid_at": null});
         invoice["payments"]["data"] = json!([payment]);
         id
+    }
+
+    /// A payment intent of `amount` for `customer`, nothing attempted yet; the caller sets
+    /// its status and stores it.
+    pub(super) fn new_intent(&mut self, customer: &Value, amount: i64, now: i64) -> Value {
+        let id = self.id("pi");
+        let mut intent = fixture("payment_intent");
+        for field in [
+            "canceled_at",
+            "last_payment_error",
+            "latest_charge",
+            "next_action",
+            "processing",
+            "source",
+        ] {
+            intent[field] = Value::Null;
+        }
+        intent["id"] = json!(id);
+        intent["amount"] = json!(amount);
+        intent["amount_received"] = json!(0);
+        intent["currency"] = json!("usd");
+        intent["customer"] = customer.clone();
+        intent["created"] = json!(now);
+        intent["client_secret"] = json!(format!("{id}_secret_sim"));
+        intent
     }
 
     /// A successful payment: the invoice's payment intent succeeds with a new charge.

@@ -95,25 +95,8 @@ impl Sim {
             .iter()
             .map(|(_, quantity)| DEFAULT_UNIT_AMOUNT * *quantity as i64)
             .sum();
-        let intent_id = self.id("pi");
-        let mut intent = fixture("payment_intent");
-        for field in [
-            "canceled_at",
-            "last_payment_error",
-            "latest_charge",
-            "next_action",
-            "processing",
-            "source",
-        ] {
-            intent[field] = Value::Null;
-        }
-        intent["id"] = json!(intent_id);
-        intent["amount"] = json!(amount);
-        intent["amount_received"] = json!(0);
-        intent["currency"] = json!("usd");
-        intent["customer"] = session["customer"].clone();
-        intent["created"] = json!(now);
-        intent["client_secret"] = json!(format!("{intent_id}_secret_sim"));
+        let mut intent = self.new_intent(&session["customer"], amount, now);
+        let intent_id = text(&intent["id"]).unwrap_or_default();
         intent["description"] = Value::Null;
         intent["metadata"] = session["_simulated_payment_intent_data"]["metadata"].clone();
         if intent["metadata"].is_null() {
