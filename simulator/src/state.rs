@@ -93,6 +93,8 @@ pub struct Sim {
     promotion_codes: BTreeMap<String, Value>,
     disputes: BTreeMap<String, Value>,
     schedules: BTreeMap<String, Value>,
+    /// Per subscription: proration lines of changes made, billed on its next invoice.
+    pending_prorations: BTreeMap<String, Vec<Value>>,
     coupons: BTreeSet<String>,
     events: Vec<Value>,
     idempotent: HashMap<String, Value>,
@@ -204,6 +206,7 @@ impl Sim {
             promotion_codes: BTreeMap::new(),
             disputes: BTreeMap::new(),
             schedules: BTreeMap::new(),
+            pending_prorations: BTreeMap::new(),
             coupons: BTreeSet::new(),
             events: Vec::new(),
             idempotent: HashMap::new(),

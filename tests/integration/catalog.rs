@@ -737,3 +737,38 @@ async fn a_downgrade_waits_for_the_period_end_and_an_upgrade_or_a_cancellation_s
         (Value::Null, json!(true))
     );
 }
+
+/// Seats added mid-period are prorated onto the next invoice, as `create_prorations` does on
+/// Stripe: the renewal bills 8 seats and the remaining time of 3 more (2000 a seat a month in
+/// the simulator; moments after checkout almost the whole month remains).
+#[tokio::test]
+async fn seats_added_mid_period_are_prorated_onto_the_next_invoice() {
+    let shop = Shop::open().await;
+    shop.buy(json!({"plan": "team", "seats": 5})).await;
+    assert_eq!(shop.post("/subscription/seats", json!({"seats": 8})).await.status, 200);
+    let sub = shop.subscription().await;
+    shop.sim(&format!("subscriptions/{}/end_period", sub["id"].as_str().unwrap()))
+        .await;
+    let invoices = shop
+        .stripe(&format!("/v1/invoices?customer={}", sub["customer"].as_str().unwrap()))
+        .await;
+    let renewal = &invoices["data"][0];
+    let lines: Vec<(bool, i64)> = renewal["lines"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| {
+            (
+                line["parent"]["subscription_item_details"]["proration"] == true,
+                line["amount"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(lines.len(), 3, "{renewal}");
+    assert!(lines[0].0 && (-10_000..=-9_990).contains(&lines[0].1), "{lines:?}");
+    assert!(lines[1].0 && (15_990..=16_000).contains(&lines[1].1), "{lines:?}");
+    assert_eq!(lines[2], (false, 16_000), "8 seats for the new period");
+    let total = renewal["total"].as_i64().unwrap();
+    assert_eq!(total, lines.iter().map(|(_, amount)| amount).sum::<i64>());
+    assert_eq!(renewal["amount_paid"], total);
+}

@@ -2,10 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{
-    ApiError, ApiResult, ControlResult, DEFAULT_UNIT_AMOUNT, Sim, expands, fixture, found, integer, not_found, page,
-    text,
-};
+use super::{ApiError, ApiResult, ControlResult, Sim, expands, fixture, found, integer, not_found, page, text};
 
 /// A failed attempt as `/sim/subscriptions/{id}/fail_payment` describes it.
 pub struct Failure {
@@ -14,19 +11,6 @@ pub struct Failure {
     pub action_required: bool,
     /// The last attempt Stripe's retry schedule makes: no `next_payment_attempt`.
     pub last: bool,
-}
-
-/// What the subscription's items cost for one period.
-fn amount_of(subscription: &Value) -> i64 {
-    subscription["items"]["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|item| {
-            let unit = item["price"]["unit_amount"].as_i64().unwrap_or(DEFAULT_UNIT_AMOUNT);
-            unit * item["quantity"].as_i64().unwrap_or(1)
-        })
-        .sum()
 }
 
 /// The subscription an invoice bills (`parent.subscription_details.subscription`), or null.
@@ -42,7 +26,43 @@ impl Sim {
     pub(super) fn new_invoice(&mut self, subscription: &Value, status: &str, now: i64) -> Value {
         let mut invoice = fixture("invoice");
         let id = self.id("in");
-        let amount = amount_of(subscription);
+        // The period's items, after the prorations of changes made since the last invoice.
+        let mut lines = text(&subscription["id"])
+            .and_then(|sub| self.pending_prorations.remove(&sub))
+            .unwrap_or_default();
+        let period_start = subscription["items"]["data"][0]["current_period_start"]
+            .as_i64()
+            .unwrap_or(now);
+        let period_end = subscription["items"]["data"][0]["current_period_end"]
+            .as_i64()
+            .unwrap_or(now);
+        for item in subscription["items"]["data"].as_array().into_iter().flatten() {
+            let description = format!(
+                "{} × {}",
+                item["price"]["id"].as_str().unwrap_or_default(),
+                item["quantity"]
+            );
+            let amount = super::subscriptions::item_amount(item);
+            lines.push(super::subscriptions::preview_line(
+                item,
+                amount,
+                description,
+                false,
+                period_start,
+                period_end,
+            ));
+        }
+        for line in &mut lines {
+            line["id"] = json!(self.id("il"));
+        }
+        // A credit larger than the charges is not paid out: nothing is due.
+        let amount: i64 = lines
+            .iter()
+            .filter_map(|line| line["amount"].as_i64())
+            .sum::<i64>()
+            .max(0);
+        invoice["lines"] =
+            json!({"object": "list", "has_more": false, "url": format!("/v1/invoices/{id}/lines"), "data": lines});
         let paid = status == "paid";
         invoice["id"] = json!(id);
         invoice["customer"] = subscription["customer"].clone();

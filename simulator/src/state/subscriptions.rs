@@ -157,7 +157,14 @@ impl Sim {
         }
         let now = self.tick();
         if let Some(items) = params.get("items") {
+            let before = sub["items"]["data"].as_array().cloned().unwrap_or_default();
             self.change_items(&mut sub, items, now)?;
+            // The prorations wait as pending invoice items for the next invoice.
+            if params["proration_behavior"] != "none" {
+                let after = sub["items"]["data"].as_array().cloned().unwrap_or_default();
+                let lines = prorations(&before, &after, now);
+                self.pending_prorations.entry(id.to_owned()).or_default().extend(lines);
+            }
         }
         if let Some(flag) = params["cancel_at_period_end"].as_str() {
             sub["cancel_at_period_end"] = json!(flag == "true");
@@ -358,15 +365,62 @@ fn set_items(sub: &mut Value, items: Vec<Value>) {
     sub["items"]["data"] = Value::Array(items);
 }
 
+/// `create_prorations` (Stripe's default) for a change of items at `now`: a credit for the
+/// unused time on each item changed or removed and a charge for the remaining time on each new
+/// one, prorated to the second and rounded to the smallest unit
+/// (https://docs.stripe.com/billing/subscriptions/prorations).
+fn prorations(before: &[Value], after: &[Value], now: i64) -> Vec<Value> {
+    let start = before
+        .first()
+        .and_then(|i| i["current_period_start"].as_i64())
+        .unwrap_or(now);
+    let end = before
+        .first()
+        .and_then(|i| i["current_period_end"].as_i64())
+        .unwrap_or(now);
+    let share = |amount: i64| {
+        let (left, length) = ((end - now).max(0), (end - start).max(1));
+        ((i128::from(amount) * i128::from(left) + i128::from(length) / 2) / i128::from(length)) as i64
+    };
+    let same = |a: &Value, b: &Value| {
+        a["id"] == b["id"] && a["price"]["id"] == b["price"]["id"] && a["quantity"] == b["quantity"]
+    };
+    let mut lines = Vec::new();
+    for old in before.iter().filter(|old| !after.iter().any(|new| same(old, new))) {
+        let description = format!(
+            "Unused time on {} × {}",
+            old["price"]["id"].as_str().unwrap_or_default(),
+            old["quantity"]
+        );
+        lines.push(preview_line(old, -share(item_amount(old)), description, true, now, end));
+    }
+    for new in after.iter().filter(|new| !before.iter().any(|old| same(old, new))) {
+        let description = format!(
+            "Remaining time on {} × {}",
+            new["price"]["id"].as_str().unwrap_or_default(),
+            new["quantity"]
+        );
+        lines.push(preview_line(new, share(item_amount(new)), description, true, now, end));
+    }
+    lines
+}
+
 /// What an item costs for one period.
-fn item_amount(item: &Value) -> i64 {
+pub(super) fn item_amount(item: &Value) -> i64 {
     let unit = item["price"]["unit_amount"]
         .as_i64()
         .unwrap_or(super::DEFAULT_UNIT_AMOUNT);
     unit * item["quantity"].as_i64().unwrap_or(1)
 }
 
-fn preview_line(item: &Value, amount: i64, description: String, proration: bool, start: i64, end: i64) -> Value {
+pub(super) fn preview_line(
+    item: &Value,
+    amount: i64,
+    description: String,
+    proration: bool,
+    start: i64,
+    end: i64,
+) -> Value {
     json!({
         "object": "line_item",
         "livemode": false,
@@ -415,41 +469,15 @@ impl Sim {
         }
         let before = sub["items"]["data"].as_array().cloned().unwrap_or_default();
         let after = changed["items"]["data"].as_array().cloned().unwrap_or_default();
-        let start = before
-            .first()
-            .and_then(|i| i["current_period_start"].as_i64())
-            .unwrap_or(now);
         let end = before
             .first()
             .and_then(|i| i["current_period_end"].as_i64())
             .unwrap_or(now);
-        let share = |amount: i64| {
-            let (left, length) = ((end - now).max(0), (end - start).max(1));
-            // Stripe prorates to the second and rounds to the smallest currency unit.
-            ((i128::from(amount) * i128::from(left) + i128::from(length) / 2) / i128::from(length)) as i64
+        let mut lines = if details["proration_behavior"] == "none" {
+            Vec::new()
+        } else {
+            prorations(&before, &after, now)
         };
-        let same = |a: &Value, b: &Value| {
-            a["id"] == b["id"] && a["price"]["id"] == b["price"]["id"] && a["quantity"] == b["quantity"]
-        };
-        let mut lines = Vec::new();
-        if details["proration_behavior"] != "none" {
-            for old in before.iter().filter(|old| !after.iter().any(|new| same(old, new))) {
-                let description = format!(
-                    "Unused time on {} × {}",
-                    old["price"]["id"].as_str().unwrap_or_default(),
-                    old["quantity"]
-                );
-                lines.push(preview_line(old, -share(item_amount(old)), description, true, now, end));
-            }
-            for new in after.iter().filter(|new| !before.iter().any(|old| same(old, new))) {
-                let description = format!(
-                    "Remaining time on {} × {}",
-                    new["price"]["id"].as_str().unwrap_or_default(),
-                    new["quantity"]
-                );
-                lines.push(preview_line(new, share(item_amount(new)), description, true, now, end));
-            }
-        }
         for item in &after {
             let description = format!(
                 "{} × {}",
