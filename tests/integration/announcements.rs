@@ -147,3 +147,37 @@ async fn the_consumer_example_keeps_the_newest_entitlement_from_the_topic() {
     assert_eq!(me["addons"], json!(["sso"]));
     assert_eq!(cache[&shop.org]["entitlement"], me, "{cache}");
 }
+
+/// The API stores Stripe's answer to its own change a moment after Stripe stamped the event,
+/// so that event may reach the processor as stale (older than what is stored): it is dropped,
+/// and what the API left unannounced is announced then.
+#[tokio::test]
+async fn a_stale_event_after_an_api_change_still_announces_it() {
+    let notifier = Arc::new(MemoryNotifier::new());
+    let shop = Shop::open_with(notifier.clone()).await;
+    let account = AccountId::parse(&shop.org).unwrap();
+    let session = shop.checkout(json!({"plan": "team", "seats": 5})).await;
+    shop.sim(&format!("checkout/{session}/complete")).await;
+    shop.process_ok(&shop.new_events().await).await;
+    let before = announcements(&notifier).len();
+
+    let seats = shop.call("POST", "/subscription/seats", json!({"seats": 8})).await;
+    assert_eq!(seats.status, 200, "{}", seats.body);
+    let stored = shop.api.store.get_entitlement(&account).await.unwrap().unwrap();
+    assert!(stored.unannounced());
+    // Stripe's event, stamped well before the API's write.
+    let mut updated: Vec<Value> = shop
+        .new_events()
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "customer.subscription.updated")
+        .collect();
+    assert_eq!(updated.len(), 1);
+    updated[0]["created"] = json!(updated[0]["created"].as_i64().unwrap() - 60);
+    shop.process_ok(&updated).await;
+    let told = announcements(&notifier);
+    assert_eq!(told.len(), before + 1, "{told:?}");
+    assert_eq!(told.last().unwrap()["entitlement"]["limits"]["seats"], 8);
+    let stored = shop.api.store.get_entitlement(&account).await.unwrap().unwrap();
+    assert!(!stored.unannounced());
+}

@@ -580,38 +580,65 @@ async fn a_plan_change_is_previewed_with_stripes_prorations_before_it_is_made() 
     let shop = Shop::open().await;
     shop.buy(json!({"plan": "team", "seats": 5})).await;
     let member = json!({"sub": "user_member", "org_id": shop.org, "org_role": "member"});
-    let preview = shop
-        .api
-        .call_as("POST", "/subscription/change/preview", member, r#"{"plan":"starter"}"#)
-        .await;
-    assert_eq!(preview.status, 200, "{}", preview.body);
-    let lines = preview.body["lines"].as_array().unwrap();
-    let described: Vec<(&str, bool)> = lines
-        .iter()
-        .map(|line| {
-            (
-                line["description"].as_str().unwrap(),
-                line["proration"].as_bool().unwrap(),
-            )
-        })
-        .collect();
+    let preview = |body: &'static str| {
+        let member = member.clone();
+        let shop = &shop;
+        async move {
+            let answer = shop
+                .api
+                .call_as("POST", "/subscription/change/preview", member, body)
+                .await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            billing_tests::openapi::assert_matches("ChangePreview", &answer.body);
+            answer.body
+        }
+    };
+    let described = |body: &Value| -> Vec<(String, bool, i64)> {
+        body["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| {
+                (
+                    line["description"].as_str().unwrap().to_owned(),
+                    line["proration"].as_bool().unwrap(),
+                    line["amount"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+
+    // To yearly, same tier: now, prorated — a credit for the monthly seats' unused time, a
+    // charge for the yearly ones' remaining time, then the next period.
+    let yearly = preview(r#"{"plan":"team","interval":"year"}"#).await;
+    assert_eq!(yearly["effective"], "now");
+    let lines = described(&yearly);
+    let kinds: Vec<(&str, bool)> = lines.iter().map(|(d, p, _)| (d.as_str(), *p)).collect();
     assert_eq!(
-        described,
+        kinds,
         [
             ("Unused time on price_team_month_usd × 5", true),
-            ("Remaining time on price_starter_month_usd × 1", true),
-            ("price_starter_month_usd × 1", false)
+            ("Remaining time on price_team_year_usd × 5", true),
+            ("price_team_year_usd × 5", false)
         ]
     );
     // Moments after checkout almost the whole month is left: within a few units of whole.
-    let amount = |at: usize| lines[at]["amount"].as_i64().unwrap();
-    assert!((-10_000..=-9_990).contains(&amount(0)), "{}", preview.body);
-    assert!((1_990..=2_000).contains(&amount(1)), "{}", preview.body);
-    assert_eq!(amount(2), 2_000);
-    assert_eq!(preview.body["proration_total"].as_i64(), Some(amount(0) + amount(1)));
+    assert!((-10_000..=-9_990).contains(&lines[0].2), "{yearly}");
+    assert_eq!(lines[1].2, -lines[0].2, "the same amount, the same share of the period");
+    assert_eq!(lines[2].2, 10_000);
+    assert_eq!(yearly["proration_total"].as_i64(), Some(lines[0].2 + lines[1].2));
+    assert_eq!(yearly["amount_due"], 10_000);
+
+    // Down to starter (a lower tier): at the period's end, nothing prorated.
+    let down = preview(r#"{"plan":"starter"}"#).await;
+    assert_eq!(down["effective"], "period_end");
     assert_eq!(
-        preview.body["amount_due"], 0,
-        "a credit larger than the charge leaves nothing due"
+        described(&down),
+        [("price_starter_month_usd × 1".to_owned(), false, 2_000)]
+    );
+    assert_eq!(
+        (down["proration_total"].as_i64(), down["amount_due"].as_i64()),
+        (Some(0), Some(2_000))
     );
     assert_eq!(
         shop.items().await,
@@ -635,7 +662,11 @@ async fn a_plan_change_is_previewed_with_stripes_prorations_before_it_is_made() 
 #[tokio::test]
 async fn a_downgrade_waits_for_the_period_end_and_an_upgrade_or_a_cancellation_supersedes_it() {
     let shop = Shop::open().await;
-    shop.buy(json!({"plan": "team", "seats": 5})).await;
+    shop.sim("promotion_codes?code=LAUNCH20&coupon=L20").await;
+    shop.buy(json!({"plan": "team", "seats": 5, "promotion_code": "LAUNCH20"}))
+        .await;
+    let discount = shop.subscription().await["discounts"][0].clone();
+    assert!(discount.is_string(), "the checkout's discount is the subscription's");
     let period_end = shop.subscription().await["items"]["data"][0]["current_period_end"]
         .as_i64()
         .unwrap();
@@ -653,6 +684,12 @@ async fn a_downgrade_waits_for_the_period_end_and_an_upgrade_or_a_cancellation_s
     assert_eq!(schedule["phases"][1]["items"][0]["price"], "price_starter_month_usd");
     assert_eq!(schedule["phases"][1]["items"][0]["quantity"], 1);
     assert_eq!(schedule["phases"][1]["proration_behavior"], "none");
+    for phase in 0..2 {
+        assert_eq!(
+            schedule["phases"][phase]["discounts"][0]["discount"], discount,
+            "the discount goes on through the schedule"
+        );
+    }
     assert_eq!(
         shop.items().await,
         owned(&[("price_team_month_usd", 5)]),
@@ -711,11 +748,29 @@ async fn a_downgrade_waits_for_the_period_end_and_an_upgrade_or_a_cancellation_s
     shop.sim(&format!("subscriptions/{sub_id}/end_period")).await;
     assert_eq!(shop.items().await, owned(&[("price_starter_year_usd", 1)]));
     let renewed = shop.subscription().await;
-    assert_eq!(renewed["schedule"], Value::Null);
     assert_eq!(renewed["metadata"]["plan"], "starter");
     let synced = shop.post("/billing/sync", json!({})).await;
     assert_eq!(synced.body["plan"], "starter");
     assert_eq!(synced.body["limits"]["seats"], 1);
+    // Stripe keeps the schedule through its last phase; nothing waits any more.
+    let lingering = renewed["schedule"]
+        .as_str()
+        .expect("kept until its last phase ends")
+        .to_owned();
+    let nothing = shop
+        .api
+        .call_as("DELETE", "/subscription/change", shop.admin(), "")
+        .await;
+    assert_eq!(
+        (nothing.status, nothing.body["error"].as_str()),
+        (409, Some("no_pending_change"))
+    );
+    shop.sim(&format!("subscriptions/{sub_id}/end_period")).await;
+    assert_eq!(shop.subscription().await["schedule"], Value::Null);
+    assert_eq!(
+        shop.stripe(&format!("/v1/subscription_schedules/{lingering}")).await["status"],
+        "released"
+    );
 
     // A cancellation while a downgrade waits: the schedule is released first (Stripe refuses
     // to cancel a subscription a schedule manages).
@@ -736,6 +791,28 @@ async fn a_downgrade_waits_for_the_period_end_and_an_upgrade_or_a_cancellation_s
         (sub["schedule"].clone(), sub["cancel_at_period_end"].clone()),
         (Value::Null, json!(true))
     );
+    // And no downgrade is scheduled over a pending cancellation (it would renew what ends).
+    let over = shop.post("/subscription/change", json!({"plan": "starter"})).await;
+    assert_eq!(
+        (over.status, over.body["error"].as_str()),
+        (409, Some("already_cancelling"))
+    );
+}
+
+/// A trial has nothing paid for to wait out: a move down during one happens at once.
+#[tokio::test]
+async fn a_downgrade_during_a_trial_happens_at_once() {
+    let shop = Shop::open().await;
+    let bought = shop.buy(json!({"plan": "starter"})).await;
+    assert_eq!(bought["status"], "trialing", "starter has a 14-day trial");
+    assert_eq!(
+        shop.post("/subscription/change", json!({"plan": "team"})).await.status,
+        200
+    );
+    let down = shop.post("/subscription/change", json!({"plan": "starter"})).await;
+    assert_eq!(down.status, 200, "{}", down.body);
+    assert_eq!(down.body["plan"], "starter");
+    assert_eq!(shop.subscription().await["schedule"], Value::Null);
 }
 
 /// Seats added mid-period are prorated onto the next invoice, as `create_prorations` does on

@@ -3,6 +3,7 @@
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::bootstrap;
 use shared::config::QueueSettings;
+use shared::notify::SnsPublisher;
 use shared::queue::SqsQueue;
 use shared::reconcile::{EventPayload, Reconciler, drift, emf_line};
 use shared::store::DynamoStore;
@@ -13,10 +14,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let (sdk, env) = bootstrap::start()?;
     // The drift check is optional: with no sample size the plan catalog is not needed either.
+    // A repair that changes an entitlement is told to the app, as the events processor does.
     let drift_sample = usize::try_from(env.parse_u64("RECONCILE_DRIFT_SAMPLE")?.unwrap_or(0)).unwrap_or(usize::MAX);
     let drift_syncer = match drift_sample {
         0 => None,
-        _ => Some(bootstrap::syncer(&sdk, &env).await?),
+        _ => Some(bootstrap::events_syncer(&sdk, &env).await?),
     };
     // One client, so the API key is read from Secrets Manager once at init and cached once.
     let stripe = match &drift_syncer {
@@ -39,7 +41,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 
 async fn pass(
     reconciler: &Reconciler<DynamoStore, SqsQueue>,
-    drift_syncer: &Option<Syncer<DynamoStore>>,
+    drift_syncer: &Option<Syncer<DynamoStore, SnsPublisher>>,
     drift_sample: usize,
 ) -> Result<serde_json::Value, lambda_runtime::Error> {
     let now = shared::unix_now();

@@ -561,6 +561,12 @@ impl Catalog {
             if !(1..=1000).contains(&product.max_quantity) {
                 return Err(format!("{path}.max_quantity: must be between 1 and 1000"));
             }
+            // Credits add up per unit; limits are what one purchase grants, not per unit.
+            if !product.limits.is_empty() && product.max_quantity > 1 {
+                return Err(format!(
+                    "{path}.max_quantity: a product with limits is bought one at a time (limits do not add up per unit)"
+                ));
+            }
         }
         Ok(Self {
             plans: form.plans,
@@ -841,6 +847,11 @@ mod tests {
                 r#""lifetime": {"#,
                 r#""team": {"#,
                 "products.team: \"team\" is also a plan or add-on key",
+            ),
+            (
+                r#""limits": {"projects": 20},"#,
+                r#""limits": {"projects": 20}, "max_quantity": 3,"#,
+                "products.lifetime.max_quantity: a product with limits is bought one at a time",
             ),
             (
                 r#""promotion_codes": ["LAUNCH20"]"#,

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::notify::Publisher;
 use crate::processing::ProcessError;
 use crate::store::{BillingStore, WriteOutcome, WriteRule};
 use crate::sync::Syncer;
@@ -22,7 +23,13 @@ pub struct DriftReport {
 }
 
 /// Checks up to `sample` stored subscriptions against Stripe at `now`.
-pub async fn check<S: BillingStore>(syncer: &Syncer<S>, sample: usize, now: i64) -> Result<DriftReport, ProcessError> {
+/// A repair that changes an entitlement is announced through the syncer's publisher (no event
+/// follows a drift to do it).
+pub async fn check<S: BillingStore, P: Publisher>(
+    syncer: &Syncer<S, P>,
+    sample: usize,
+    now: i64,
+) -> Result<DriftReport, ProcessError> {
     let mut report = DriftReport::default();
     let drawn = syncer.store.sample_subscriptions(sample).await?;
     report.items_read = drawn.items_read;

@@ -70,6 +70,17 @@ pub struct SubscriptionSchedule {
     pub id: String,
     #[serde(default)]
     pub current_phase: Option<SchedulePhaseDates>,
+    #[serde(default)]
+    pub phases: Vec<SchedulePhaseDates>,
+}
+
+impl SubscriptionSchedule {
+    /// Whether a phase after the current one is still to come: a change that waits. In its
+    /// last phase a `release` schedule only holds on until that phase ends.
+    pub fn waits(&self) -> bool {
+        self.current_phase
+            .is_some_and(|now| self.phases.iter().any(|phase| phase.start_date > now.start_date))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -170,6 +181,9 @@ pub struct Subscription {
     /// The subscription schedule that manages it, if any.
     #[serde(default)]
     pub schedule: Option<ObjectId>,
+    /// The discounts applied to it (ids unless expanded).
+    #[serde(default)]
+    pub discounts: Vec<ObjectId>,
     #[serde(default)]
     pub trial_end: Option<i64>,
     #[serde(default)]

@@ -314,6 +314,21 @@ impl<S: BillingStore, P: Publisher> Syncer<S, P> {
         Ok(())
     }
 
+    /// Announces the entitlement of the customer's account if a writer without a topic left a
+    /// change unannounced. Two reads, on the paths that write no entitlement themselves.
+    pub async fn announce_pending(&self, customer_id: &str) -> Result<(), ProcessError> {
+        if !self.app_events.enabled() {
+            return Ok(());
+        }
+        let Some(account) = self.store.account_of_customer(customer_id).await? else {
+            return Ok(());
+        };
+        match self.store.get_entitlement(&account).await? {
+            Some(entitlement) => self.announce(&entitlement, &self.app_events).await,
+            None => Ok(()),
+        }
+    }
+
     /// Re-reads all of a customer's subscriptions from Stripe (`POST /billing/sync`, drift
     /// repair): what Stripe says now wins over anything stored before the read.
     pub async fn sync_customer(

@@ -30,8 +30,11 @@ pub(super) async fn apply<S: BillingStore, P: Publisher>(
         if stored.is_some_and(|stored| stored.watermark == event.created) {
             syncer.refetch_subscription(&subscription.id, event.created).await?;
         } else {
-            // Nothing changed, so the entitlement computed from it has not either.
+            // Nothing changed, so the entitlement computed from it has not either. But the
+            // newer state may have been stored by a writer without a topic (the API storing
+            // Stripe's answer to its own change): what it left unannounced is announced now.
             tracing::info!(event_id = %event.id, subscription_id = %subscription.id, "stale subscription event dropped");
+            syncer.announce_pending(&customer_id).await?;
             return Ok(Outcome::Applied);
         }
     }

@@ -137,6 +137,14 @@ impl Sim {
         let trial = data["trial_period_days"].as_str().and_then(|d| d.parse().ok());
         let metadata = data.get("metadata").cloned().unwrap_or_else(|| json!({}));
         let mut sub = self.new_subscription(&customer, &lines(&session), metadata, trial, now);
+        // The session's discount becomes the subscription's (a `di_` discount object's id).
+        let discounts: Vec<Value> = session["discounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|_| json!(self.id("di")))
+            .collect();
+        sub["discounts"] = Value::Array(discounts);
         let invoice = self.new_invoice(&sub, "paid", now);
         sub["latest_invoice"] = invoice["id"].clone();
         self.subscriptions

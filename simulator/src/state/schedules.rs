@@ -38,6 +38,15 @@ fn read_phase(at: usize, phase: &Value, currency: &Value) -> Result<Value, ApiEr
     shown["start_date"] = json!(integer(&phase["start_date"], &param("start_date"))?);
     shown["end_date"] = json!(integer(&phase["end_date"], &param("end_date"))?);
     shown["metadata"] = phase.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    shown["discounts"] = phase["discounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|discount| {
+            json!({"coupon": discount.get("coupon"), "discount": discount.get("discount"),
+                "promotion_code": discount.get("promotion_code")})
+        })
+        .collect();
     shown["proration_behavior"] = phase
         .get("proration_behavior")
         .cloned()
@@ -189,7 +198,8 @@ impl Sim {
     }
 
     /// At a period's end: the schedule's phase that starts then sets the subscription's items
-    /// and metadata; after its last phase a `release` schedule lets the subscription go.
+    /// and metadata; when its last phase ends instead, a `release` schedule lets the
+    /// subscription go on as it is (Stripe keeps the schedule through its last phase).
     /// Returns the events, with `sub` changed in place.
     pub(super) fn next_phase(&mut self, sub: &mut Value, period_end: i64, now: i64) -> Vec<Value> {
         let Some(id) = text(&sub["schedule"]) else {
@@ -199,14 +209,27 @@ impl Sim {
             return Vec::new();
         };
         let phases = schedule["phases"].as_array().cloned().unwrap_or_default();
-        let Some(at) = phases
+        let sub_id = text(&sub["id"]).unwrap_or_default();
+        let Some(phase) = phases
             .iter()
-            .position(|phase| phase["start_date"].as_i64() == Some(period_end))
+            .find(|phase| phase["start_date"].as_i64() == Some(period_end))
         else {
+            // The simulator's periods run from each renewal, so the last phase is known by its
+            // place, not by comparing its dates with the period's.
+            let current = &schedule["current_phase"]["start_date"];
+            let in_last = phases.last().is_some_and(|last| last["start_date"] == *current);
+            if in_last && schedule["end_behavior"] == "release" {
+                sub["schedule"] = Value::Null;
+                schedule["status"] = json!("released");
+                schedule["released_at"] = json!(now);
+                schedule["released_subscription"] = json!(sub_id);
+                schedule["subscription"] = Value::Null;
+                schedule["current_phase"] = Value::Null;
+                self.schedules.insert(id, schedule.clone());
+                return vec![self.event("subscription_schedule.released", &schedule, now)];
+            }
             return Vec::new();
         };
-        let phase = &phases[at];
-        let sub_id = text(&sub["id"]).unwrap_or_default();
         let end = phase["end_date"].as_i64().unwrap_or(now + super::PERIOD_SECS);
         let items: Vec<Value> = phase["items"]
             .as_array()
@@ -225,18 +248,6 @@ impl Sim {
             }
         }
         schedule["current_phase"] = json!({"start_date": phase["start_date"], "end_date": phase["end_date"]});
-        let last = at + 1 == phases.len();
-        if last && schedule["end_behavior"] == "release" {
-            sub["schedule"] = Value::Null;
-            self.subscriptions.insert(sub_id, sub.clone());
-            schedule["status"] = json!("released");
-            schedule["released_at"] = json!(now);
-            schedule["released_subscription"] = sub["id"].clone();
-            schedule["subscription"] = Value::Null;
-            schedule["current_phase"] = Value::Null;
-            self.schedules.insert(id, schedule.clone());
-            return vec![self.event("subscription_schedule.released", &schedule, now)];
-        }
         self.schedules.insert(id, schedule.clone());
         vec![self.event("subscription_schedule.updated", &schedule, now)]
     }

@@ -143,16 +143,27 @@ async fn plan_item<'a, S: BillingStore>(
     })
 }
 
+/// Whether the change waits for the period's end: a move to a lower tier under the
+/// `period_end` policy, unless the subscription is trialing (nothing is paid for yet).
+fn waits<S: BillingStore>(state: &AppState<S>, planned: &PlannedChange, plan: &str) -> bool {
+    planned.record.status != shared::stripe::SubscriptionStatus::Trialing
+        && state.syncer.plans.waits_for_period_end(&planned.from, plan)
+}
+
 /// Seats and add-ons change the items a waiting downgrade's schedule would replace at the
-/// period's end: call the downgrade off first.
-fn no_change_waiting(now: &PlanItem<'_>) -> Result<(), ApiError> {
-    match now.live.schedule {
-        Some(_) => Err(ApiError::Conflict {
+/// period's end: call the downgrade off first. A schedule whose last phase has begun waits
+/// for nothing (Stripe keeps it until that phase ends): it is released, and the change goes on.
+async fn no_change_waiting<S: BillingStore>(state: &AppState<S>, now: &PlanItem<'_>) -> Result<(), ApiError> {
+    let Some(id) = now.live.schedule.as_ref() else {
+        return Ok(());
+    };
+    if state.syncer.stripe.retrieve_schedule(id.as_str()).await?.waits() {
+        return Err(ApiError::Conflict {
             code: "change_pending",
             hint: "a plan change waits for the period's end: call it off first (DELETE /subscription/change)",
-        }),
-        None => Ok(()),
+        });
     }
+    release_schedule(state, Some(id.as_str())).await
 }
 
 /// The live subscription's add-on items: (item id, add-on key, price id).
@@ -179,6 +190,8 @@ struct PlannedChange {
     after: Vec<(String, u64)>,
     /// The schedule already managing the subscription (a downgrade waiting).
     schedule: Option<String>,
+    /// The subscription's discounts: a schedule's phases must carry them, or they would end.
+    discounts: Vec<String>,
 }
 
 async fn plan_change<S: BillingStore>(
@@ -260,6 +273,7 @@ async fn plan_change<S: BillingStore>(
         customer_id: now.live.customer.0.clone(),
         from: now.plan_key.to_owned(),
         schedule: now.live.schedule.as_ref().map(|id| id.0.clone()),
+        discounts: now.live.discounts.iter().map(|id| id.0.clone()).collect(),
         record,
         items,
         before,
@@ -314,6 +328,12 @@ async fn schedule_downgrade<S: BillingStore>(
     planned: &PlannedChange,
     plan: &str,
 ) -> Result<ChangeAnswer, ApiError> {
+    if planned.record.cancel_at_period_end || planned.record.cancel_at.is_some() {
+        return Err(ApiError::Conflict {
+            code: "already_cancelling",
+            hint: "the subscription ends at its period's end: resume it first (POST /subscription/resume)",
+        });
+    }
     let stripe = &state.syncer.stripe;
     let subscription_id = &planned.record.subscription_id;
     let schedule = match &planned.schedule {
@@ -324,11 +344,15 @@ async fn schedule_downgrade<S: BillingStore>(
         code: "schedule_not_active",
         hint: "the subscription's schedule has no current phase; change it in the Stripe dashboard",
     })?;
+    // Phases replace what the schedule holds: the discounts go into both, or they would end.
+    let discounts: Vec<serde_json::Value> = planned.discounts.iter().map(|id| json!({ "discount": id })).collect();
     let params = json!({
         "end_behavior": "release",
         "phases": [
-            { "items": phase_items(&planned.before), "start_date": phase.start_date, "end_date": phase.end_date },
-            { "items": phase_items(&planned.after), "proration_behavior": "none", "metadata": { "plan": plan } },
+            { "items": phase_items(&planned.before), "start_date": phase.start_date, "end_date": phase.end_date,
+              "discounts": discounts },
+            { "items": phase_items(&planned.after), "proration_behavior": "none", "metadata": { "plan": plan },
+              "discounts": discounts },
         ],
     });
     stripe.update_schedule(&schedule.id, &params).await?;
@@ -361,7 +385,7 @@ pub async fn change<S: BillingStore>(
     JsonBody(request): JsonBody<ChangeRequest>,
 ) -> Result<ChangeAnswer, ApiError> {
     let planned = plan_change(&state, &account, &request).await?;
-    if state.syncer.plans.waits_for_period_end(&planned.from, &request.plan) {
+    if waits(&state, &planned, &request.plan) {
         return schedule_downgrade(&state, &account, &planned, &request.plan).await;
     }
     release_schedule(&state, planned.schedule.as_deref()).await?;
@@ -385,7 +409,11 @@ pub async fn undo_change<S: BillingStore>(
     let record = current(&state, &account).await?;
     let stripe = &state.syncer.stripe;
     let live = stripe.retrieve_subscription(&record.subscription_id).await?;
-    let Some(schedule) = live.schedule.as_ref() else {
+    let waiting = match live.schedule.as_ref() {
+        Some(id) => stripe.retrieve_schedule(id.as_str()).await?.waits().then_some(id),
+        None => None,
+    };
+    let Some(schedule) = waiting else {
         return Err(ApiError::Conflict {
             code: "no_pending_change",
             hint: "no change is waiting for the period's end",
@@ -399,6 +427,8 @@ pub async fn undo_change<S: BillingStore>(
 /// What `POST /subscription/change` would bill, from Stripe's own preview.
 #[derive(Debug, Serialize)]
 pub struct ChangePreview {
+    /// `now` (prorated), or `period_end` (a downgrade the schedule makes then, unprorated).
+    effective: &'static str,
     /// Due on the invoice the change brings: the prorations now, then the next period.
     amount_due: i64,
     /// The prorations alone: what the change itself costs (negative: a credit).
@@ -423,7 +453,13 @@ pub async fn preview<S: BillingStore>(
     JsonBody(request): JsonBody<ChangeRequest>,
 ) -> Result<Json<ChangePreview>, ApiError> {
     let planned = plan_change(&state, &account, &request).await?;
-    let details = json!({ "items": planned.items, "proration_behavior": "create_prorations" });
+    // As the change would be made: a waiting downgrade bills the new items from the next
+    // period, with nothing prorated.
+    let (effective, proration) = match waits(&state, &planned, &request.plan) {
+        true => ("period_end", "none"),
+        false => ("now", "create_prorations"),
+    };
+    let details = json!({ "items": planned.items, "proration_behavior": proration });
     let invoice = state
         .syncer
         .stripe
@@ -443,6 +479,7 @@ pub async fn preview<S: BillingStore>(
         })
         .collect();
     Ok(Json(ChangePreview {
+        effective,
         amount_due: invoice.amount_due,
         proration_total: lines.iter().filter(|line| line.proration).map(|line| line.amount).sum(),
         currency: invoice.currency,
@@ -458,7 +495,7 @@ pub async fn seats<S: BillingStore>(
 ) -> Result<Json<EntitlementView>, ApiError> {
     let record = current(&state, &account).await?;
     let now = plan_item(&state, &record).await?;
-    no_change_waiting(&now)?;
+    no_change_waiting(&state, &now).await?;
     let range = now.plan.seats.ok_or(ApiError::Conflict {
         code: "not_seat_based",
         hint: "the subscription's plan is not sold per seat",
@@ -506,7 +543,7 @@ pub async fn add_addon<S: BillingStore>(
     })?;
     let record = current(&state, &account).await?;
     let now = plan_item(&state, &record).await?;
-    no_change_waiting(&now)?;
+    no_change_waiting(&state, &now).await?;
     if !now.plan.addons.contains(&request.addon) {
         return Err(ApiError::BadRequest {
             code: "addon_not_allowed",
@@ -552,7 +589,7 @@ pub async fn remove_addon<S: BillingStore>(
     }
     let record = current(&state, &account).await?;
     let now = plan_item(&state, &record).await?;
-    no_change_waiting(&now)?;
+    no_change_waiting(&state, &now).await?;
     let Some((item_id, _, _)) = addon_items(catalog, &now.live)
         .into_iter()
         .find(|(_, key, _)| *key == addon)
