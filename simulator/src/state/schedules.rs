@@ -181,6 +181,18 @@ impl Sim {
 
     fn released(&mut self, schedule: &mut Value, now: i64) -> Vec<Value> {
         let sub_id = text(&schedule["subscription"]).unwrap_or_default();
+        let mut events = vec![self.mark_released(schedule, now)];
+        if let Some(mut sub) = self.subscriptions.get(&sub_id).cloned() {
+            sub["schedule"] = Value::Null;
+            self.subscriptions.insert(sub_id, sub.clone());
+            events.push(self.event("customer.subscription.updated", &sub, now));
+        }
+        events
+    }
+
+    /// The schedule lets its subscription go: stored released, and its event.
+    fn mark_released(&mut self, schedule: &mut Value, now: i64) -> Value {
+        let sub_id = text(&schedule["subscription"]).unwrap_or_default();
         schedule["status"] = json!("released");
         schedule["released_at"] = json!(now);
         schedule["released_subscription"] = json!(sub_id);
@@ -188,13 +200,7 @@ impl Sim {
         schedule["current_phase"] = Value::Null;
         self.schedules
             .insert(text(&schedule["id"]).unwrap_or_default(), schedule.clone());
-        let mut events = vec![self.event("subscription_schedule.released", schedule, now)];
-        if let Some(mut sub) = self.subscriptions.get(&sub_id).cloned() {
-            sub["schedule"] = Value::Null;
-            self.subscriptions.insert(sub_id, sub.clone());
-            events.push(self.event("customer.subscription.updated", &sub, now));
-        }
-        events
+        self.event("subscription_schedule.released", schedule, now)
     }
 
     /// At a period's end: the schedule's phase that starts then sets the subscription's items
@@ -219,14 +225,9 @@ impl Sim {
             let current = &schedule["current_phase"]["start_date"];
             let in_last = phases.last().is_some_and(|last| last["start_date"] == *current);
             if in_last && schedule["end_behavior"] == "release" {
+                // The renewal stores `sub` with its own update event.
                 sub["schedule"] = Value::Null;
-                schedule["status"] = json!("released");
-                schedule["released_at"] = json!(now);
-                schedule["released_subscription"] = json!(sub_id);
-                schedule["subscription"] = Value::Null;
-                schedule["current_phase"] = Value::Null;
-                self.schedules.insert(id, schedule.clone());
-                return vec![self.event("subscription_schedule.released", &schedule, now)];
+                return vec![self.mark_released(&mut schedule, now)];
             }
             return Vec::new();
         };
