@@ -8,16 +8,41 @@
 //! duplicated and shuffled like real at-least-once, unordered delivery. Endpoints created through
 //! `/v1/webhook_endpoints` (as `billing setup` does) receive the events they enabled too, each
 //! signed with its own secret.
+//!
+//! Usage-based billing: billing meters (`/v1/billing/meters`), meter events through v1
+//! (`/v1/billing/meter_events`) and the v2 high-throughput stream
+//! (`/v2/billing/meter_event_session`, then `/v2/billing/meter_event_stream` with the session's
+//! token — served here on the same port, where Stripe has `meter-events.stripe.com`), event
+//! summaries, metered prices (`/v1/prices`), and renewal invoices that bill each metered item's
+//! usage. A meter event Stripe accepts but cannot count (unknown customer, value not a number)
+//! brings the thin-only `v1.billing.meter.error_report_triggered` event.
+//!
+//! The controls, each a POST under `/sim/` with query parameters:
+//! - `checkout/{id}/complete[?delayed=true]`, `checkout/{id}/async_payment[?outcome=failed]`;
+//! - `subscriptions/{id}/end_period`, `subscriptions/{id}/cancel`,
+//!   `subscriptions/{id}/fail_payment[?decline_code=…&action_required=true&final=true]`;
+//! - `invoices/{id}/pay`, `charges/{id}/dispute[?status=lost]`, `promotion_codes`, `coupons`;
+//! - `objects/subscriptions/{id}`: the subscription as stored;
+//! - `prices?id=…&meter=…&unit_amount_decimal=…[&free_up_to=N][&currency=usd][&interval=month]`:
+//!   a metered price under a chosen id (the catalog names fixed price ids), backed by `meter`
+//!   (a meter's id or its `event_name`); `free_up_to` makes it graduated: the first N units
+//!   free, the rest at `unit_amount_decimal` (in the minor unit, e.g. `0.5` cents);
+//! - `meter_event_sessions?ttl_secs=N`: how long meter event sessions made from now on last
+//!   (15 minutes unless set; 0 makes them expired at once);
+//! - `meter_events/rate_limit?per_second=N`: meter event requests (v1 and the v2 stream
+//!   together) allowed in any second, beyond which Stripe's 429 `rate_limit` answers; without
+//!   `per_second`, no limit (the default).
 
 pub mod spec;
 mod state;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -86,6 +111,60 @@ pub struct Faults {
     pub slow: Duration,
 }
 
+/// How many meter event requests arrived and what became of their events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeterRequests {
+    /// `POST /v1/billing/meter_events` requests that arrived, refused ones included.
+    pub v1: u64,
+    /// `POST /v2/billing/meter_event_stream` requests that arrived, refused ones included.
+    pub v2: u64,
+    /// Of those, how many the meter rate limit answered with a 429.
+    pub rate_limited: u64,
+    /// Meter events accepted (answered 200), duplicates and ones Stripe would report invalid
+    /// included.
+    pub events_accepted: u64,
+    /// Meter events counted towards a meter: unique and valid.
+    pub events_recorded: u64,
+}
+
+/// The meter event rate limit: at most `per_second` requests in any second.
+#[derive(Default)]
+struct MeterLimit {
+    per_second: Option<u32>,
+    admitted: VecDeque<Instant>,
+}
+
+impl MeterLimit {
+    fn admit(&mut self) -> bool {
+        let Some(limit) = self.per_second else {
+            return true;
+        };
+        let now = Instant::now();
+        while self
+            .admitted
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(1))
+        {
+            self.admitted.pop_front();
+        }
+        if self.admitted.len() >= limit as usize {
+            return false;
+        }
+        self.admitted.push_back(now);
+        true
+    }
+}
+
+/// Which meter event endpoint a request is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Metering {
+    V1,
+    Stream,
+}
+
+const METER_EVENTS: &str = "/v1/billing/meter_events";
+const METER_EVENT_STREAM: &str = "/v2/billing/meter_event_stream";
+
 struct Shared {
     sim: Mutex<Sim>,
     spec: Spec,
@@ -95,6 +174,10 @@ struct Shared {
     api_keys: Mutex<Option<Vec<String>>>,
     injected: AtomicU64,
     http: reqwest::Client,
+    meter_limit: Mutex<MeterLimit>,
+    meter_v1: AtomicU64,
+    meter_v2: AtomicU64,
+    meter_limited: AtomicU64,
 }
 
 enum Fault {
@@ -143,6 +226,10 @@ impl Simulator {
             api_keys: Mutex::new(None),
             injected: AtomicU64::new(0),
             http: reqwest::Client::new(),
+            meter_limit: Mutex::new(MeterLimit::default()),
+            meter_v1: AtomicU64::new(0),
+            meter_v2: AtomicU64::new(0),
+            meter_limited: AtomicU64::new(0),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         tokio::spawn(async move {
@@ -182,6 +269,34 @@ impl Simulator {
     pub fn faults_injected(&self) -> u64 {
         self.shared.injected.load(Ordering::Relaxed)
     }
+
+    /// At most this many meter event requests (v1 and the v2 stream together) in any second
+    /// from now on, as Stripe limits them; beyond, a 429 `rate_limit` with `Retry-After: 1`,
+    /// and nothing recorded. `None`, the default: no limit.
+    pub fn set_meter_rate_limit(&self, per_second: Option<u32>) {
+        *lock(&self.shared.meter_limit) = MeterLimit {
+            per_second,
+            admitted: VecDeque::new(),
+        };
+    }
+
+    /// How long meter event sessions made from now on last (Stripe's 15 minutes unless set).
+    pub fn set_meter_event_session_ttl(&self, ttl: Duration) {
+        let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        lock(&self.shared.sim).set_meter_session_secs(secs);
+    }
+
+    /// How many meter event requests arrived, per endpoint, and what became of their events.
+    pub fn meter_requests(&self) -> MeterRequests {
+        let counts = lock(&self.shared.sim).meter_counts();
+        MeterRequests {
+            v1: self.shared.meter_v1.load(Ordering::Relaxed),
+            v2: self.shared.meter_v2.load(Ordering::Relaxed),
+            rate_limited: self.shared.meter_limited.load(Ordering::Relaxed),
+            events_accepted: counts.accepted,
+            events_recorded: counts.recorded,
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -195,7 +310,7 @@ pub fn stripe_error(status: StatusCode, kind: &str, message: &str) -> Response {
 
 /// A call the simulator refuses, with Stripe's `code` and `param` where it has them.
 fn api_error(error: &state::ApiError) -> Response {
-    let mut body = json!({"type": "invalid_request_error", "message": error.message});
+    let mut body = json!({"type": error.kind, "message": error.message});
     if let Some(code) = error.code {
         body["code"] = json!(code);
     }
@@ -235,6 +350,23 @@ async fn handle(
     let path = uri.path().to_owned();
     if let Some(control) = path.strip_prefix("/sim/") {
         let query = decode_form(uri.query().unwrap_or_default().as_bytes());
+        if control == "meter_events/rate_limit" {
+            return match query["per_second"].as_str().map(str::parse::<u32>) {
+                Some(Err(_)) => stripe_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "per_second is a whole number of requests",
+                ),
+                limit => {
+                    let per_second = limit.and_then(Result::ok);
+                    *lock(&shared.meter_limit) = MeterLimit {
+                        per_second,
+                        admitted: VecDeque::new(),
+                    };
+                    axum::Json(json!({"result": {"per_second": per_second}, "delivered": 0})).into_response()
+                }
+            };
+        }
         let outcome = lock(&shared.sim).control(control, &query);
         return match outcome {
             Ok((answer, events)) => {
@@ -244,7 +376,17 @@ async fn handle(
             Err(message) => stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", &message),
         };
     }
-    if let Some(keys) = lock(&shared.api_keys).as_ref() {
+    let metering = match (method == Method::POST, path.as_str()) {
+        (true, METER_EVENTS) => Some(Metering::V1),
+        (true, METER_EVENT_STREAM) => Some(Metering::Stream),
+        _ => None,
+    };
+    // The stream authenticates with a meter event session's token, which the simulator checks
+    // itself; every other call with an API key.
+    let api_keys = lock(&shared.api_keys)
+        .clone()
+        .filter(|_| metering != Some(Metering::Stream));
+    if let Some(keys) = api_keys.as_ref() {
         let presented = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
@@ -256,6 +398,17 @@ async fn handle(
                 "invalid_request_error",
                 "Invalid API Key provided",
             );
+        }
+    }
+    if let Some(endpoint) = metering {
+        let counter = match endpoint {
+            Metering::V1 => &shared.meter_v1,
+            Metering::Stream => &shared.meter_v2,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if !lock(&shared.meter_limit).admit() {
+            shared.meter_limited.fetch_add(1, Ordering::Relaxed);
+            return meter_rate_limited(endpoint);
         }
     }
     let fault = shared.draw_fault();
@@ -309,7 +462,15 @@ async fn handle(
         decode_form(&body)
     };
     let query = decode_form(uri.query().unwrap_or_default().as_bytes());
-    let outcome = lock(&shared.sim).api(method.as_str(), &path, &params, &query, key.as_deref());
+    let outcome = if metering == Some(Metering::Stream) {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        lock(&shared.sim).meter_event_stream(token, &params)
+    } else {
+        lock(&shared.sim).api(method.as_str(), &path, &params, &query, key.as_deref())
+    };
     let answer = match outcome {
         Ok((object, events)) => {
             deliver(&shared, events).await;
@@ -320,6 +481,25 @@ async fn handle(
     if let Some(Fault::Slow(delay)) = fault {
         tokio::time::sleep(delay).await;
     }
+    answer
+}
+
+/// Stripe's answer beyond the meter event rate limit: a 429 with code `rate_limit` (in v2's
+/// shape, type `rate_limit`, for the stream) and `Retry-After`.
+fn meter_rate_limited(endpoint: Metering) -> Response {
+    let kind = match endpoint {
+        Metering::V1 => "invalid_request_error",
+        Metering::Stream => "rate_limit",
+    };
+    let body = json!({"error": {
+        "type": kind,
+        "code": "rate_limit",
+        "message": "Request rate limit exceeded for meter events (simulated). Retry after a moment.",
+    }});
+    let mut answer = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    answer
+        .headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from_static("1"));
     answer
 }
 
@@ -337,8 +517,13 @@ async fn deliver(shared: &Shared, mut events: Vec<Value>) -> usize {
     }
     let mut accepted = 0;
     for event in events {
-        accepted += deliver_to_endpoints(shared, &event).await;
+        // A thin-only event (Stripe has no snapshot of it) reaches only thin destinations.
+        let thin_only = state::thin::thin_only(&event);
+        if !thin_only {
+            accepted += deliver_to_endpoints(shared, &event).await;
+        }
         let event = match delivery.payload {
+            Payload::Snapshot if thin_only => continue,
             Payload::Snapshot => event,
             Payload::Thin => state::thin::notification(&event),
         };

@@ -2,7 +2,9 @@
 
 mod checkout;
 mod endpoints;
+mod meters;
 mod payments;
+mod prices;
 mod purchases;
 mod schedules;
 mod subscriptions;
@@ -41,6 +43,8 @@ fn fixture(name: &str) -> Value {
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
+    /// The error's `type`: `invalid_request_error` unless set.
+    pub kind: &'static str,
     pub message: String,
     pub code: Option<&'static str>,
     pub param: Option<String>,
@@ -50,6 +54,7 @@ impl ApiError {
     fn invalid(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
             message: message.into(),
             code: None,
             param: None,
@@ -96,14 +101,21 @@ pub struct Sim {
     /// Per subscription: proration lines of changes made, billed on its next invoice.
     pending_prorations: BTreeMap<String, Vec<Value>>,
     coupons: BTreeSet<String>,
+    /// Snapshot events, and the thin-only ones (see [`thin`]), in the order they happened.
     events: Vec<Value>,
     idempotent: HashMap<String, Value>,
+    /// Prices created through `/v1/prices` or `/sim/prices`; any other price id is the
+    /// default price.
+    prices: BTreeMap<String, Value>,
+    /// Billing meters, usage and the v2 meter event sessions.
+    metering: meters::Metering,
 }
 
 /// Stripe's answer for an id it does not know (`resource_missing`).
 fn not_found(what: &str, id: &str) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
+        kind: "invalid_request_error",
         message: format!("No such {what}: '{id}'"),
         code: Some("resource_missing"),
         param: None,
@@ -210,6 +222,8 @@ impl Sim {
             coupons: BTreeSet::new(),
             events: Vec::new(),
             idempotent: HashMap::new(),
+            prices: BTreeMap::new(),
+            metering: meters::Metering::default(),
         }
     }
 
@@ -265,6 +279,7 @@ impl Sim {
         let result = result.unwrap_or_else(|| {
             Err(ApiError {
                 status: StatusCode::NOT_FOUND,
+                kind: "invalid_request_error",
                 message: format!("Unrecognized request URL ({method}: {path})"),
                 code: None,
                 param: None,
@@ -309,10 +324,18 @@ impl Sim {
             ("GET", ["v1", "disputes", id]) => found(&self.disputes, "dispute", id),
             ("GET", ["v1", "promotion_codes"]) => self.list_promotion_codes(query),
             ("GET", ["v1", "promotion_codes", id]) => self.promotion_code(id),
-            ("GET", ["v1", "prices", id]) => Ok((Self::price(id), Vec::new())),
+            ("POST", ["v1", "prices"]) => self.create_price(params),
+            ("GET", ["v1", "prices", id]) => Ok((self.show_price(id, query), Vec::new())),
+            ("POST", ["v1", "billing", "meters"]) => self.create_meter(params),
+            ("GET", ["v1", "billing", "meters"]) => self.list_meters(query),
+            ("GET", ["v1", "billing", "meters", id]) => found(&self.metering.meters, "billing meter", id),
+            ("GET", ["v1", "billing", "meters", id, "event_summaries"]) => self.event_summaries(id, query),
+            ("POST", ["v1", "billing", "meter_events"]) => self.create_meter_event(params),
+            ("POST", ["v2", "billing", "meter_event_session"]) => self.create_meter_event_session(params),
             ("GET", ["v1", "events", id]) => self
                 .events
                 .iter()
+                .filter(|e| !thin::thin_only(e))
                 .find(|e| e["id"] == *id)
                 .cloned()
                 .map(|e| (e, Vec::new()))
@@ -385,7 +408,12 @@ impl Sim {
         session
     }
 
-    fn price(id: &str) -> Value {
+    /// A price the simulator was given (`/v1/prices`, `/sim/prices`), or else the default
+    /// price under that id, as in a test-mode account holding the whole catalog.
+    fn price(&self, id: &str) -> Value {
+        if let Some(price) = self.prices.get(id) {
+            return public(price);
+        }
         let mut price = fixture("price");
         price["id"] = json!(id);
         price["unit_amount"] = json!(DEFAULT_UNIT_AMOUNT);
@@ -412,6 +440,7 @@ impl Sim {
             .events
             .iter()
             .rev()
+            .filter(|e| !thin::thin_only(e))
             .filter(|e| e["created"].as_i64().unwrap_or(0) >= since)
             .filter(|e| types.is_empty() || types.iter().any(|t| e["type"] == *t));
         let candidates: Vec<&Value> = match after {
@@ -430,6 +459,8 @@ impl Sim {
             ["checkout", id, "async_payment"] => self.settle_async_payment(id, query["outcome"] != "failed"),
             ["charges", id, "dispute"] => self.dispute(id, query["status"].as_str().unwrap_or("lost")),
             ["promotion_codes"] => self.create_promotion_code(query),
+            ["prices"] => self.register_price(query),
+            ["meter_event_sessions"] => self.set_session_ttl_control(query),
             ["coupons"] => self.create_coupon(query),
             ["subscriptions", id, "fail_payment"] => {
                 let failure = payments::Failure {

@@ -35,6 +35,15 @@ impl Sim {
             return Err(not_found("customer", &customer).with_param("customer"));
         }
         self.check_discounts(params)?;
+        // A metered price's usage comes from its meter: Checkout refuses a quantity for it.
+        for (at, line) in params["line_items"].as_array().into_iter().flatten().enumerate() {
+            let price = self.price(line["price"].as_str().unwrap_or_default());
+            if super::prices::metered(&price) && !line["quantity"].is_null() {
+                return Err(super::subscriptions::metered_quantity(&format!(
+                    "line_items[{at}][quantity]"
+                )));
+            }
+        }
         let now = self.now();
         let mut session = fixture("checkout.session");
         let id = self.id("cs_test");
@@ -62,9 +71,12 @@ impl Sim {
         session["_simulated_payment_intent_data"] = params["payment_intent_data"].clone();
         session["_simulated_lines"] = params["line_items"].clone();
         session["_simulated_subscription_data"] = params["subscription_data"].clone();
+        // What is due now: the licensed lines; a metered one is billed for its usage later.
         let amount: i64 = lines(&session)
             .iter()
-            .map(|(_, quantity)| DEFAULT_UNIT_AMOUNT * *quantity as i64)
+            .map(|(price, quantity)| (self.price(price), *quantity))
+            .filter(|(price, _)| !super::prices::metered(price))
+            .map(|(price, quantity)| price["unit_amount"].as_i64().unwrap_or(DEFAULT_UNIT_AMOUNT) * quantity as i64)
             .sum();
         session["currency"] = json!("usd");
         session["amount_subtotal"] = json!(amount);

@@ -30,6 +30,16 @@ impl Sim {
         let mut lines = text(&subscription["id"])
             .and_then(|sub| self.pending_prorations.remove(&sub))
             .unwrap_or_default();
+        // Metered items bill the usage a renewal measured; an item without any yet (as on the
+        // first invoice) has a line of no usage for its period, as Stripe shows it.
+        let usage = text(&subscription["id"])
+            .map(|sub| self.take_usage(&sub))
+            .unwrap_or_default();
+        let billed = |item: &Value| {
+            usage
+                .iter()
+                .any(|line| line["parent"]["subscription_item_details"]["subscription_item"] == item["id"])
+        };
         let period_start = subscription["items"]["data"][0]["current_period_start"]
             .as_i64()
             .unwrap_or(now);
@@ -37,6 +47,16 @@ impl Sim {
             .as_i64()
             .unwrap_or(now);
         for item in subscription["items"]["data"].as_array().into_iter().flatten() {
+            if super::prices::metered(&item["price"]) {
+                if !billed(item) {
+                    let description = format!("{} × 0 (usage)", item["price"]["id"].as_str().unwrap_or_default());
+                    let mut line =
+                        super::subscriptions::preview_line(item, 0, description, false, period_start, period_end);
+                    line["quantity"] = json!(0);
+                    lines.push(line);
+                }
+                continue;
+            }
             let description = format!(
                 "{} × {}",
                 item["price"]["id"].as_str().unwrap_or_default(),
@@ -52,6 +72,7 @@ impl Sim {
                 period_end,
             ));
         }
+        lines.extend(usage);
         for line in &mut lines {
             line["id"] = json!(self.id("il"));
         }
@@ -417,7 +438,11 @@ impl Sim {
             .cloned();
         let mut invoice = match open {
             Some(invoice) => invoice,
-            None => self.new_invoice(&sub, "open", now),
+            None => {
+                // The renewal attempt bills the period's metered usage.
+                self.bill_usage(&sub, now);
+                self.new_invoice(&sub, "open", now)
+            }
         };
         let attempt = invoice["attempt_count"].as_u64().unwrap_or(0) + 1;
         invoice["attempt_count"] = json!(attempt);

@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use super::prices::metered;
 use super::{ApiError, ApiResult, ControlResult, PERIOD_SECS, Sim, fixture, found, integer, not_found, page, text};
 
 /// One entry of an update's `items[]`, as Stripe reads it.
@@ -95,17 +96,26 @@ impl Sim {
         sub
     }
 
+    /// An item of `price`; a metered price's item has no quantity (its usage is billed from
+    /// its meter, from now on).
     pub(super) fn new_item(&mut self, subscription: &str, price: &str, quantity: u64, start: i64, end: i64) -> Value {
         let mut item = fixture("subscription")["items"]["data"][0].clone();
-        item["id"] = json!(self.id("si"));
-        item["price"] = Self::price(price);
-        item["plan"]["id"] = json!(price);
+        let id = self.id("si");
+        item["id"] = json!(id);
+        set_price(&mut item, self.price(price));
         item["quantity"] = json!(quantity);
         item["subscription"] = json!(subscription);
         item["created"] = json!(start);
         item["metadata"] = json!({});
         item["current_period_start"] = json!(start);
         item["current_period_end"] = json!(end);
+        if metered(&item["price"]) {
+            if let Some(fields) = item.as_object_mut() {
+                fields.remove("quantity");
+            }
+            let now = self.now();
+            self.start_usage(&id, now);
+        }
         item
     }
 
@@ -210,6 +220,23 @@ impl Sim {
             .enumerate()
             .map(|(at, entry)| ItemChange::read(at, entry))
             .collect::<Result<Vec<_>, _>>()?;
+        for change in changes.iter().filter(|change| change.quantity.is_some()) {
+            // The price the item will have: the new one, or the item's own.
+            let price = match (change.price, change.id) {
+                (Some(price), _) => self.price(price),
+                (None, Some(id)) => sub["items"]["data"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|item| item["id"] == id)
+                    .map(|item| item["price"].clone())
+                    .unwrap_or(Value::Null),
+                (None, None) => Value::Null,
+            };
+            if metered(&price) {
+                return Err(metered_quantity(&change.param("quantity")));
+            }
+        }
         let mut current = sub["items"]["data"].as_array().cloned().unwrap_or_default();
         let sub_id = text(&sub["id"]).unwrap_or_default();
         for change in &changes {
@@ -222,7 +249,13 @@ impl Sim {
                     if change.deleted {
                         current.remove(at);
                     } else {
-                        apply(&mut current[at], change);
+                        let price = change.price.map(|price| self.price(price));
+                        apply(&mut current[at], change, price);
+                        if metered(&current[at]["price"]) {
+                            if let Some(fields) = current[at].as_object_mut() {
+                                fields.remove("quantity");
+                            }
+                        }
                     }
                 }
                 None => {
@@ -306,6 +339,8 @@ impl Sim {
             return Ok((json!({"subscription": sub["id"], "status": "canceled"}), events));
         }
         let now = self.tick();
+        // The period's metered usage, billed in arrears on the renewal invoice.
+        self.bill_usage(&sub, now);
         let mut renewed = sub.clone();
         renewed["status"] = json!("active");
         for item in renewed["items"]["data"].as_array_mut().into_iter().flatten() {
@@ -350,14 +385,36 @@ impl Sim {
     }
 }
 
-fn apply(item: &mut Value, change: &ItemChange) {
-    if let Some(price) = change.price {
-        item["price"] = Sim::price(price);
-        item["plan"]["id"] = json!(price);
+fn apply(item: &mut Value, change: &ItemChange, price: Option<Value>) {
+    if let Some(price) = price {
+        set_price(item, price);
     }
     if let Some(quantity) = change.quantity {
         item["quantity"] = json!(quantity);
     }
+}
+
+/// The item's price, and its plan's id; a metered price's plan is metered by the same meter.
+fn set_price(item: &mut Value, price: Value) {
+    item["plan"]["id"] = price["id"].clone();
+    if metered(&price) {
+        item["plan"]["usage_type"] = json!("metered");
+        item["plan"]["meter"] = price["recurring"]["meter"].clone();
+        item["plan"]["amount"] = price["unit_amount"].clone();
+        item["plan"]["amount_decimal"] = price["unit_amount_decimal"].clone();
+        item["plan"]["billing_scheme"] = price["billing_scheme"].clone();
+        item["plan"]["tiers_mode"] = price["tiers_mode"].clone();
+        item["plan"]["currency"] = price["currency"].clone();
+        item["plan"]["interval"] = price["recurring"]["interval"].clone();
+        item["plan"]["interval_count"] = price["recurring"]["interval_count"].clone();
+    }
+    item["price"] = price;
+}
+
+/// Stripe refuses a quantity for a metered price: its usage comes from its meter.
+pub(super) fn metered_quantity(param: &str) -> ApiError {
+    ApiError::invalid("Quantity should not be specified where usage_type is `metered`. Remove quantity.")
+        .with_param(param)
 }
 
 fn set_items(sub: &mut Value, items: Vec<Value>) {
@@ -386,6 +443,11 @@ fn prorations(before: &[Value], after: &[Value], now: i64) -> Vec<Value> {
         a["id"] == b["id"] && a["price"]["id"] == b["price"]["id"] && a["quantity"] == b["quantity"]
     };
     let mut lines = Vec::new();
+    // A metered item is billed for its usage, in arrears: nothing to prorate.
+    let (before, after): (Vec<&Value>, Vec<&Value>) = (
+        before.iter().filter(|item| !metered(&item["price"])).collect(),
+        after.iter().filter(|item| !metered(&item["price"])).collect(),
+    );
     for old in before.iter().filter(|old| !after.iter().any(|new| same(old, new))) {
         let description = format!(
             "Unused time on {} × {}",
@@ -405,8 +467,11 @@ fn prorations(before: &[Value], after: &[Value], now: i64) -> Vec<Value> {
     lines
 }
 
-/// What an item costs for one period.
+/// What a licensed item costs for one period (a metered one costs its usage, billed apart).
 pub(super) fn item_amount(item: &Value) -> i64 {
+    if metered(&item["price"]) {
+        return 0;
+    }
     let unit = item["price"]["unit_amount"]
         .as_i64()
         .unwrap_or(super::DEFAULT_UNIT_AMOUNT);
@@ -479,6 +544,11 @@ impl Sim {
             prorations(&before, &after, now)
         };
         for item in &after {
+            // A metered item: its usage so far this period, billed in arrears.
+            if metered(&item["price"]) {
+                lines.extend(self.usage_so_far(&sub, item, now));
+                continue;
+            }
             let description = format!(
                 "{} × {}",
                 item["price"]["id"].as_str().unwrap_or_default(),

@@ -15,20 +15,24 @@ pub(super) fn thin_id(snapshot_id: &str) -> String {
     format!("evt_thin_{}", snapshot_id.trim_start_matches("evt_"))
 }
 
-fn rfc3339(unix: i64) -> Value {
+pub(super) fn rfc3339(unix: i64) -> Value {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|time| time.format(&Rfc3339).ok())
         .map_or(Value::Null, Value::String)
 }
 
-/// Where an object is read, by its `object`.
+/// Where an object is read, by its `object`: `checkout.session` at `/v1/checkout/sessions/…`.
 fn url_of(object: &str, id: &str) -> String {
-    let collection = match object {
-        "checkout.session" => "checkout/sessions".to_owned(),
-        other => format!("{other}s"),
-    };
-    format!("/v1/{collection}/{id}")
+    format!("/v1/{}s/{id}", object.replace('.', "/"))
+}
+
+/// Whether an event is thin only: Stripe has no snapshot form of it (such as
+/// `v1.billing.meter.error_report_triggered`), so it reaches only thin destinations, and
+/// `/v1/events` does not show it. It is kept with the snapshots, in their order, in the same
+/// shape (its related object in `data.object`) plus the `data` of its v2 event.
+pub fn thin_only(event: &Value) -> bool {
+    event["_simulated_thin_only"] == true
 }
 
 /// The notification Stripe pushes to a thin destination.
@@ -50,11 +54,17 @@ pub fn notification(snapshot: &Value) -> Value {
     })
 }
 
-/// The event as `GET /v2/core/events` shows it: the notification plus what only the API has.
+/// The event as `GET /v2/core/events` shows it: the notification plus what only the API has
+/// (a thin-only event's `data`, and no snapshot event).
 fn listed(snapshot: &Value) -> Value {
     let mut event = notification(snapshot);
     event["changes"] = Value::Null;
-    event["snapshot_event"] = snapshot["id"].clone();
+    if thin_only(snapshot) {
+        event["snapshot_event"] = Value::Null;
+        event["data"] = snapshot["_simulated_thin_data"].clone();
+    } else {
+        event["snapshot_event"] = snapshot["id"].clone();
+    }
     event
 }
 
