@@ -48,6 +48,11 @@ API_VERSION_OUTPUT = "StripeApiVersion"
 THIN_EVENT_PREFIX = "v1."
 STRIPE_PARTNER_SOURCE_PREFIX = "aws.partner/stripe.com/"
 EVENTS_PRINCIPAL = "events.amazonaws.com"
+# Standard (not FIFO) queues that a function consumes: usage reports, whose order does not
+# matter (sums commute) and whose repeats the identifier records make free, so they take
+# SQS's standard throughput and Lambda's batches of up to 10,000; and their dead-letter queue,
+# which SQS requires to be of the same type.
+STANDARD_QUEUES = frozenset({"UsageQueue", "UsageDeadLetterQueue"})
 # The queues a Stripe event receiver sends to, by the environment variable that names them.
 RECEIVER_QUEUE_VARIABLES = ("EVENTS_QUEUE_URL", "PAYMENT_FAILED_QUEUE_URL")
 
@@ -86,6 +91,8 @@ STRIPE_SECRET_ACCESS: dict[str, frozenset[str]] = {
     "EventsFunction": frozenset({API_KEY}),
     "PaymentFailedFunction": frozenset({API_KEY}),
     "ReconcileFunction": frozenset({API_KEY}),
+    # stripe/meter_events.rs: the meter event session is created with the API key.
+    "UsageFunction": frozenset({API_KEY}),
 }
 
 
@@ -159,6 +166,12 @@ DYNAMODB_ACCESS: dict[str, TableAccess] = {
     "ReconcileFunction": TableAccess(
         table=frozenset({"GetItem", "PutItem", "UpdateItem", "Query", "Scan"}),
         index=frozenset({"Query"}),
+    ),
+    # usage/ledger.rs through store/dynamodb.rs: recorded (BatchGetItem of identifier records),
+    # account_usage (Query of the account's partition), commit (TransactWriteItems of
+    # conditional Puts and the counter's Update), confirm (UpdateItem). No index, no Delete.
+    "UsageFunction": TableAccess(
+        table=frozenset({"BatchGetItem", "PutItem", "UpdateItem", "Query"}),
     ),
 }
 GSI_NAME = "gsi1"
@@ -562,12 +575,15 @@ class Checker:
                     f"{name}: {failure_queues[name]} must not be consumed by a function",
                 )
                 continue
-            self.expect(as_bool(props.get("FifoQueue")) is True, f"{name}: queue must be FIFO (FifoQueue true)")
-            content_dedup = props.get("ContentBasedDeduplication", False)
-            self.expect(
-                as_bool(content_dedup) is False,
-                f"{name}: ContentBasedDeduplication must be false (the webhook sets the deduplication id)",
-            )
+            if name in STANDARD_QUEUES:
+                self.expect(as_bool(props.get("FifoQueue")) is not True, f"{name}: must be a standard queue")
+            else:
+                self.expect(as_bool(props.get("FifoQueue")) is True, f"{name}: queue must be FIFO (FifoQueue true)")
+                content_dedup = props.get("ContentBasedDeduplication", False)
+                self.expect(
+                    as_bool(content_dedup) is False,
+                    f"{name}: ContentBasedDeduplication must be false (the webhook sets the deduplication id)",
+                )
             if name not in dlqs:
                 redrive = dead_letter_targets.get(name)
                 if self.expect(bool(redrive), f"{name}: queue has no RedrivePolicy (dead-letter queue)"):

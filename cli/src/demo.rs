@@ -26,7 +26,7 @@ fn failed(message: impl Into<String>) -> LocalError {
     LocalError::Step(message.into())
 }
 
-impl<'a, S: BillingStore + Clone + 'static, Q: LocalQueue> Walk<'a, S, Q> {
+impl<'a, S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue> Walk<'a, S, Q> {
     fn new(system: &'a LocalSystem<S, Q>, user: String) -> Result<Self, LocalError> {
         let simulator = system
             .simulator
@@ -126,7 +126,7 @@ impl<'a, S: BillingStore + Clone + 'static, Q: LocalQueue> Walk<'a, S, Q> {
     }
 }
 
-async fn walk<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+async fn walk<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue>(
     system: &LocalSystem<S, Q>,
     user: &str,
 ) -> Result<Value, LocalError> {
@@ -231,7 +231,7 @@ async fn walk<S: BillingStore + Clone + 'static, Q: LocalQueue>(
 
 /// What real customers do: two tabs, both tabs paid before the webhook is processed, and a
 /// second checkout after a cancelled trial. Each user is fresh.
-async fn real_customers<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+async fn real_customers<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue>(
     system: &LocalSystem<S, Q>,
     run_id: &str,
 ) -> Result<(), LocalError> {
@@ -338,7 +338,7 @@ async fn real_customers<S: BillingStore + Clone + 'static, Q: LocalQueue>(
 /// A team's billing: an admin buys team yearly for 5 seats, a member reads but may not change
 /// it, the admin adds 3 seats and SSO, buys credits, and moves the team down to starter at
 /// the period's end (after removing SSO, which starter does not offer).
-async fn team_story<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+async fn team_story<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue>(
     system: &LocalSystem<S, Q>,
     run_id: &str,
 ) -> Result<(), LocalError> {
@@ -474,7 +474,7 @@ async fn team_story<S: BillingStore + Clone + 'static, Q: LocalQueue>(
 pub struct Demo;
 
 impl LocalApp for Demo {
-    async fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+    async fn run<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue>(
         self,
         system: LocalSystem<S, Q>,
     ) -> Result<(), LocalError> {
@@ -493,7 +493,9 @@ impl LocalApp for Demo {
     }
 }
 
-async fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(system: LocalSystem<S, Q>) -> Result<(), LocalError> {
+async fn run<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue>(
+    system: LocalSystem<S, Q>,
+) -> Result<(), LocalError> {
     let simulator = system
         .simulator
         .clone()

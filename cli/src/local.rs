@@ -100,7 +100,7 @@ impl LocalQueue for SqsQueue {
 /// What runs on a started system; generic so that each storage and queue choice runs the
 /// same code.
 pub trait LocalApp {
-    fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+    fn run<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue>(
         self,
         system: LocalSystem<S, Q>,
     ) -> impl std::future::Future<Output = Result<(), LocalError>>;
@@ -232,7 +232,7 @@ fn start_error(error: impl std::fmt::Display) -> LocalError {
     LocalError::Start(error.to_string())
 }
 
-impl<S: BillingStore + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
+impl<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue> LocalSystem<S, Q> {
     /// Real Stripe when `STRIPE_SECRET_KEY` is set, the simulator otherwise.
     /// `accounts`: who the account is and who may change billing, else from the environment.
     pub async fn start(port: u16, store: S, queue: Q, accounts: Option<AccountSettings>) -> Result<Self, LocalError> {
@@ -465,7 +465,7 @@ pub struct Dev {
 }
 
 impl LocalApp for Dev {
-    async fn run<S: BillingStore + Clone + 'static, Q: LocalQueue>(
+    async fn run<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue>(
         self,
         system: LocalSystem<S, Q>,
     ) -> Result<(), LocalError> {
@@ -489,7 +489,9 @@ impl LocalApp for Dev {
     }
 }
 
-async fn serve<S: BillingStore + Clone + 'static, Q: LocalQueue>(system: LocalSystem<S, Q>) -> Result<(), LocalError> {
+async fn serve<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue>(
+    system: LocalSystem<S, Q>,
+) -> Result<(), LocalError> {
     println!(
         "Billing API and webhook on {} (caller from the X-Billing-User and X-Billing-Claims headers: dev mode only)",
         system.api_url

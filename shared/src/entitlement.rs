@@ -90,6 +90,10 @@ pub fn grant_of(
     let mut limits = BTreeMap::new();
     let mut addons = Vec::new();
     for item in &subscription.items {
+        // A metered item bills use; what the plan includes of it is the plan's.
+        if plans.is_metered(&item.price_id) {
+            continue;
+        }
         let Some(offer) = plans.offer(&item.price_id) else {
             tracing::warn!(subscription_id = %subscription.subscription_id, price_id = %item.price_id,
                 "subscription item on a price the catalog does not list: it grants nothing");
@@ -281,6 +285,7 @@ pub fn compute(
         features,
         cancel_at_period_end: subscription.is_some_and(|s| s.cancel_at_period_end),
         current_period_end: subscription.and_then(|s| s.current_period_end),
+        current_period_start: subscription.and_then(|s| s.current_period_start),
         trial_used: subscriptions.iter().any(|s| s.trial_end.is_some()),
         grants,
         summed_limits,
@@ -303,6 +308,7 @@ pub fn nothing(account: &AccountId) -> Entitlement {
         features: Vec::new(),
         cancel_at_period_end: false,
         current_period_end: None,
+        current_period_start: None,
         grants: Vec::new(),
         trial_used: false,
         summed_limits: Vec::new(),

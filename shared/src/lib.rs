@@ -19,6 +19,7 @@ pub mod store;
 pub mod stripe;
 pub mod sync;
 pub mod telemetry;
+pub mod usage;
 pub mod webhook;
 
 /// Seconds since the Unix epoch, the unit Stripe uses for every timestamp.

@@ -31,6 +31,8 @@ pub enum EventKind {
     InvoicePaymentActionRequired,
     ChargeRefunded,
     ChargeDisputeClosed,
+    /// Thin-only: Stripe sends it to event destinations, never as a snapshot event.
+    MeterErrorReportTriggered,
 }
 
 /// Who applies an event: one module per handler.
@@ -54,10 +56,13 @@ pub enum Handler {
     ChargeRefunded,
     /// A dispute decided: a purchase whose dispute was lost is taken back (`sync::purchase`).
     DisputeClosed,
+    /// Stripe could not use some meter events: surfaced to the operator and the app
+    /// (`sync::meter_error`).
+    MeterErrorReport,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::CheckoutSessionCompleted,
         EventKind::CheckoutSessionAsyncPaymentSucceeded,
         EventKind::CheckoutSessionAsyncPaymentFailed,
@@ -78,6 +83,7 @@ impl EventKind {
         EventKind::InvoicePaymentActionRequired,
         EventKind::ChargeRefunded,
         EventKind::ChargeDisputeClosed,
+        EventKind::MeterErrorReportTriggered,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -102,7 +108,14 @@ impl EventKind {
             EventKind::InvoicePaymentActionRequired => "invoice.payment_action_required",
             EventKind::ChargeRefunded => "charge.refunded",
             EventKind::ChargeDisputeClosed => "charge.dispute.closed",
+            EventKind::MeterErrorReportTriggered => "billing.meter.error_report_triggered",
         }
+    }
+
+    /// Types Stripe delivers only as thin events (to event destinations): a webhook endpoint
+    /// cannot enable them and `GET /v1/events` does not list them.
+    pub const fn thin_only(self) -> bool {
+        matches!(self, EventKind::MeterErrorReportTriggered)
     }
 
     pub const fn handler(self) -> Handler {
@@ -125,6 +138,7 @@ impl EventKind {
             EventKind::InvoicePaymentFailed | EventKind::InvoicePaymentActionRequired => Handler::Dunning,
             EventKind::ChargeRefunded => Handler::ChargeRefunded,
             EventKind::ChargeDisputeClosed => Handler::DisputeClosed,
+            EventKind::MeterErrorReportTriggered => Handler::MeterErrorReport,
         }
     }
 
@@ -148,7 +162,8 @@ impl Handler {
             | Handler::Customer
             | Handler::InvoiceSettled
             | Handler::ChargeRefunded
-            | Handler::DisputeClosed => QueueName::Events,
+            | Handler::DisputeClosed
+            | Handler::MeterErrorReport => QueueName::Events,
             Handler::Dunning => QueueName::PaymentFailed,
         }
     }
@@ -165,6 +180,7 @@ impl Handler {
             Handler::InvoiceSettled | Handler::Dunning => Resource::Invoice,
             Handler::ChargeRefunded => Resource::Charge,
             Handler::DisputeClosed => Resource::Dispute,
+            Handler::MeterErrorReport => Resource::Meter,
         }
     }
 }
@@ -227,13 +243,20 @@ pub async fn enqueue<Q: EventQueue>(queue: &Q, envelope: &EventEnvelope<'_>, bod
     }
 }
 
+/// The snapshot event types handled: what a webhook endpoint enables and the reconciler lists.
 pub fn handled_event_types() -> impl Iterator<Item = &'static str> {
-    EventKind::ALL.into_iter().map(EventKind::name)
+    EventKind::ALL
+        .into_iter()
+        .filter(|kind| !kind.thin_only())
+        .map(EventKind::name)
 }
 
-/// The same catalogue as thin event types (`v1.invoice.paid`), for a thin-payload destination.
+/// Every type handled as a thin event type (`v1.invoice.paid`), for a thin-payload destination:
+/// the snapshot ones and the thin-only ones.
 pub fn handled_thin_event_types() -> impl Iterator<Item = String> {
-    handled_event_types().map(|name| format!("{THIN_TYPE_PREFIX}{name}"))
+    EventKind::ALL
+        .into_iter()
+        .map(|kind| format!("{THIN_TYPE_PREFIX}{}", kind.name()))
 }
 
 #[cfg(test)]
@@ -254,13 +277,14 @@ mod tests {
 
     #[test]
     fn every_type_appears_once_and_parses_back() {
-        let mut types: Vec<&str> = handled_event_types().collect();
+        let mut types: Vec<&str> = EventKind::ALL.into_iter().map(EventKind::name).collect();
         types.sort_unstable();
         types.dedup();
         assert_eq!(types.len(), EventKind::ALL.len());
-        // The reconciler lists them in one `GET /v1/events?types[]=…`, which takes "an array
-        // of up to 20 strings" (Stripe's API reference): a 21st type needs a second listing.
-        assert!(EventKind::ALL.len() <= 20);
+        // The reconciler lists the snapshot ones in one `GET /v1/events?types[]=…`, which takes
+        // "an array of up to 20 strings" (Stripe's API reference): a 21st needs a second listing.
+        assert!(handled_event_types().count() <= 20);
+        assert_eq!(handled_thin_event_types().count(), EventKind::ALL.len());
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.name()), Some(kind));
         }

@@ -784,6 +784,24 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/v1/refunds", "stripe.params.RefundListParams"),
     ("POST", "/v1/refunds", "stripe.params.RefundCreateParams"),
+    ("POST", "/v1/billing/meters", "stripe.params.billing.MeterCreateParams"),
+    ("GET", "/v1/billing/meters", "stripe.params.billing.MeterListParams"),
+    (
+        "GET",
+        "/v1/billing/meters/{id}",
+        "stripe.params.billing.MeterRetrieveParams",
+    ),
+    (
+        "GET",
+        "/v1/billing/meters/{id}/event_summaries",
+        "stripe.params.billing.MeterListEventSummariesParams",
+    ),
+    (
+        "POST",
+        "/v1/billing/meter_events",
+        "stripe.params.billing.MeterEventCreateParams",
+    ),
+    ("POST", "/v1/prices", "stripe.params.PriceCreateParams"),
     ("GET", "/v1/refunds/{refund}", "stripe.params.RefundRetrieveParams"),
     (
         "GET",

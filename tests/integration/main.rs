@@ -22,4 +22,5 @@ mod secrets;
 mod security;
 mod store;
 mod stripe_client;
+mod usage;
 mod webhook;

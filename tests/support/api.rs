@@ -31,11 +31,14 @@ pub struct Answer {
 
 /// The API over `store` (shared with the test through an `Arc`) and the Stripe stand-in, with
 /// no rate limits: the tests of everything else call one route many times a minute.
-pub fn spawn_api<S: BillingStore + 'static>(store: Arc<S>, stripe: &StripeStandIn) -> TestApi<S> {
+pub fn spawn_api<S: BillingStore + shared::usage::UsageLedger + 'static>(
+    store: Arc<S>,
+    stripe: &StripeStandIn,
+) -> TestApi<S> {
     spawn_api_with_limits(store, stripe, shared::config::RateLimits::UNLIMITED)
 }
 
-pub fn spawn_api_with_limits<S: BillingStore + 'static>(
+pub fn spawn_api_with_limits<S: BillingStore + shared::usage::UsageLedger + 'static>(
     store: Arc<S>,
     stripe: &StripeStandIn,
     limits: shared::config::RateLimits,
@@ -51,7 +54,7 @@ pub fn spawn_api_with_limits<S: BillingStore + 'static>(
 
 /// The API with an account policy (which claim names the account, which roles manage it) and
 /// a catalog, against any Stripe: the stand-in's client or the simulator's.
-pub fn spawn_api_with<S: BillingStore + 'static>(
+pub fn spawn_api_with<S: BillingStore + shared::usage::UsageLedger + 'static>(
     store: Arc<S>,
     stripe: shared::stripe::StripeClient,
     limits: shared::config::RateLimits,

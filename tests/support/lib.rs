@@ -14,6 +14,7 @@ pub mod queue_conformance;
 pub mod shop;
 pub mod store_conformance;
 pub mod stripe_standin;
+pub mod usage_conformance;
 
 /// A short random suffix for resources created per test.
 pub fn unique(prefix: &str) -> String {

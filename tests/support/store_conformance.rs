@@ -292,6 +292,7 @@ async fn entitlements_round_trip<S: BillingStore>(store: &S) {
         features: vec!["reports".into(), "api".into()],
         cancel_at_period_end: true,
         current_period_end: Some(1_900_000_000),
+        current_period_start: Some(1_897_000_000),
         grants: vec![
             shared::store::Grant {
                 subscription_id: unique("sub_"),

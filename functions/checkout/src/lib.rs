@@ -17,6 +17,7 @@ use shared::config::{AccountSettings, RateLimits};
 use shared::deadline::Deadline;
 use shared::store::BillingStore;
 use shared::sync::Syncer;
+use shared::usage::UsageLedger;
 use url::Url;
 
 pub use error::ApiError;
@@ -45,7 +46,7 @@ async fn within_request_deadline(
     Deadline::after(REQUEST_DEADLINE).scope(next.run(request)).await
 }
 
-pub fn router<S: BillingStore + 'static>(state: AppState<S>) -> Router {
+pub fn router<S: BillingStore + UsageLedger + 'static>(state: AppState<S>) -> Router {
     Router::new()
         .route("/checkout/sessions", post(routes::checkout::create::<S>))
         .route("/portal/sessions", post(routes::portal::create::<S>))
@@ -63,6 +64,7 @@ pub fn router<S: BillingStore + 'static>(state: AppState<S>) -> Router {
         .route("/subscription/cancel", post(routes::subscription::cancel::<S>))
         .route("/subscription/resume", post(routes::subscription::resume::<S>))
         .route("/billing/me", get(routes::billing::me::<S>))
+        .route("/billing/quota/{meter}", get(routes::billing::quota::<S>))
         .route("/billing/sync", post(routes::billing::sync::<S>))
         .route("/billing/invoices", get(routes::billing::invoices::<S>))
         .fallback(|| async { ApiError::NotFound("route_not_found") })

@@ -16,6 +16,17 @@
 //!  "limits": {"projects": "sum"}}
 //! ```
 //!
+//! Usage-based plans add `meters` (Stripe meters by `event_name`) and, per plan, what each
+//! includes per period, whether use stops there (`hard`) or goes on (`soft`), and the metered
+//! prices that bill it:
+//!
+//! ```json
+//! {"meters": {"api_calls": {"event_name": "api_call", "aggregation": "count"}},
+//!  "plans": {"api": {"prices": [{"id": "price_api_m", "interval": "month", "currency": "usd"}],
+//!                    "meters": {"api_calls": {"included": 100000, "limit": "soft",
+//!                               "prices": [{"id": "price_api_calls_m", "interval": "month", "currency": "usd"}]}}}}}
+//! ```
+//!
 //! The short form, `{"pro": {"price_id": "price_123", "features": [...], "trial_days": 14,
 //! "allow_promotion_codes": true}}`, is a plan with one price of unstated interval and currency.
 //! Errors name the path of what is wrong: `plans.team.prices[1].currency: ...`.
@@ -159,6 +170,82 @@ pub struct Plan {
     /// which `downgrades` may hold until the period ends. Plans without a tier change at once.
     #[serde(default)]
     pub tier: Option<u32>,
+    /// What the plan includes of each metered quantity, and its metered prices.
+    #[serde(default)]
+    pub meters: BTreeMap<String, PlanMeter>,
+}
+
+/// How Stripe aggregates a meter's events over a billing period (the meter's
+/// `default_aggregation.formula`). `last` is not offered: its value is not a running total, so
+/// neither batching nor a local counter applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// The values add up (tokens, GB, minutes): events may be summed before sending.
+    #[default]
+    Sum,
+    /// Each event counts one whatever its value (API calls): every event is sent.
+    Count,
+}
+
+/// A usage meter: the Stripe meter's `event_name`, and its aggregation, which must match the
+/// meter's in Stripe.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meter {
+    pub event_name: String,
+    #[serde(default)]
+    pub aggregation: Aggregation,
+    /// What an account without a plan that names this meter may use (a free tier); none: 0, hard.
+    #[serde(default)]
+    pub free: Option<Allowance>,
+}
+
+/// What happens past the included quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    /// Use goes on and the overage is billed (a metered price) or tolerated.
+    Soft,
+    /// Use stops at the included quantity: the quota answers not allowed.
+    Hard,
+}
+
+/// An included quantity per billing period and what happens beyond it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allowance {
+    pub included: u64,
+    pub limit: LimitKind,
+}
+
+impl Allowance {
+    /// No allowance: nothing included, and nothing allowed.
+    pub const NONE: Allowance = Allowance {
+        included: 0,
+        limit: LimitKind::Hard,
+    };
+}
+
+/// A plan's allowance of one meter and the metered prices that bill its use (Stripe prices
+/// with `recurring.usage_type=metered` on the meter), one per interval and currency of the
+/// plan's prices; checkout adds the one billed like the plan price.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanMeter {
+    pub included: u64,
+    pub limit: LimitKind,
+    #[serde(default)]
+    pub prices: Vec<Price>,
+}
+
+impl PlanMeter {
+    pub fn allowance(&self) -> Allowance {
+        Allowance {
+            included: self.included,
+            limit: self.limit,
+        }
+    }
 }
 
 /// When a downgrade (a change to a plan of a lower `tier`) takes effect.
@@ -291,6 +378,8 @@ struct FullForm {
     automatic_tax: bool,
     #[serde(default)]
     downgrades: DowngradePolicy,
+    #[serde(default)]
+    meters: BTreeMap<String, Meter>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -313,6 +402,9 @@ pub struct Catalog {
     products: BTreeMap<String, Product>,
     automatic_tax: bool,
     downgrades: DowngradePolicy,
+    meters: BTreeMap<String, Meter>,
+    /// Metered price id → the meter it bills.
+    metered: HashMap<String, String>,
     /// Price id → what it sells: the price identifies it.
     by_price: HashMap<String, (Sells, String)>,
 }
@@ -322,6 +414,8 @@ enum Sells {
     Plan,
     Addon,
     Product,
+    /// A plan's metered price: it bills use and grants nothing itself.
+    Metered,
 }
 
 fn valid_key(key: &str) -> bool {
@@ -403,6 +497,7 @@ impl Catalog {
                             promotion_codes: Vec::new(),
                             coupons: Vec::new(),
                             tier: None,
+                            meters: BTreeMap::new(),
                         };
                         (key, plan)
                     })
@@ -525,6 +620,54 @@ impl Catalog {
                 }
             }
         }
+        let mut metered = HashMap::new();
+        let mut event_names = BTreeMap::new();
+        for (key, meter) in &form.meters {
+            let path = format!("meters.{key}");
+            if !valid_key(key) {
+                return Err(format!("{path}: a meter key must be 1-64 of [a-z0-9_-]"));
+            }
+            let name = &meter.event_name;
+            let valid_name = !name.is_empty()
+                && name.len() <= 100
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            if !valid_name {
+                return Err(format!(
+                    "{path}.event_name: 1-100 of [A-Za-z0-9_.-] (Stripe's meter event names)"
+                ));
+            }
+            if let Some(other) = event_names.insert(name.clone(), key.clone()) {
+                return Err(format!(
+                    "{path}.event_name: {name:?} is also the event of meter {other:?}"
+                ));
+            }
+        }
+        for (key, plan) in &form.plans {
+            for (meter, allowance) in &plan.meters {
+                let path = format!("{plans_path}{key}.meters.{meter}");
+                if !form.meters.contains_key(meter) {
+                    return Err(format!("{path}: no meter {meter:?} in meters"));
+                }
+                if allowance.prices.is_empty() {
+                    continue;
+                }
+                check_prices(&path, &allowance.prices, true)?;
+                for (at, price) in allowance.prices.iter().enumerate() {
+                    claim(format!("{path}.prices[{at}]"), price, Sells::Metered, key)?;
+                    metered.insert(price.id.clone(), meter.clone());
+                }
+                for (price_at, price) in plan.prices.iter().enumerate() {
+                    if choose(&allowance.prices, price.interval, price.currency.as_ref()).is_err() {
+                        return Err(format!(
+                            "{plans_path}{key}.prices[{price_at}]: meter {meter:?} has no metered price for {}",
+                            price.describe()
+                        ));
+                    }
+                }
+            }
+        }
         for (key, product) in &form.products {
             let path = format!("products.{key}");
             if !valid_key(key) {
@@ -575,6 +718,8 @@ impl Catalog {
             products: form.products,
             automatic_tax: form.automatic_tax,
             downgrades: form.downgrades,
+            meters: form.meters,
+            metered,
             by_price,
         })
     }
@@ -600,8 +745,56 @@ impl Catalog {
                 let (key, plan) = self.plans.get_key_value(key)?;
                 Some(Offer::Plan(key, plan))
             }
-            Sells::Product => None,
+            Sells::Product | Sells::Metered => None,
         }
+    }
+
+    /// Whether the price is one of a plan's metered prices (it bills use, grants nothing).
+    pub fn is_metered(&self, price_id: &str) -> bool {
+        self.metered.contains_key(price_id)
+    }
+
+    /// The meter a metered price bills.
+    pub fn meter_of_price(&self, price_id: &str) -> Option<&str> {
+        self.metered.get(price_id).map(String::as_str)
+    }
+
+    pub fn meter(&self, key: &str) -> Option<&Meter> {
+        self.meters.get(key)
+    }
+
+    pub fn meters(&self) -> impl Iterator<Item = (&str, &Meter)> {
+        self.meters.iter().map(|(key, meter)| (key.as_str(), meter))
+    }
+
+    /// What an account on `plan` (none: no plan) may use of `meter` per period: the plan's
+    /// allowance, else the meter's free tier, else nothing.
+    pub fn allowance(&self, plan: Option<&str>, meter: &str) -> Allowance {
+        let of_plan = plan
+            .and_then(|key| self.get(key))
+            .and_then(|plan| plan.meters.get(meter))
+            .map(PlanMeter::allowance);
+        of_plan
+            .or_else(|| self.meter(meter).and_then(|m| m.free))
+            .unwrap_or(Allowance::NONE)
+    }
+
+    /// The metered prices a subscription to `plan` at `plan_price` carries, one per meter the
+    /// plan bills, billed like the plan price (validation made sure each exists).
+    pub fn metered_prices<'a>(&self, plan: &'a Plan, plan_price: &Price) -> Vec<&'a Price> {
+        self.metered_prices_by_meter(plan, plan_price).into_values().collect()
+    }
+
+    /// The same, by meter key.
+    pub fn metered_prices_by_meter<'a>(&self, plan: &'a Plan, plan_price: &Price) -> BTreeMap<&'a str, &'a Price> {
+        plan.meters
+            .iter()
+            .filter(|(_, allowance)| !allowance.prices.is_empty())
+            .filter_map(|(meter, allowance)| {
+                let price = choose(&allowance.prices, plan_price.interval, plan_price.currency.as_ref()).ok()?;
+                Some((meter.as_str(), price))
+            })
+            .collect()
     }
 
     pub fn product(&self, key: &str) -> Option<&Product> {
@@ -796,7 +989,8 @@ mod tests {
     #[test]
     fn the_example_in_the_repository_is_valid() {
         let catalog = Catalog::parse(include_str!("../../../infra/catalog.example.json")).unwrap();
-        assert_eq!(catalog.keys().collect::<Vec<_>>(), ["starter", "team"]);
+        assert_eq!(catalog.keys().collect::<Vec<_>>(), ["api", "starter", "team"]);
+        assert!(catalog.is_metered("price_api_calls_month_usd"));
         assert_eq!(catalog.addon_keys().collect::<Vec<_>>(), ["extra_projects", "sso"]);
         assert_eq!(catalog.product_keys().collect::<Vec<_>>(), ["credits_1000", "lifetime"]);
         assert!(!catalog.automatic_tax());
@@ -880,6 +1074,98 @@ mod tests {
         }
         let taxed = example.replacen(r#""automatic_tax": false"#, r#""automatic_tax": true"#, 1);
         assert!(Catalog::parse(&taxed).unwrap().automatic_tax());
+    }
+
+    const METERED: &str = r#"{
+      "meters": {"api_calls": {"event_name": "api_call", "aggregation": "count",
+                               "free": {"included": 100, "limit": "hard"}},
+                 "tokens": {"event_name": "llm.tokens"}},
+      "plans": {
+        "api": {"prices": [{"id": "price_api_m", "interval": "month", "currency": "usd"},
+                           {"id": "price_api_y", "interval": "year", "currency": "usd"}],
+                "meters": {"api_calls": {"included": 100000, "limit": "soft",
+                                         "prices": [{"id": "price_calls_m", "interval": "month", "currency": "usd"},
+                                                    {"id": "price_calls_y", "interval": "year", "currency": "usd"}]},
+                           "tokens": {"included": 5000, "limit": "hard"}}},
+        "solo": {"prices": [{"id": "price_solo_m", "interval": "month", "currency": "usd"}]}
+      }
+    }"#;
+
+    #[test]
+    fn meters_grant_allowances_and_their_prices_bill_like_the_plan() {
+        let catalog = Catalog::parse(METERED).unwrap();
+        assert_eq!(catalog.meter("api_calls").unwrap().aggregation, Aggregation::Count);
+        assert_eq!(
+            catalog.meter("tokens").unwrap().aggregation,
+            Aggregation::Sum,
+            "sum by default"
+        );
+        let soft = Allowance {
+            included: 100_000,
+            limit: LimitKind::Soft,
+        };
+        assert_eq!(catalog.allowance(Some("api"), "api_calls"), soft);
+        // No plan, or a plan without the meter: the meter's free tier, else nothing.
+        let free = Allowance {
+            included: 100,
+            limit: LimitKind::Hard,
+        };
+        assert_eq!(catalog.allowance(None, "api_calls"), free);
+        assert_eq!(catalog.allowance(Some("solo"), "api_calls"), free);
+        assert_eq!(catalog.allowance(Some("solo"), "tokens"), Allowance::NONE);
+        let api = catalog.get("api").unwrap();
+        let yearly = api.price_by_id("price_api_y").unwrap();
+        let billed: Vec<&str> = catalog
+            .metered_prices(api, yearly)
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect();
+        assert_eq!(
+            billed,
+            ["price_calls_y"],
+            "tokens has no metered price: a hard quota only"
+        );
+        assert!(catalog.is_metered("price_calls_m") && !catalog.is_metered("price_api_m"));
+        assert!(catalog.offer("price_calls_m").is_none() && catalog.by_price("price_calls_m").is_none());
+    }
+
+    #[test]
+    fn meter_mistakes_are_named() {
+        let cases = [
+            (
+                METERED.replace(r#""event_name": "llm.tokens""#, r#""event_name": "api_call""#),
+                "meters.tokens.event_name: \"api_call\" is also the event of meter \"api_calls\"",
+            ),
+            (
+                METERED.replace(r#""event_name": "llm.tokens""#, r#""event_name": "has space""#),
+                "meters.tokens.event_name: 1-100 of",
+            ),
+            (
+                METERED.replace(r#""tokens": {"included""#, r#""bytes": {"included""#),
+                "plans.api.meters.bytes: no meter \"bytes\" in meters",
+            ),
+            (
+                METERED.replace(r#""limit": "hard"}}}"#, r#""limit": "sometimes"}}}"#),
+                "plans.api.meters.tokens.limit: unknown variant",
+            ),
+            (
+                METERED.replace(
+                    r#",
+                                                    {"id": "price_calls_y", "interval": "year", "currency": "usd"}"#,
+                    "",
+                ),
+                "plans.api.prices[1]: meter \"api_calls\" has no metered price for year/usd",
+            ),
+            (METERED.replace("price_calls_y", "price_api_y"), "is also a price of"),
+            (
+                METERED.replace(r#""aggregation": "count""#, r#""aggregation": "last""#),
+                "meters.api_calls.aggregation: unknown variant `last`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Catalog::parse(&text).unwrap_err();
+            assert!(error.contains(expected), "{error} does not contain {expected}");
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@ use url::Url;
 
 pub use accounts::{AccountSettings, AdminRoles, DEFAULT_ACCOUNT_CLAIM};
 pub use catalog::{
-    Addon, Catalog, Currency, DowngradePolicy, Interval, LimitRule, Offer, Plan, Price, Product, SEATS_LIMIT,
-    SeatRange, valid_code,
+    Addon, Aggregation, Allowance, Catalog, Currency, DowngradePolicy, Interval, LimitKind, LimitRule, Meter, Offer,
+    Plan, PlanMeter, Price, Product, SEATS_LIMIT, SeatRange, valid_code,
 };
 pub use env::Env;
 pub use limits::{RateLimits, RouteClass, WINDOW_SECS as RATE_WINDOW_SECS};
@@ -197,6 +197,39 @@ impl StoreSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             table: env.require("BILLING_TABLE")?.to_owned(),
+        })
+    }
+}
+
+/// Where meter events go: the v2 stream's host (`STRIPE_METER_EVENTS_BASE`, Stripe's own by
+/// default; the simulator's locally) and the API (`USAGE_STRIPE_API`: `v2`, the default, or
+/// `v1`, one event a request, for accounts without the stream).
+#[derive(Debug, Clone)]
+pub struct UsageSettings {
+    pub meter_events_base: Url,
+    pub api: crate::stripe::meter_events::MeterApi,
+    /// The usage queue (`USAGE_QUEUE_URL`), for reporters; the consumer is triggered by it.
+    pub queue_url: Option<String>,
+}
+
+impl UsageSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        use crate::stripe::meter_events::{DEFAULT_METER_EVENTS_BASE, MeterApi};
+        let raw = env.get("STRIPE_METER_EVENTS_BASE").unwrap_or(DEFAULT_METER_EVENTS_BASE);
+        let meter_events_base =
+            Url::parse(raw).map_err(|error| invalid("STRIPE_METER_EVENTS_BASE", error.to_string()))?;
+        if !matches!(meter_events_base.scheme(), "https" | "http") {
+            return Err(invalid("STRIPE_METER_EVENTS_BASE", "must be an http(s) URL"));
+        }
+        let api = match env.get("USAGE_STRIPE_API").unwrap_or("v2") {
+            "v2" => MeterApi::V2,
+            "v1" => MeterApi::V1,
+            _ => return Err(invalid("USAGE_STRIPE_API", "must be v2 or v1")),
+        };
+        Ok(Self {
+            meter_events_base,
+            api,
+            queue_url: env.get("USAGE_QUEUE_URL").map(str::to_owned),
         })
     }
 }

@@ -78,6 +78,26 @@ impl AppEvent for EntitlementChangedEvent {
     const TYPE: &'static str = "billing.entitlement_changed";
 }
 
+/// Stripe could not use some meter events (`v1.billing.meter.error_report_triggered`): they
+/// are not billed. The codes say why (`meter_event_customer_not_found`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageErrorReportedEvent {
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub stripe_event_id: String,
+    pub meter_id: String,
+    pub event_name: String,
+    /// The catalog's key of the meter, when the catalog has one with that event name.
+    pub meter: Option<String>,
+    pub error_count: u64,
+    /// (code, count) per kind of error.
+    pub errors: Vec<(String, u64)>,
+}
+
+impl AppEvent for UsageErrorReportedEvent {
+    const TYPE: &'static str = "billing.usage_error_reported";
+}
+
 /// An event the app is told about, with its `type` (the SNS message attribute to filter on).
 pub trait AppEvent: Serialize + Send + Sync + 'static {
     const TYPE: &'static str;

@@ -10,6 +10,11 @@
 //! | dunning record          | `CUSTOMER#<cus>`   | `DUNNING#<in>` |                                            |
 //! | event ledger entry      | `EVENT#<evt>`      | `LEDGER`       | TTL `expires_at`                           |
 //! | reconcile cursor        | `CURSOR#<name>`    | `CURSOR`       | conditional on `cursor_value`              |
+//! | usage counter           | `USER#<account>`   | `USAGE#<meter>#<period start>` | pending sends as `pending_<id>` |
+//! | usage identifier        | `USAGEID#<id>`     | `USAGE`        | TTL `expires_at`; only if absent           |
+//!
+//! An account's entitlement and usage counters share its partition (`sk >= ENTITLEMENT`), so
+//! `GET /billing/me` and the quota read both with one query.
 //!
 //! A customer's subscriptions and dunning records share its partition, so one strongly
 //! consistent query reads everything an entitlement is computed from.
@@ -28,6 +33,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::*;
+use crate::usage::{
+    AccountUsage, Commit, CommitOutcome, CounterKey, PendingSend, RecordedUsage, UsageCounter, UsageLedger,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -831,4 +839,261 @@ fn ledger_state(item: &Item) -> Option<LedgerState> {
 
 fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
     error.as_service_error().and_then(|service| service.code()) == Some("ConditionalCheckFailedException")
+}
+
+const PENDING_PREFIX: &str = "pending_";
+
+fn usage_id_pk(identifier: &str) -> String {
+    format!("USAGEID#{identifier}")
+}
+
+fn counter_sk(meter: &str, period_start: i64) -> String {
+    format!("USAGE#{meter}#{period_start:011}")
+}
+
+fn float_attr(item: &Item, name: &str) -> Option<f64> {
+    match item.get(name) {
+        Some(AttributeValue::N(value)) => value.parse().ok(),
+        _ => None,
+    }
+}
+
+fn usage_counter(item: &Item) -> Res<UsageCounter> {
+    let corrupt = || StoreError::Corrupt("a usage counter lacks meter, period_start or used".into());
+    let mut pending = std::collections::BTreeMap::new();
+    for (name, value) in item {
+        if let Some(send) = name.strip_prefix(PENDING_PREFIX) {
+            let AttributeValue::M(map) = value else {
+                return Err(corrupt());
+            };
+            let parsed: PendingSend =
+                serde_dynamo::from_item(map.clone()).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            pending.insert(send.to_owned(), parsed);
+        }
+    }
+    Ok(UsageCounter {
+        meter: string_attr(item, "meter").ok_or_else(corrupt)?,
+        period_start: number_attr(item, "period_start").ok_or_else(corrupt)?,
+        used: float_attr(item, "used").ok_or_else(corrupt)?,
+        events: number_attr(item, "events")
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
+        pending,
+    })
+}
+
+/// A number as DynamoDB takes it: decimal text, exact for the integers a count holds.
+fn float(value: f64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+impl UsageLedger for DynamoStore {
+    async fn recorded(&self, identifiers: &[&str]) -> Res<HashMap<String, RecordedUsage>> {
+        let mut found = HashMap::new();
+        for chunk in identifiers.chunks(100) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|id| HashMap::from([("pk".to_owned(), s(usage_id_pk(id))), ("sk".to_owned(), s("USAGE"))]))
+                .collect();
+            // Unprocessed keys (throttling) are asked again, a few times, then it fails.
+            for attempt in 0..5 {
+                if keys.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|error| StoreError::Backend(error.to_string()))?;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                for item in output
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    let record = (|| {
+                        let pk = string_attr(&item, "pk")?;
+                        let identifier = pk.strip_prefix("USAGEID#")?.to_owned();
+                        let account = AccountId::parse(&string_attr(&item, "account")?).ok()?;
+                        let counter = CounterKey {
+                            account,
+                            meter: string_attr(&item, "meter")?,
+                            period_start: number_attr(&item, "period_start")?,
+                        };
+                        Some((
+                            identifier,
+                            RecordedUsage {
+                                counter,
+                                send: string_attr(&item, "send")?,
+                            },
+                        ))
+                    })();
+                    let (identifier, record) =
+                        record.ok_or_else(|| StoreError::Corrupt("a usage identifier record is incomplete".into()))?;
+                    found.insert(identifier, record);
+                }
+                keys = output
+                    .unprocessed_keys
+                    .and_then(|mut unprocessed| unprocessed.remove(&self.table))
+                    .map(|left| left.keys)
+                    .unwrap_or_default();
+            }
+            if !keys.is_empty() {
+                return Err(StoreError::Backend(
+                    "DynamoDB left usage identifiers unread (throttled)".into(),
+                ));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn account_usage(&self, account: &AccountId) -> Res<AccountUsage> {
+        let mut usage = AccountUsage::default();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk >= :first")
+                .expression_attribute_values(":pk", s(account_pk(account)))
+                .expression_attribute_values(":first", s("ENTITLEMENT"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in output.items.unwrap_or_default() {
+                match string_attr(&item, "sk").as_deref() {
+                    Some("ENTITLEMENT") => usage.entitlement = Some(from_item(item)?),
+                    Some(sk) if sk.starts_with("USAGE#") => usage.counters.push(usage_counter(&item)?),
+                    _ => {}
+                }
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(usage),
+            }
+        }
+    }
+
+    async fn commit(&self, commit: &Commit) -> Res<CommitOutcome> {
+        let build = |error: aws_sdk_dynamodb::error::BuildError| StoreError::Backend(error.to_string());
+        let key = &commit.counter;
+        let mut items = Vec::with_capacity(commit.identifiers.len() + 1);
+        for (identifier, send) in &commit.identifiers {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .item("pk", s(usage_id_pk(identifier)))
+                .item("sk", s("USAGE"))
+                .item("account", s(key.account.as_str()))
+                .item("meter", s(key.meter.clone()))
+                .item("period_start", n(key.period_start))
+                .item("send", s(send.clone()))
+                .item(TTL_ATTRIBUTE, n(commit.identifiers_expire_at))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(build)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        let mut update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(account_pk(&key.account)))
+            .key("sk", s(counter_sk(&key.meter, key.period_start)))
+            .expression_attribute_names("#used", "used")
+            .expression_attribute_names("#events", "events")
+            .expression_attribute_names("#meter", "meter")
+            .expression_attribute_names("#start", "period_start")
+            .expression_attribute_names("#expires", TTL_ATTRIBUTE)
+            .expression_attribute_values(":amount", float(commit.amount))
+            .expression_attribute_values(":events", n(commit.identifiers.len() as i64))
+            .expression_attribute_values(":meter", s(key.meter.clone()))
+            .expression_attribute_values(":start", n(key.period_start))
+            .expression_attribute_values(":expires", n(commit.counter_expires_at));
+        let mut sets = vec![
+            "#meter = :meter".to_owned(),
+            "#start = :start".to_owned(),
+            "#expires = :expires".to_owned(),
+        ];
+        for (index, (send, pending)) in commit.sends.iter().enumerate() {
+            let value = serde_dynamo::to_item(pending).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            update = update
+                .expression_attribute_names(format!("#p{index}"), format!("{PENDING_PREFIX}{send}"))
+                .expression_attribute_values(format!(":p{index}"), AttributeValue::M(value));
+            sets.push(format!("#p{index} = :p{index}"));
+        }
+        let update = update
+            .update_expression(format!("ADD #used :amount, #events :events SET {}", sets.join(", ")))
+            .build()
+            .map_err(build)?;
+        items.push(TransactWriteItem::builder().update(update).build());
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(CommitOutcome::Committed),
+            Err(error) => {
+                let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error()
+                else {
+                    return Err(backend(error));
+                };
+                let taken: Vec<String> = cancelled
+                    .cancellation_reasons()
+                    .iter()
+                    .zip(&commit.identifiers)
+                    .filter(|(reason, _)| reason.code() == Some("ConditionalCheckFailed"))
+                    .map(|(_, (identifier, _))| identifier.clone())
+                    .collect();
+                if taken.is_empty() {
+                    // A concurrent transaction on the same counter: the caller retries.
+                    return Err(StoreError::Backend(format!(
+                        "usage commit cancelled: {}",
+                        DisplayErrorContext(error)
+                    )));
+                }
+                Ok(CommitOutcome::Taken(taken))
+            }
+        }
+    }
+
+    async fn confirm(&self, counter: &CounterKey, sends: &[&str]) -> Res<()> {
+        if sends.is_empty() {
+            return Ok(());
+        }
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(account_pk(&counter.account)))
+            .key("sk", s(counter_sk(&counter.meter, counter.period_start)))
+            .condition_expression("attribute_exists(pk)");
+        let mut removes = Vec::with_capacity(sends.len());
+        for (index, send) in sends.iter().enumerate() {
+            update = update.expression_attribute_names(format!("#p{index}"), format!("{PENDING_PREFIX}{send}"));
+            removes.push(format!("#p{index}"));
+        }
+        match update
+            .update_expression(format!("REMOVE {}", removes.join(", ")))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if is_conditional_failure(&error) => Ok(()),
+            Err(error) => Err(backend(error)),
+        }
+    }
 }

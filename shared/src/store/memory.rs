@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::*;
+use crate::usage::{AccountUsage, Commit, CommitOutcome, CounterKey, RecordedUsage, UsageCounter, UsageLedger};
 
 #[derive(Debug)]
 enum Ledger {
@@ -25,6 +26,8 @@ struct State {
     checkout_sessions: HashMap<String, AccountId>,
     /// Per key: the window the count is in, and the count.
     request_counts: HashMap<String, (i64, u64)>,
+    usage_ids: HashMap<String, RecordedUsage>,
+    usage_counters: HashMap<CounterKey, UsageCounter>,
 }
 
 #[derive(Default)]
@@ -308,5 +311,78 @@ impl BillingStore for MemoryStore {
             state.cursors.insert(name.to_owned(), value);
             true
         }))
+    }
+}
+
+impl UsageLedger for MemoryStore {
+    async fn recorded(&self, identifiers: &[&str]) -> Res<HashMap<String, RecordedUsage>> {
+        Ok(self.with(|state| {
+            identifiers
+                .iter()
+                .filter_map(|id| state.usage_ids.get(*id).map(|found| ((*id).to_owned(), found.clone())))
+                .collect()
+        }))
+    }
+
+    async fn account_usage(&self, account: &AccountId) -> Res<AccountUsage> {
+        Ok(self.with(|state| AccountUsage {
+            entitlement: state.entitlements.get(account.as_str()).cloned(),
+            counters: sorted(
+                state
+                    .usage_counters
+                    .iter()
+                    .filter(|(key, _)| key.account == *account)
+                    .map(|(_, counter)| counter.clone()),
+                |counter| (counter.meter.clone(), counter.period_start),
+            ),
+        }))
+    }
+
+    async fn commit(&self, commit: &Commit) -> Res<CommitOutcome> {
+        Ok(self.with(|state| {
+            let taken: Vec<String> = commit
+                .identifiers
+                .iter()
+                .filter(|(id, _)| state.usage_ids.contains_key(id))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !taken.is_empty() {
+                return CommitOutcome::Taken(taken);
+            }
+            for (id, send) in &commit.identifiers {
+                let recorded = RecordedUsage {
+                    counter: commit.counter.clone(),
+                    send: send.clone(),
+                };
+                state.usage_ids.insert(id.clone(), recorded);
+            }
+            let counter = state
+                .usage_counters
+                .entry(commit.counter.clone())
+                .or_insert_with(|| UsageCounter {
+                    meter: commit.counter.meter.clone(),
+                    period_start: commit.counter.period_start,
+                    used: 0.0,
+                    events: 0,
+                    pending: Default::default(),
+                });
+            counter.used += commit.amount;
+            counter.events += commit.identifiers.len() as u64;
+            counter
+                .pending
+                .extend(commit.sends.iter().map(|(id, send)| (id.clone(), send.clone())));
+            CommitOutcome::Committed
+        }))
+    }
+
+    async fn confirm(&self, counter: &CounterKey, sends: &[&str]) -> Res<()> {
+        self.with(|state| {
+            if let Some(counter) = state.usage_counters.get_mut(counter) {
+                for send in sends {
+                    counter.pending.remove(*send);
+                }
+            }
+        });
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@ use crate::stripe::SubscriptionStatus;
 /// The billable account: the JWT `sub` by default (one-person accounts), or the value of the
 /// claim `BILLING_ACCOUNT_CLAIM` names (an organisation id). Validated so it is safe inside keys
 /// and logs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct AccountId(String);
 
@@ -246,6 +246,9 @@ pub struct Entitlement {
     pub features: Vec<String>,
     pub cancel_at_period_end: bool,
     pub current_period_end: Option<i64>,
+    /// The start of the governing subscription's period: usage counts per billing period.
+    #[serde(default)]
+    pub current_period_start: Option<i64>,
     /// Every subscription that grants something (active or grace, with a catalog price).
     #[serde(default)]
     pub grants: Vec<Grant>,

@@ -198,7 +198,7 @@ impl StripeClient {
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        self.send(Method::GET, url, None, None).await
+        self.send(Method::GET, url, None, None, None).await
     }
 
     /// POSTs `params` form-encoded. Without a caller-chosen `idempotency_key`, a fresh one is
@@ -215,6 +215,7 @@ impl StripeClient {
             self.url(path),
             Some(Body::Form(form::encode(params))),
             Some(key),
+            None,
         )
         .await
     }
@@ -232,6 +233,7 @@ impl StripeClient {
             self.url(path),
             Some(Body::Json(params.to_string())),
             Some(key),
+            None,
         )
         .await
     }
@@ -242,7 +244,7 @@ impl StripeClient {
         idempotency_key: Option<&str>,
     ) -> Result<T, StripeError> {
         let key = idempotency_key.map(str::to_owned);
-        self.send(Method::DELETE, self.url(path), None, key).await
+        self.send(Method::DELETE, self.url(path), None, key, None).await
     }
 
     pub async fn create_customer(&self, params: &Value, idempotency_key: &str) -> Result<Customer, StripeError> {
@@ -445,7 +447,7 @@ impl StripeClient {
                     .ok()
                     .filter(|url| url.origin() == self.base.origin() && url.path() == THIN_EVENTS_PATH)
                     .ok_or_else(|| StripeError::InvalidId(next.chars().take(64).collect()))?;
-                self.send(Method::GET, url, None, None).await
+                self.send(Method::GET, url, None, None, None).await
             }
         }
     }
@@ -453,6 +455,28 @@ impl StripeClient {
     /// One event as Stripe keeps it (30 days), raw: `billing replay` enqueues it as delivered.
     pub async fn retrieve_event(&self, id: &str) -> Result<serde_json::Value, StripeError> {
         self.get(&format!("/v1/events/{}", path_id(id)?), &[]).await
+    }
+
+    /// POSTs `params` as JSON to `base` + `path` authenticated with a meter event session's
+    /// token instead of the API key: the v2 meter event stream lives on its own host.
+    pub async fn post_json_with_session<T: DeserializeOwned>(
+        &self,
+        base: &Url,
+        path: &str,
+        params: &Value,
+        token: &SecretString,
+    ) -> Result<T, StripeError> {
+        let mut url = base.clone();
+        url.set_path(path);
+        let key = uuid::Uuid::new_v4().to_string();
+        self.send(
+            Method::POST,
+            url,
+            Some(Body::Json(params.to_string())),
+            Some(key),
+            Some(token),
+        )
+        .await
     }
 
     fn url(&self, path: &str) -> Url {
@@ -467,6 +491,7 @@ impl StripeClient {
         url: Url,
         body: Option<Body>,
         idempotency_key: Option<String>,
+        session_token: Option<&SecretString>,
     ) -> Result<T, StripeError> {
         // The call's own limit, or the invocation's deadline when that comes first.
         let started = Instant::now();
@@ -483,8 +508,13 @@ impl StripeClient {
             .await
             .map_err(StripeError::Transport)?;
         let mut retries = 0;
-        let mut key = self.secret_key.current().await;
-        let mut key_reread = false;
+        // A meter event session's token stands in for the API key on the stream; a 401 there
+        // is the session's to renew, not the key's.
+        let mut key = match session_token {
+            Some(token) => std::sync::Arc::new(token.clone()),
+            None => self.secret_key.current().await,
+        };
+        let mut key_reread = session_token.is_some();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -669,7 +699,7 @@ pub struct V2List {
     pub next_page_url: Option<String>,
 }
 
-pub(crate) fn path_id(id: &str) -> Result<&str, StripeError> {
+pub fn path_id(id: &str) -> Result<&str, StripeError> {
     let valid = !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if valid {
         Ok(id)

@@ -305,6 +305,9 @@ pub struct Event {
     /// The object was read from Stripe just now, at the pinned version, rather than taken
     /// from the payload: it is Stripe's current state, at least as new as the event.
     pub read_now: bool,
+    /// A thin event's own `data` (a meter error report's `reason`), when the payload carries
+    /// it: events read from `GET /v2/core/events` do, notifications do not.
+    pub details: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -334,7 +337,11 @@ pub struct WireEvent {
 
 #[derive(Deserialize)]
 pub struct WireData {
+    /// Absent from a thin event's `data`, which holds the event's own details instead.
+    #[serde(default)]
     object: serde_json::Value,
+    #[serde(flatten)]
+    details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Event {
@@ -342,6 +349,13 @@ impl Event {
         let raw: WireEvent = serde_json::from_str(body)?;
         let shape = shape_of(raw.object.as_deref(), raw.data.is_some(), raw.related_object.is_some())?;
         let event_type = snapshot_type(raw.object.as_deref(), &raw.event_type).to_owned();
+        let (object, details) = match raw.data {
+            Some(data) => (
+                data.object,
+                Some(serde_json::Value::Object(data.details)).filter(|_| shape == Shape::Thin),
+            ),
+            None => (serde_json::Value::Null, None),
+        };
         Ok(Self {
             id: raw.id,
             event_type,
@@ -349,11 +363,10 @@ impl Event {
             livemode: raw.livemode,
             api_version: raw.api_version,
             shape,
-            data: EventData {
-                object: raw.data.map(|data| data.object).unwrap_or_default(),
-            },
+            data: EventData { object },
             related: raw.related_object.filter(|_| shape == Shape::Thin),
             read_now: false,
+            details,
         })
     }
 

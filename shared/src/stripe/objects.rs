@@ -117,6 +117,13 @@ pub struct Dispute {
     pub status: String,
 }
 
+/// A usage meter (`stripe/billing/_meter.py`): what a meter error report is about.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BillingMeter {
+    pub id: String,
+    pub event_name: String,
+}
+
 impl CheckoutSession {
     /// Metadata key and value this system puts on every session it creates.
     pub const MARKER: (&'static str, &'static str) = ("billing_source", "checkout_api");

@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::objects::{Charge, CheckoutSession, Customer, Dispute, Invoice, Subscription};
+use super::objects::{BillingMeter, Charge, CheckoutSession, Customer, Dispute, Invoice, Subscription};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resource {
@@ -15,6 +15,7 @@ pub enum Resource {
     Invoice,
     Charge,
     Dispute,
+    Meter,
 }
 
 impl Resource {
@@ -27,6 +28,7 @@ impl Resource {
             Resource::Invoice => "invoice",
             Resource::Charge => "charge",
             Resource::Dispute => "dispute",
+            Resource::Meter => "billing.meter",
         }
     }
 
@@ -39,6 +41,7 @@ impl Resource {
             Resource::Invoice => "/v1/invoices",
             Resource::Charge => "/v1/charges",
             Resource::Dispute => "/v1/disputes",
+            Resource::Meter => "/v1/billing/meters",
         }
     }
 
@@ -54,6 +57,7 @@ impl Resource {
             Resource::Invoice => parses::<Invoice>(object),
             Resource::Charge => parses::<Charge>(object),
             Resource::Dispute => parses::<Dispute>(object),
+            Resource::Meter => parses::<BillingMeter>(object),
         }
     }
 }

@@ -6,6 +6,7 @@
 mod checkout_session;
 mod customer;
 mod invoice_settled;
+mod meter_error;
 mod purchase;
 mod subscription;
 
@@ -128,6 +129,7 @@ impl<S: BillingStore, P: Publisher> EventHandler for Syncer<S, P> {
             Handler::Dunning => Ok(Outcome::Ignored),
             Handler::ChargeRefunded => purchase::refunded(self, event).await,
             Handler::DisputeClosed => purchase::dispute_closed(self, event).await,
+            Handler::MeterErrorReport => meter_error::reported(self, event).await,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `GET /billing/me` (the stored entitlement, no Stripe call), `POST /billing/sync`
+//! `GET /billing/me` (the stored entitlement and this period's usage, no Stripe call),
+//! `GET /billing/quota/{meter}` (one meter's use against the plan's allowance), `POST /billing/sync`
 //! (re-read from Stripe through the event processor's sync code, for the account who is back
 //! from Checkout before the webhook) and `GET /billing/invoices` (the account's invoices, a
 //! page at a time, for the app's billing page).
@@ -6,21 +7,70 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use shared::entitlement::EntitlementView;
 use shared::store::BillingStore;
 use shared::stripe::{Invoice, InvoiceStatus};
+use shared::usage::quota::{meter_usage, usage_view};
+use shared::usage::{MeterUsage, Quota, UsageLedger};
 
 use crate::auth::{Caller, Member};
 use crate::body::{JsonBody, NoFields};
 use crate::{ApiError, AppState};
 
-pub async fn me<S: BillingStore>(
+/// The entitlement, with `usage` when the catalog has meters.
+#[derive(Debug, Serialize)]
+pub struct MeView {
+    #[serde(flatten)]
+    entitlement: EntitlementView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<BTreeMap<String, MeterUsage>>,
+}
+
+pub async fn me<S: BillingStore + UsageLedger>(
     State(state): State<Arc<AppState<S>>>,
     Member(Caller { account, .. }): Member,
-) -> Result<Json<EntitlementView>, ApiError> {
-    super::view(&state, &account).await
+) -> Result<Json<MeView>, ApiError> {
+    let catalog = &state.syncer.plans;
+    let now = shared::unix_now();
+    if catalog.meters().next().is_none() {
+        let Json(entitlement) = super::view(&state, &account).await?;
+        return Ok(Json(MeView {
+            entitlement,
+            usage: None,
+        }));
+    }
+    // The entitlement and the counters share the account's partition: one query reads both.
+    let usage = state.syncer.store.account_usage(&account).await?;
+    let entitlement = usage
+        .entitlement
+        .as_ref()
+        .map_or_else(EntitlementView::none, |e| EntitlementView::at(e, now));
+    Ok(Json(MeView {
+        entitlement,
+        usage: Some(usage_view(catalog, &usage, now)),
+    }))
+}
+
+/// Whether the caller may use more of `meter` now, from one read.
+pub async fn quota<S: BillingStore + UsageLedger>(
+    State(state): State<Arc<AppState<S>>>,
+    Member(Caller { account, .. }): Member,
+    Path(meter): Path<String>,
+) -> Result<Json<Quota>, ApiError> {
+    let catalog = &state.syncer.plans;
+    if catalog.meter(&meter).is_none() {
+        return Err(ApiError::NotFound("unknown_meter"));
+    }
+    let usage = state.syncer.store.account_usage(&account).await?;
+    let now = shared::unix_now();
+    Ok(Json(Quota {
+        usage: meter_usage(catalog, &usage, &meter, now),
+        meter,
+    }))
 }
 
 pub async fn sync<S: BillingStore>(

@@ -416,6 +416,10 @@ fn subscription_items<'a, S: BillingStore>(
             .map_err(|reason| bad("addon_not_allowed", format!("addons[{at}]: {reason}")))?;
         line_items.push(json!({ "price": addon_price.id, "quantity": 1 }));
     }
+    // Metered prices bill use, not units: Stripe refuses a quantity on them.
+    for metered in plans.metered_prices(plan, price) {
+        line_items.push(json!({ "price": metered.id }));
+    }
     Ok((line_items, plan))
 }
 

@@ -185,9 +185,10 @@ struct PlannedChange {
     from: String,
     /// The item changes, as `POST /v1/subscriptions/{id}` takes them.
     items: Vec<serde_json::Value>,
-    /// Every item as (price, quantity), now and after the change: a schedule's two phases.
-    before: Vec<(String, u64)>,
-    after: Vec<(String, u64)>,
+    /// Every item as (price, quantity; none for a metered price), now and after the change: a
+    /// schedule's two phases.
+    before: Vec<(String, Option<u64>)>,
+    after: Vec<(String, Option<u64>)>,
     /// The schedule already managing the subscription (a downgrade waiting).
     schedule: Option<String>,
     /// The subscription's discounts: a schedule's phases must carry them, or they would end.
@@ -245,20 +246,44 @@ async fn plan_change<S: BillingStore>(
             items.push(json!({ "id": item_id, "price": like.id }));
         }
     }
-    let before: Vec<(String, u64)> = now
+    // Metered items follow the plan: the new plan's price of the same meter replaces the old
+    // one in place (the period's use is billed at it), a meter the new plan does not bill goes,
+    // and one it bills that the subscription lacks is added.
+    let mut wanted = catalog.metered_prices_by_meter(target, price);
+    for item in &now.live.items.data {
+        let Some(meter) = catalog.meter_of_price(&item.price.id) else {
+            continue;
+        };
+        match wanted.remove(meter) {
+            Some(same) if same.id == item.price.id => {}
+            Some(other) => items.push(json!({ "id": item.id, "price": other.id })),
+            None => items.push(json!({ "id": item.id, "deleted": true })),
+        }
+    }
+    for added in wanted.into_values() {
+        items.push(json!({ "price": added.id }));
+    }
+    let metered = |price: &str| catalog.is_metered(price);
+    let before: Vec<(String, Option<u64>)> = now
         .live
         .items
         .data
         .iter()
-        .map(|item| (item.price.id.clone(), item.quantity.unwrap_or(1)))
+        .map(|item| {
+            let quantity = (!metered(&item.price.id)).then(|| item.quantity.unwrap_or(1));
+            (item.price.id.clone(), quantity)
+        })
         .collect();
     let after = now
         .live
         .items
         .data
         .iter()
-        .map(|item| {
+        .filter_map(|item| {
             let change = items.iter().find(|change| change["id"] == item.id.as_str());
+            if change.is_some_and(|change| change["deleted"] == true) {
+                return None;
+            }
             let price = change
                 .and_then(|change| change["price"].as_str())
                 .unwrap_or(&item.price.id);
@@ -266,8 +291,14 @@ async fn plan_change<S: BillingStore>(
                 .and_then(|change| change["quantity"].as_u64())
                 .or(item.quantity)
                 .unwrap_or(1);
-            (price.to_owned(), quantity)
+            Some((price.to_owned(), (!metered(price)).then_some(quantity)))
         })
+        .chain(
+            items
+                .iter()
+                .filter(|change| change.get("id").is_none())
+                .filter_map(|change| Some((change["price"].as_str()?.to_owned(), None))),
+        )
         .collect();
     Ok(PlannedChange {
         customer_id: now.live.customer.0.clone(),
@@ -312,10 +343,13 @@ impl axum::response::IntoResponse for ChangeAnswer {
     }
 }
 
-fn phase_items(items: &[(String, u64)]) -> Vec<serde_json::Value> {
+fn phase_items(items: &[(String, Option<u64>)]) -> Vec<serde_json::Value> {
     items
         .iter()
-        .map(|(price, quantity)| json!({ "price": price, "quantity": quantity }))
+        .map(|(price, quantity)| match quantity {
+            Some(quantity) => json!({ "price": price, "quantity": quantity }),
+            None => json!({ "price": price }),
+        })
         .collect()
 }
 

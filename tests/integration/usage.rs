@@ -1,0 +1,629 @@
+//! Usage-based billing end to end: reports through the `usage` processor into the local
+//! counters (DynamoDB on moto, or memory) and into Stripe's meters (the simulator over HTTP:
+//! the v2 stream with its session, or v1), the quota and `GET /billing/me`, and the renewal
+//! invoice that bills the overage. Expected totals are the tests' own inputs (the unique
+//! reports sent); what Stripe counted is the simulator's record (its event summaries, its
+//! invoice), never the processor's.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use billing_tests::api::spawn_api_with;
+use billing_tests::shop::{CATALOG, simulated_stripe};
+use billing_tests::{aws, openapi, unique, usage_conformance};
+use serde_json::{Value, json};
+use shared::config::{AccountSettings, Catalog, Env, RateLimits};
+use shared::notify::MemoryNotifier;
+use shared::processing::EventHandler;
+use shared::store::{AccountId, MemoryStore};
+use shared::stripe::StripeError;
+use shared::stripe::meter_events::{MemoryMeterEvents, MeterApi, MeterEvent, MeterEventSink, StripeMeterEvents};
+use shared::sync::{SyncPolicy, Syncer};
+use shared::usage::{CommitOutcome, UsageLedger, UsageProcessor};
+
+const KEY: &str = "sk_test_usage";
+
+/// The example catalog with the api plan including 100 calls, so a test crosses it quickly.
+fn catalog() -> Catalog {
+    let mut catalog: Value = serde_json::from_str(CATALOG).unwrap();
+    catalog["plans"]["api"]["meters"]["api_calls"]["included"] = json!(100);
+    Catalog::parse(&catalog.to_string()).unwrap()
+}
+
+fn report(account: &str, identifier: &str, timestamp: i64) -> String {
+    json!({"account": account, "meter": "api_calls", "identifier": identifier, "timestamp": timestamp}).to_string()
+}
+
+fn batch(bodies: &[String]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for body in bodies {
+        let mut message = SqsMessage::default();
+        message.message_id = Some(unique("msg-"));
+        message.body = Some(body.clone());
+        event.records.push(message);
+    }
+    event
+}
+
+async fn sim_form(
+    http: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    form: &[(&str, &str)],
+) -> Value {
+    let answer = http
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{path}: {}", answer.text().await.unwrap());
+    answer.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_usage_ledger_keeps_its_contract_in_memory() {
+    usage_conformance::run(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn the_usage_ledger_keeps_its_contract_on_dynamodb() {
+    usage_conformance::run(Arc::new(aws::fresh_store().await)).await;
+}
+
+/// An API-plan customer makes calls, crosses the included 100, sees it in `GET /billing/me`
+/// and the quota, and the renewal invoice bills the overage at the metered price.
+#[tokio::test]
+async fn usage_reaches_stripes_meter_the_counters_and_the_invoice() {
+    let (simulator, stripe) = simulated_stripe(KEY).await;
+    let base = simulator.base_url.clone();
+    let http = reqwest::Client::new();
+    let meter = sim_form(
+        &http,
+        &base,
+        reqwest::Method::POST,
+        "/v1/billing/meters",
+        &[
+            ("display_name", "API calls"),
+            ("event_name", "api_call"),
+            ("default_aggregation[formula]", "count"),
+        ],
+    )
+    .await;
+    let meter_id = meter["id"].as_str().unwrap().to_owned();
+    // 0.5 cents a call beyond the 100 the plan includes (a graduated first tier at 0).
+    sim_form(
+        &http,
+        &base,
+        reqwest::Method::POST,
+        "/sim/prices?id=price_api_calls_month_usd&meter=api_call&unit_amount_decimal=0.5&free_up_to=100",
+        &[],
+    )
+    .await;
+
+    let store = Arc::new(aws::fresh_store().await);
+    let accounts = AccountSettings::from_env(&Env::from_pairs([("BILLING_ACCOUNT_CLAIM", "org_id")])).unwrap();
+    let api = spawn_api_with(
+        store.clone(),
+        stripe.clone(),
+        RateLimits::UNLIMITED,
+        accounts,
+        catalog(),
+    );
+    let events = Syncer {
+        store: store.clone(),
+        stripe: stripe.clone(),
+        plans: catalog(),
+        grace_days: 14,
+        policy: SyncPolicy::default(),
+        app_events: shared::notify::NoAppEvents,
+    };
+    let org = unique("org_");
+    let claims = json!({"sub": "user_1", "org_id": org});
+    let call = |method: &'static str, path: &'static str, body: &'static str| {
+        let (api, claims) = (&api, claims.clone());
+        async move { api.call_as(method, path, claims, body).await }
+    };
+
+    // Checkout of the api plan carries its metered price, without a quantity.
+    let created = call("POST", "/checkout/sessions", r#"{"plan":"api"}"#).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let session = created.body["id"].as_str().unwrap().to_owned();
+    sim_form(
+        &http,
+        &base,
+        reqwest::Method::POST,
+        &format!("/sim/checkout/{session}/complete"),
+        &[],
+    )
+    .await;
+    let recorded = sim_form(&http, &base, reqwest::Method::GET, "/v1/events?limit=100", &[]).await;
+    let mut delivered: Vec<Value> = recorded["data"].as_array().unwrap().clone();
+    delivered.reverse();
+    for event in &delivered {
+        let message = vec![(unique("msg-"), "group", event.to_string())];
+        let response = events
+            .handle_batch(
+                billing_tests::lifecycle::sqs_batch(&message),
+                shared::unix_now(),
+                shared::unix_now() + 60,
+            )
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty(), "{}", event["type"]);
+    }
+    let me = call("GET", "/billing/me", "").await;
+    assert_eq!(me.body["plan"], "api", "{}", me.body);
+    assert_eq!(me.body["usage"]["api_calls"]["used"], 0.0);
+    assert_eq!(me.body["usage"]["api_calls"]["included"], 100);
+    let subscription_id = me.body["sources"][0]["id"].as_str().unwrap().to_owned();
+    let subscription = sim_form(
+        &http,
+        &base,
+        reqwest::Method::GET,
+        &format!("/v1/subscriptions/{subscription_id}"),
+        &[],
+    )
+    .await;
+    let items: Vec<(String, Value)> = subscription["items"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["price"]["id"].as_str().unwrap().to_owned(),
+                item["quantity"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        items.iter().any(|(price, q)| price == "price_api_month_usd" && q == 1),
+        "{items:?}"
+    );
+    assert!(
+        items
+            .iter()
+            .any(|(price, q)| price == "price_api_calls_month_usd" && q.is_null()),
+        "{items:?}"
+    );
+
+    // 130 calls, 13 of them reported twice, in three batches.
+    let now = shared::unix_now();
+    let mut bodies: Vec<String> = (0..130)
+        .map(|n| report(&org, &format!("call-{session}-{n}"), now))
+        .collect();
+    bodies.extend((0..13).map(|n| report(&org, &format!("call-{session}-{}", n * 10), now)));
+    fastrand::shuffle(&mut bodies);
+    let processor = UsageProcessor {
+        ledger: store.clone(),
+        meter_events: StripeMeterEvents::new(stripe.clone(), url::Url::parse(&base).unwrap(), MeterApi::V2),
+        catalog: catalog(),
+    };
+    let mut stripe_requests = 0;
+    for chunk in bodies.chunks(50) {
+        let (response, counts) = processor.process(batch(chunk), shared::unix_now()).await;
+        assert!(response.batch_item_failures.is_empty(), "{counts:?}");
+        stripe_requests += counts.stripe_requests;
+    }
+    // One stream request a batch (a session besides), not one per call.
+    assert_eq!(stripe_requests, 3);
+    assert_eq!(
+        processor.meter_events.requests(),
+        (4, 0),
+        "3 stream requests and 1 session"
+    );
+
+    // Stripe's own count: the meter's summary for the customer.
+    let customer = me.body["sources"][0]["id"]
+        .as_str()
+        .map(|_| ())
+        .and(store_customer(&store, &org).await)
+        .unwrap();
+    let minute = |t: i64| t - t.rem_euclid(60);
+    let (start, end) = (minute(now - 3_600).to_string(), (minute(now) + 120).to_string());
+    let summaries = sim_form(
+        &http,
+        &base,
+        reqwest::Method::GET,
+        &format!("/v1/billing/meters/{meter_id}/event_summaries?customer={customer}&start_time={start}&end_time={end}"),
+        &[],
+    )
+    .await;
+    assert_eq!(summaries["data"][0]["aggregated_value"], 130.0, "{summaries}");
+
+    // The local counter says the same, and the plan's soft limit lets use go on.
+    let me = call("GET", "/billing/me", "").await;
+    let usage = &me.body["usage"]["api_calls"];
+    assert_eq!(
+        (
+            usage["used"].as_f64(),
+            usage["over"].as_bool(),
+            usage["allowed"].as_bool()
+        ),
+        (Some(130.0), Some(true), Some(true))
+    );
+    openapi::assert_matches("EntitlementView", &me.body);
+    let quota = call("GET", "/billing/quota/api_calls", "").await;
+    assert_eq!(quota.status, 200, "{}", quota.body);
+    assert_eq!(
+        (quota.body["used"].as_f64(), quota.body["remaining"].as_f64()),
+        (Some(130.0), Some(0.0))
+    );
+    openapi::assert_matches("Quota", &quota.body);
+    assert_eq!(call("GET", "/billing/quota/bytes", "").await.status, 404);
+
+    // The renewal bills the 30 calls beyond the 100 included: 30 x 0.5 cents = 15 cents.
+    sim_form(
+        &http,
+        &base,
+        reqwest::Method::POST,
+        &format!("/sim/subscriptions/{subscription_id}/end_period"),
+        &[],
+    )
+    .await;
+    let invoices = sim_form(
+        &http,
+        &base,
+        reqwest::Method::GET,
+        &format!("/v1/invoices?customer={customer}&limit=1"),
+        &[],
+    )
+    .await;
+    let lines = invoices["data"][0]["lines"]["data"].as_array().unwrap().clone();
+    let usage_line = lines
+        .iter()
+        .find(|line| line.to_string().contains("price_api_calls_month_usd"))
+        .unwrap_or_else(|| panic!("no usage line in {lines:?}"));
+    assert_eq!(
+        (usage_line["quantity"].as_u64(), usage_line["amount"].as_i64()),
+        (Some(130), Some(15)),
+        "{usage_line}"
+    );
+}
+
+async fn store_customer(store: &shared::store::DynamoStore, org: &str) -> Option<String> {
+    use shared::store::BillingStore;
+    store
+        .customer_of_account(&AccountId::parse(org).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Every kind of bad report is refused at the edge with its reason: acknowledged (no retry can
+/// fix it), counted nowhere, sent nowhere.
+#[tokio::test]
+async fn bad_reports_are_refused_at_the_edge_and_never_sent() {
+    let meters = Arc::new(MemoryMeterEvents::new());
+    let store = Arc::new(MemoryStore::new());
+    let processor = UsageProcessor {
+        ledger: store.clone(),
+        meter_events: meters.clone(),
+        catalog: catalog(),
+    };
+    let now = shared::unix_now();
+    let bodies = [
+        json!({"account": "a", "meter": "bytes", "identifier": "x1"}).to_string(),
+        json!({"account": "a", "meter": "api_calls", "value": -1, "identifier": "x2"}).to_string(),
+        json!({"account": "a", "meter": "api_calls", "value": 1e13, "identifier": "x3"}).to_string(),
+        json!({"account": "a", "meter": "api_calls"}).to_string(),
+        json!({"account": "a", "meter": "api_calls", "identifier": "x5", "timestamp": now - 35 * 86_400}).to_string(),
+        json!({"account": "a", "meter": "api_calls", "identifier": "x6", "timestamp": now + 600}).to_string(),
+        json!({"account": "a#b", "meter": "api_calls", "identifier": "x7"}).to_string(),
+        json!({"account": "a", "meter": "api_calls", "identifier": "has space"}).to_string(),
+        r#"{"account": "a", "meter": "api_calls", "identifier": "x9", "value": 1e400}"#.to_owned(),
+        "not json".to_owned(),
+    ];
+    let (response, counts) = processor.process(batch(&bodies), now).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "refusals are final, not retried"
+    );
+    assert_eq!((counts.rejected, counts.counted), (bodies.len(), 0));
+    assert_eq!(meters.requests(), 0);
+    let usage = store.account_usage(&AccountId::parse("a").unwrap()).await.unwrap();
+    assert!(usage.counters.is_empty());
+}
+
+/// Without a v2 stream (or told to use v1), every report goes one request each to v1, which
+/// deduplicates by identifier too; Stripe's 429s are waited out within the deadline.
+#[tokio::test]
+async fn v1_and_rate_limits_count_each_report_once() {
+    let (simulator, stripe) = simulated_stripe(KEY).await;
+    let http = reqwest::Client::new();
+    let meter = sim_form(
+        &http,
+        &simulator.base_url,
+        reqwest::Method::POST,
+        "/v1/billing/meters",
+        &[
+            ("display_name", "Tokens"),
+            ("event_name", "llm.tokens"),
+            ("default_aggregation[formula]", "sum"),
+        ],
+    )
+    .await;
+    let customer = sim_form(&http, &simulator.base_url, reqwest::Method::POST, "/v1/customers", &[]).await;
+    let customer = customer["id"].as_str().unwrap();
+    let base = url::Url::parse(&simulator.base_url).unwrap();
+    simulator.set_meter_rate_limit(Some(3));
+    for api in [MeterApi::V1, MeterApi::V2] {
+        let sink = StripeMeterEvents::new(stripe.clone(), base.clone(), api);
+        let events: Vec<MeterEvent> = (0..6)
+            .map(|n| MeterEvent {
+                identifier: format!("{api:?}-{n}"),
+                event_name: "llm.tokens".into(),
+                customer_id: customer.to_owned(),
+                value: 10.0,
+                timestamp: shared::unix_now(),
+            })
+            .collect();
+        for _ in 0..2 {
+            // Each chunk twice: the second time every identifier is a repeat.
+            for chunk in events.chunks(2) {
+                sink.send(chunk).await.unwrap();
+            }
+        }
+    }
+    let counted = simulator.meter_requests();
+    assert!(counted.rate_limited > 0, "the limit was hit: {counted:?}");
+    let now = shared::unix_now();
+    let minute = |t: i64| t - t.rem_euclid(60);
+    let path = format!(
+        "/v1/billing/meters/{}/event_summaries?customer={customer}&start_time={}&end_time={}",
+        meter["id"].as_str().unwrap(),
+        minute(now - 3_600),
+        minute(now) + 120
+    );
+    let summaries = sim_form(&http, &simulator.base_url, reqwest::Method::GET, &path, &[]).await;
+    // 6 unique reports of 10 through each API.
+    assert_eq!(summaries["data"][0]["aggregated_value"], 120.0, "{summaries}");
+}
+
+/// Stripe's asynchronous error report (a meter event for a customer it does not know) reaches
+/// the events processor as a thin event, and is surfaced: metric, log, app event.
+#[tokio::test]
+async fn meter_error_reports_are_surfaced_to_the_operator_and_the_app() {
+    let (simulator, stripe) = simulated_stripe(KEY).await;
+    let http = reqwest::Client::new();
+    sim_form(
+        &http,
+        &simulator.base_url,
+        reqwest::Method::POST,
+        "/v1/billing/meters",
+        &[
+            ("display_name", "API calls"),
+            ("event_name", "api_call"),
+            ("default_aggregation[formula]", "count"),
+        ],
+    )
+    .await;
+    let sink = StripeMeterEvents::new(
+        stripe.clone(),
+        url::Url::parse(&simulator.base_url).unwrap(),
+        MeterApi::V2,
+    );
+    let orphan = MeterEvent {
+        identifier: unique("orphan-"),
+        event_name: "api_call".into(),
+        customer_id: "cus_nobody".into(),
+        value: 1.0,
+        timestamp: shared::unix_now(),
+    };
+    sink.send(&[orphan.clone()]).await.unwrap();
+    let thin: Value = stripe.get("/v2/core/events", &[]).await.unwrap();
+    let report = thin["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "v1.billing.meter.error_report_triggered")
+        .cloned()
+        .unwrap_or_else(|| panic!("no error report among {thin}"));
+    let notifier = Arc::new(MemoryNotifier::new());
+    let events = Syncer {
+        store: Arc::new(MemoryStore::new()),
+        stripe,
+        plans: catalog(),
+        grace_days: 14,
+        policy: SyncPolicy::default(),
+        app_events: notifier.clone(),
+    };
+    let before = shared::telemetry::count_of("MeterErrorReports");
+    // As a destination receives it: the notification, without `data`, which the processor
+    // reads from Stripe.
+    let mut report = report;
+    report.as_object_mut().unwrap().remove("data");
+    let message = vec![(unique("msg-"), "group", report.to_string())];
+    let response = events
+        .handle_batch(
+            billing_tests::lifecycle::sqs_batch(&message),
+            shared::unix_now(),
+            shared::unix_now() + 60,
+        )
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert!(shared::telemetry::count_of("MeterErrorReports") > before);
+    let published = notifier.published();
+    let announced = published
+        .iter()
+        .find(|e| e["type"] == "billing.usage_error_reported")
+        .unwrap_or_else(|| panic!("{published:?}"));
+    assert_eq!(announced["meter"], "api_calls");
+    assert_eq!(announced["event_name"], "api_call");
+    assert_eq!(
+        announced["errors"][0][0], "meter_event_customer_not_found",
+        "{announced}"
+    );
+}
+
+/// A ledger and a Stripe that fail 1 % of calls each — before the work, or after it with the
+/// answer lost (the worst case: done, but reported failed).
+struct Flaky<T> {
+    inner: T,
+}
+
+fn draw() -> Option<bool> {
+    match fastrand::u16(0..1000) {
+        0..5 => Some(false),
+        5..10 => Some(true),
+        _ => None,
+    }
+}
+
+impl<T: UsageLedger> UsageLedger for Flaky<T> {
+    async fn recorded(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, shared::usage::RecordedUsage>, shared::store::StoreError> {
+        if draw().is_some() {
+            return Err(shared::store::StoreError::Backend("injected".into()));
+        }
+        self.inner.recorded(ids).await
+    }
+    async fn account_usage(
+        &self,
+        account: &AccountId,
+    ) -> Result<shared::usage::AccountUsage, shared::store::StoreError> {
+        if draw().is_some() {
+            return Err(shared::store::StoreError::Backend("injected".into()));
+        }
+        self.inner.account_usage(account).await
+    }
+    async fn commit(&self, commit: &shared::usage::Commit) -> Result<CommitOutcome, shared::store::StoreError> {
+        match draw() {
+            Some(false) => Err(shared::store::StoreError::Backend("injected".into())),
+            Some(true) => {
+                self.inner.commit(commit).await?;
+                Err(shared::store::StoreError::Backend("injected after the write".into()))
+            }
+            None => self.inner.commit(commit).await,
+        }
+    }
+    async fn confirm(
+        &self,
+        counter: &shared::usage::CounterKey,
+        sends: &[&str],
+    ) -> Result<(), shared::store::StoreError> {
+        match draw() {
+            Some(false) => Err(shared::store::StoreError::Backend("injected".into())),
+            Some(true) => {
+                self.inner.confirm(counter, sends).await?;
+                Err(shared::store::StoreError::Backend("injected after the write".into()))
+            }
+            None => self.inner.confirm(counter, sends).await,
+        }
+    }
+}
+
+impl<T: MeterEventSink> MeterEventSink for Flaky<T> {
+    async fn send(&self, events: &[MeterEvent]) -> Result<(), StripeError> {
+        match draw() {
+            Some(false) => Err(StripeError::InvalidId("injected".into())),
+            Some(true) => {
+                self.inner.send(events).await?;
+                Err(StripeError::InvalidId("injected after Stripe took them".into()))
+            }
+            None => self.inner.send(events).await,
+        }
+    }
+}
+
+/// The chaos run of usage: 100,000 reports of 50 accounts on a sum meter and a count meter,
+/// 10 % of them sent twice, shuffled, in batches of 100, with 1 % of every ledger and Stripe
+/// call failing; failed messages come back until none is left. Stripe's total per customer and
+/// meter (the twin's record of unique identifiers) and the local counters both equal the sum
+/// of the unique reports, which the test computes from what it sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_of_100k_reports_counts_each_once_in_stripe_and_locally() {
+    let mut catalog: Value = serde_json::from_str(CATALOG).unwrap();
+    catalog["meters"]["tokens"] = json!({"event_name": "llm.tokens", "aggregation": "sum"});
+    let catalog = Catalog::parse(&catalog.to_string()).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let accounts: Vec<String> = (0..50).map(|n| format!("acct-{n}")).collect();
+    for account in &accounts {
+        let mut entitlement = shared::entitlement::nothing(&AccountId::parse(account).unwrap());
+        entitlement.customer_id = Some(format!("cus_{account}"));
+        entitlement.version = 1;
+        use shared::store::BillingStore;
+        store.put_entitlement(&entitlement).await.unwrap();
+    }
+    let stripe = Arc::new(MemoryMeterEvents::new());
+    let processor = UsageProcessor {
+        ledger: Flaky { inner: store.clone() },
+        meter_events: Flaky { inner: stripe.clone() },
+        catalog,
+    };
+    let now = shared::unix_now();
+    let mut expected: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut queue: Vec<String> = Vec::new();
+    for n in 0..100_000u32 {
+        let account = &accounts[fastrand::usize(..accounts.len())];
+        let (meter, event_name, value) = if n % 2 == 0 {
+            ("tokens", "llm.tokens", f64::from(fastrand::u32(1..500)))
+        } else {
+            ("api_calls", "api_call", 1.0)
+        };
+        *expected
+            .entry((format!("cus_{account}"), event_name.to_owned()))
+            .or_default() += value;
+        let body = json!({"account": account, "meter": meter, "value": value, "identifier": format!("r-{n}"), "timestamp": now - i64::from(n % 3600)}).to_string();
+        if n % 10 == 0 {
+            queue.push(body.clone());
+        }
+        queue.push(body);
+    }
+    fastrand::shuffle(&mut queue);
+    let mut rounds = 0;
+    let mut seen_ids = HashSet::new();
+    while !queue.is_empty() {
+        rounds += 1;
+        assert!(rounds < 100, "{} messages never succeed", queue.len());
+        let mut retry = Vec::new();
+        for chunk in queue.chunks(100) {
+            let event = batch(chunk);
+            let ids: Vec<String> = event.records.iter().map(|r| r.message_id.clone().unwrap()).collect();
+            let (response, _) = processor.process(event, now).await;
+            let failed: HashSet<&str> = response
+                .batch_item_failures
+                .iter()
+                .map(|f| f.item_identifier.as_str())
+                .collect();
+            for (id, body) in ids.iter().zip(chunk) {
+                seen_ids.insert(id.clone());
+                if failed.contains(id.as_str()) {
+                    retry.push(body.clone());
+                }
+            }
+        }
+        fastrand::shuffle(&mut retry);
+        queue = retry;
+    }
+    assert_eq!(stripe.totals(), expected, "Stripe counted each unique report once");
+    let mut local: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for account in &accounts {
+        let usage = store.account_usage(&AccountId::parse(account).unwrap()).await.unwrap();
+        for counter in usage.counters {
+            let event_name = if counter.meter == "tokens" {
+                "llm.tokens"
+            } else {
+                "api_call"
+            };
+            *local
+                .entry((format!("cus_{account}"), event_name.to_owned()))
+                .or_default() += counter.used;
+            assert!(counter.pending.is_empty(), "every send confirmed");
+        }
+    }
+    assert_eq!(local, expected, "the local counters too");
+    // Batched: far fewer Stripe requests than reports.
+    let per_thousand = stripe.requests() as f64 / 110.0;
+    assert!(per_thousand <= 20.0, "{per_thousand} Stripe requests per 1,000 reports");
+}
