@@ -470,6 +470,69 @@ async fn team_story<S: BillingStore + shared::usage::UsageLedger + Clone + 'stat
     Ok(())
 }
 
+/// An API-plan customer makes calls: counted once each (repeats too), shown against the
+/// plan's 10,000 included, and the overage billed on the renewal invoice.
+async fn usage_story<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue>(
+    system: &LocalSystem<S, Q>,
+    run_id: &str,
+) -> Result<(), LocalError> {
+    let mut w = Walk::new(system, format!("demo-api-{run_id}"))?;
+    let session = w.checkout("api").await?;
+    w.bank(&format!("checkout/{session}/complete")).await?;
+    let view = w.me().await?;
+    w.check(
+        "subscribes to the API plan: 10,000 calls included",
+        &json!({"plan": view["plan"], "included": view["usage"]["api_calls"]["included"]}),
+        &[("plan", json!("api")), ("included", json!(10_000))],
+    )?;
+    // 10,050 calls, 50 of them reported twice (a retrying client), through the usage queue.
+    let now = shared::unix_now();
+    let account = w.user.clone();
+    let reports = (0..10_050)
+        .chain(0..50)
+        .map(|n| json!({"account": account, "meter": "api_calls", "identifier": format!("{account}-call-{n}"), "timestamp": now}).to_string());
+    system
+        .usage_inbox
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .extend(reports);
+    system.drain().await?;
+    let view = w.me().await?;
+    let usage = &view["usage"]["api_calls"];
+    w.check(
+        "makes 10,050 calls (50 reported twice)",
+        &json!({"used": usage["used"], "over": usage["over"], "allowed": usage["allowed"]}),
+        &[
+            ("used", json!(10_050.0)),
+            ("over", json!(true)),
+            ("allowed", json!(true)),
+        ],
+    )?;
+    let subscription = w.stripe(&format!("/v1/checkout/sessions/{session}")).await?["subscription"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    w.bank(&format!("subscriptions/{subscription}/end_period")).await?;
+    let customer = w.stripe(&format!("/v1/subscriptions/{subscription}")).await?["customer"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let invoices = w.stripe(&format!("/v1/invoices?customer={customer}&limit=1")).await?;
+    let overage = invoices["data"][0]["lines"]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|line| line.to_string().contains("price_api_calls_month_usd"))
+        .cloned()
+        .unwrap_or_default();
+    w.check(
+        "the renewal bills the 50 calls over, at 0.1 cents each",
+        &json!({"quantity": overage["quantity"], "amount": overage["amount"]}),
+        &[("quantity", json!(10_050)), ("amount", json!(5))],
+    )?;
+    Ok(())
+}
+
 /// `billing demo`.
 pub struct Demo;
 
@@ -511,6 +574,8 @@ async fn run<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: 
     // Period ends are wall-clock seconds and may differ between passes; the rest must not.
     let comparable = |mut view: Value| {
         view["current_period_end"] = Value::Null;
+        // This period's usage window is wall-clock too.
+        view["usage"] = Value::Null;
         view
     };
     let passes = [
@@ -561,5 +626,8 @@ async fn run<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: 
     real_customers(&system, &run_id[..8]).await?;
 
     println!("\nPass 7: a team buys (org acme: Ann is an admin, Bob a member)");
-    team_story(&system, &run_id[..8]).await
+    team_story(&system, &run_id[..8]).await?;
+
+    println!("\nPass 8: an API customer's usage, counted once, billed past what the plan includes");
+    usage_story(&system, &run_id[..8]).await
 }

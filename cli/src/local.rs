@@ -18,6 +18,7 @@ use checkout::AppState;
 use secrecy::SecretString;
 use shared::config::{
     AccountSettings, Catalog, Env, EventBridgeSettings, QueueSettings, RateLimits, StoreSettings, StripeSettings,
+    UsageSettings,
 };
 use shared::dunning::{DunningPolicy, DunningProcessor};
 use shared::eventbridge::{EventBridgeReceiver, Verdict};
@@ -26,8 +27,10 @@ use shared::processing::EventHandler;
 use shared::processing::batch::sqs_event;
 use shared::queue::{EventQueue, MemoryQueue, QueueName, SqsQueue};
 use shared::store::{BillingStore, DynamoStore, MemoryStore};
+use shared::stripe::meter_events::StripeMeterEvents;
 use shared::stripe::{RetryPolicy, SignatureVerifier, StripeClient};
 use shared::sync::{SyncPolicy, Syncer};
+use shared::usage::UsageProcessor;
 use shared::webhook::{Delivery, WebhookReceiver};
 use stripe_simulator::{EventBridgeTarget, Payload, Simulator};
 
@@ -218,6 +221,9 @@ async fn ensure_local_queue(client: &aws_sdk_sqs::Client, url: &str, local: bool
     Ok(())
 }
 
+/// Usage reports waiting for the usage processor, as the `usage` queue holds them.
+pub type UsageInbox = Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+
 pub struct LocalSystem<S, Q> {
     pub api_url: String,
     pub simulator: Option<Simulator>,
@@ -226,6 +232,8 @@ pub struct LocalSystem<S, Q> {
     pub notifier: Arc<MemoryNotifier>,
     events: Syncer<S, Arc<MemoryNotifier>>,
     dunning: DunningProcessor<S, Arc<MemoryNotifier>>,
+    usage: UsageProcessor<S, StripeMeterEvents>,
+    pub usage_inbox: UsageInbox,
 }
 
 fn start_error(error: impl std::fmt::Display) -> LocalError {
@@ -281,6 +289,7 @@ impl<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQue
                 "Stripe: OFFLINE SIMULATOR at {} (no STRIPE_SECRET_KEY set; nothing leaves this machine)",
                 simulator.base_url
             );
+            seed_meters(&http, &simulator.base_url, &plans).await?;
             let base = url::Url::parse(&simulator.base_url).map_err(start_error)?;
             let client = StripeClient::new(
                 http,
@@ -328,8 +337,10 @@ impl<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQue
             limits: RateLimits::from_env(&env).map_err(start_error)?,
         });
         let api = api.layer(axum::middleware::from_fn(crate::dev_identity::from_header));
+        let usage_inbox = UsageInbox::default();
         let app = Router::new()
             .route("/webhooks/stripe", post(webhook::<Q>).with_state(receiver))
+            .route("/_dev/usage", post(report_usage).with_state(usage_inbox.clone()))
             .merge(api);
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -340,6 +351,19 @@ impl<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQue
             syncer: syncer(store.clone()),
             notifier: notifier.clone(),
             policy,
+        };
+        let meter_events_base = match &simulator {
+            Some(simulator) => url::Url::parse(&simulator.base_url).map_err(start_error)?,
+            None => UsageSettings::from_env(&env).map_err(start_error)?.meter_events_base,
+        };
+        let usage = UsageProcessor {
+            ledger: store.clone(),
+            meter_events: StripeMeterEvents::new(
+                stripe.clone(),
+                meter_events_base,
+                UsageSettings::from_env(&env).map_err(start_error)?.api,
+            ),
+            catalog: plans.clone(),
         };
         Ok(Self {
             api_url,
@@ -353,6 +377,8 @@ impl<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQue
                 app_events: notifier.clone(),
             },
             dunning,
+            usage,
+            usage_inbox,
             queue,
             eventbridge,
             notifier,
@@ -435,12 +461,133 @@ impl<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQue
                     }
                 }
             }
+            processed += self.drain_usage().await;
             if !progressed {
                 break;
             }
         }
         Ok(processed)
     }
+
+    /// Feeds waiting usage reports to the usage processor in batches of 100, as the `usage`
+    /// queue's trigger does; the ones that failed wait for the next round.
+    pub async fn drain_usage(&self) -> usize {
+        let mut done = 0;
+        loop {
+            let bodies: Vec<String> = {
+                let mut inbox = self
+                    .usage_inbox
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let take = inbox.len().min(100);
+                inbox.drain(..take).collect()
+            };
+            if bodies.is_empty() {
+                return done;
+            }
+            let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
+            for (index, body) in bodies.iter().enumerate() {
+                let mut message = aws_lambda_events::event::sqs::SqsMessage::default();
+                message.message_id = Some(index.to_string());
+                message.body = Some(body.clone());
+                batch.records.push(message);
+            }
+            let response = self.usage.handle_batch(batch, shared::unix_now()).await;
+            let failed: Vec<String> = response
+                .batch_item_failures
+                .iter()
+                .filter_map(|failure| bodies.get(failure.item_identifier.parse::<usize>().ok()?).cloned())
+                .collect();
+            done += bodies.len() - failed.len();
+            if !failed.is_empty() {
+                let mut inbox = self
+                    .usage_inbox
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                inbox.extend(failed);
+                return done;
+            }
+        }
+    }
+}
+
+/// What a test-mode Stripe account of the catalog has and the simulator lacks: the meters (by
+/// `event_name`) and the metered prices, at 0.1 cents a unit beyond what the plan includes.
+async fn seed_meters(http: &reqwest::Client, base: &str, plans: &Catalog) -> Result<(), LocalError> {
+    let post = |path: String, form: Vec<(&'static str, String)>| {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&form)
+            .finish();
+        let request = http
+            .post(format!("{base}{path}"))
+            .bearer_auth("sk_test_simulator")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        async move {
+            let answer = request.send().await.map_err(start_error)?;
+            if !answer.status().is_success() {
+                return Err(LocalError::Start(format!(
+                    "the simulator refused {path}: {}",
+                    answer.text().await.unwrap_or_default()
+                )));
+            }
+            Ok(())
+        }
+    };
+    for (key, meter) in plans.meters() {
+        let formula = match meter.aggregation {
+            shared::config::Aggregation::Sum => "sum",
+            shared::config::Aggregation::Count => "count",
+        };
+        post(
+            "/v1/billing/meters".into(),
+            vec![
+                ("display_name", key.to_owned()),
+                ("event_name", meter.event_name.clone()),
+                ("default_aggregation[formula]", formula.to_owned()),
+            ],
+        )
+        .await?;
+    }
+    for plan_key in plans.keys() {
+        let Some(plan) = plans.get(plan_key) else { continue };
+        for (meter_key, allowance) in &plan.meters {
+            let Some(meter) = plans.meter(meter_key) else { continue };
+            for price in &allowance.prices {
+                let query = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("id", &price.id)
+                    .append_pair("meter", &meter.event_name)
+                    .append_pair("unit_amount_decimal", "0.1")
+                    .append_pair("free_up_to", &allowance.included.to_string())
+                    .finish();
+                post(format!("/sim/prices?{query}"), Vec::new()).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `POST /_dev/usage` (local runs only): one report or an array of them, queued for the
+/// usage processor as the `usage` SQS queue would hold them; 202 with how many.
+async fn report_usage(State(inbox): State<UsageInbox>, body: Bytes) -> Response {
+    let reports: Vec<serde_json::Value> = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Array(items)) => items,
+        Ok(item @ serde_json::Value::Object(_)) => vec![item],
+        _ => {
+            let error = serde_json::json!({"error": "invalid_body", "message": "a usage report or an array of them"});
+            return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+        }
+    };
+    let queued = reports.len();
+    inbox
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .extend(reports.into_iter().map(|report| report.to_string()));
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "queued": queued })),
+    )
+        .into_response()
 }
 
 async fn webhook<Q: EventQueue>(

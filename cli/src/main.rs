@@ -106,6 +106,48 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Usage reports: send some, or reconcile an account's counter with Stripe's meter.
+    Usage {
+        #[command(subcommand)]
+        action: UsageArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsageArg {
+    /// Queue usage reports (`USAGE_QUEUE_URL`), or send them to a local `billing dev`.
+    Report {
+        /// The billable account.
+        #[arg(long, required_unless_present = "file")]
+        account: Option<String>,
+        /// The catalog's meter key.
+        #[arg(long, required_unless_present = "file")]
+        meter: Option<String>,
+        #[arg(long, default_value_t = 1.0)]
+        value: f64,
+        /// Unique per unit of use: a repeat counts once.
+        #[arg(long, required_unless_present = "file")]
+        identifier: Option<String>,
+        /// Unix seconds (default: when it is queued).
+        #[arg(long)]
+        timestamp: Option<i64>,
+        /// Reports as JSON lines, one per line, instead.
+        #[arg(long, conflicts_with_all = ["account", "meter", "identifier", "timestamp"])]
+        file: Option<std::path::PathBuf>,
+        /// A local `billing dev`'s URL (e.g. http://127.0.0.1:3000) instead of the queue.
+        #[arg(long)]
+        dev: Option<url::Url>,
+    },
+    /// Compares an account's counter with Stripe's meter event summary for the period.
+    Reconcile {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        meter: String,
+        /// A time inside the period to check (Unix seconds; default now).
+        #[arg(long)]
+        at: Option<i64>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -186,6 +228,34 @@ async fn main() -> std::process::ExitCode {
             Ok(wired) => wiring::doctor(&wired, output).await.map_err(Into::into),
             Err(error) => Err(error.into()),
         },
+        Command::Usage {
+            action:
+                UsageArg::Report {
+                    account,
+                    meter,
+                    value,
+                    identifier,
+                    timestamp,
+                    file,
+                    dev,
+                },
+        } => {
+            let reports = match file {
+                Some(path) => read_reports(&path),
+                None => Ok(vec![shared::usage::UsageEvent {
+                    account: account.unwrap_or_default(),
+                    meter: meter.unwrap_or_default(),
+                    value,
+                    identifier,
+                    timestamp,
+                }]),
+            };
+            let to = dev.map_or(ops::Destination::Queue, ops::Destination::Dev);
+            match reports {
+                Ok(reports) => ops::usage_report(reports, to, output).await.map_err(Into::into),
+                Err(error) => Err(error),
+            }
+        }
         operation => operate(operation, output).await,
     };
     match outcome {
@@ -217,12 +287,34 @@ async fn operate(command: Command, output: Output) -> Result<(), Box<dyn std::er
             };
             ops::inspect(&deployment, subject, output).await?
         }
-        Command::Demo | Command::Dev { .. } | Command::EventTypes | Command::Setup { .. } | Command::Doctor { .. } => {}
+        Command::Usage {
+            action: UsageArg::Reconcile { account, meter, at },
+        } => ops::usage_reconcile(&deployment, &account, &meter, at, output).await?,
+        Command::Demo
+        | Command::Dev { .. }
+        | Command::EventTypes
+        | Command::Setup { .. }
+        | Command::Doctor { .. }
+        | Command::Usage {
+            action: UsageArg::Report { .. },
+        } => {}
     }
     Ok(())
 }
 
 /// An error with its causes: "the Stripe call failed: ... : connection refused".
+/// Usage reports from a JSON-lines file (blank lines skipped); the first bad line is named.
+fn read_reports(path: &std::path::Path) -> Result<Vec<shared::usage::UsageEvent>, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(at, line)| {
+            serde_json::from_str(line).map_err(|error| format!("{}:{}: {error}", path.display(), at + 1).into())
+        })
+        .collect()
+}
+
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

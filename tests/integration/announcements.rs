@@ -56,8 +56,8 @@ async fn every_entitlement_change_is_announced_once_in_order_even_through_a_fail
     assert_eq!(last["entitlement"]["limits"]["seats"], 5);
     assert_eq!(
         last["entitlement"],
-        shop.me().await,
-        "the message carries what /billing/me says"
+        shop.entitlement().await,
+        "the message carries what /billing/me says (its usage apart)"
     );
     // A redelivery of everything: duplicates, nothing new to tell.
     shop.process_ok(&bought).await;
@@ -94,7 +94,7 @@ async fn every_entitlement_change_is_announced_once_in_order_even_through_a_fail
         change["previous_version"], last["version"],
         "after the last one the app was told"
     );
-    assert_eq!(change["entitlement"], shop.me().await);
+    assert_eq!(change["entitlement"], shop.entitlement().await);
     let stored = shop.api.store.get_entitlement(&account).await.unwrap().unwrap();
     assert!(!stored.unannounced());
     assert_eq!(change["version"].as_u64(), Some(stored.version));
@@ -142,7 +142,7 @@ async fn the_consumer_example_keeps_the_newest_entitlement_from_the_topic() {
         .unwrap();
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
     let cache: Value = serde_json::from_slice(&ran.stdout).unwrap();
-    let me = shop.me().await;
+    let me = shop.entitlement().await;
     assert_eq!(me["credits"], 2000);
     assert_eq!(me["addons"], json!(["sso"]));
     assert_eq!(cache[&shop.org]["entitlement"], me, "{cache}");

@@ -71,12 +71,12 @@ async fn sim_form(
 
 #[tokio::test]
 async fn the_usage_ledger_keeps_its_contract_in_memory() {
-    usage_conformance::run(Arc::new(MemoryStore::new())).await;
+    usage_conformance::run(Arc::new(MemoryStore::new()), true).await;
 }
 
 #[tokio::test]
 async fn the_usage_ledger_keeps_its_contract_on_dynamodb() {
-    usage_conformance::run(Arc::new(aws::fresh_store().await)).await;
+    usage_conformance::run(Arc::new(aws::fresh_store().await), false).await;
 }
 
 /// An API-plan customer makes calls, crosses the included 100, sees it in `GET /billing/me`
@@ -626,4 +626,83 @@ async fn chaos_of_100k_reports_counts_each_once_in_stripe_and_locally() {
     // Batched: far fewer Stripe requests than reports.
     let per_thousand = stripe.requests() as f64 / 110.0;
     assert!(per_thousand <= 20.0, "{per_thousand} Stripe requests per 1,000 reports");
+}
+
+/// The reporting contract's schema (`infra/schemas/usage_event.schema.json`, validated by the
+/// `jsonschema` package) and the processor's edge agree on what a report is, case by case,
+/// against a decision table written from the contract.
+#[tokio::test]
+async fn the_schema_and_the_edge_agree_on_what_a_report_is() {
+    let now = shared::unix_now();
+    // (report, valid by the contract)
+    let table: Vec<(Value, bool)> = vec![
+        (
+            json!({"account": "org_1", "meter": "api_calls", "identifier": "req_1"}),
+            true,
+        ),
+        (
+            json!({"account": "org_1", "meter": "api_calls", "identifier": "req_2", "value": 2.5, "timestamp": now}),
+            true,
+        ),
+        (
+            json!({"account": "org_1", "meter": "api_calls", "identifier": "req_3", "value": 0}),
+            true,
+        ),
+        (json!({"account": "org_1", "meter": "api_calls"}), false),
+        (
+            json!({"account": "org_1", "meter": "api_calls", "identifier": ""}),
+            false,
+        ),
+        (
+            json!({"account": "org_1", "meter": "api_calls", "identifier": "x".repeat(101)}),
+            false,
+        ),
+        (
+            json!({"account": "org_1", "meter": "api_calls", "identifier": "with space"}),
+            false,
+        ),
+        (
+            json!({"account": "org_1", "meter": "api_calls", "identifier": "req_4", "value": -1}),
+            false,
+        ),
+        (
+            json!({"account": "org_1", "meter": "api_calls", "identifier": "req_5", "value": "1"}),
+            false,
+        ),
+        (
+            json!({"account": "org#1", "meter": "api_calls", "identifier": "req_6"}),
+            false,
+        ),
+        (
+            json!({"account": "", "meter": "api_calls", "identifier": "req_7"}),
+            false,
+        ),
+        (
+            json!({"account": "org_1", "meter": "api_calls", "identifier": "req_8", "extra": 1}),
+            false,
+        ),
+        (json!({"account": "org_1", "identifier": "req_9"}), false),
+        (
+            json!({"account": "org_1", "meter": "api_calls", "identifier": "req_10", "timestamp": 1.5}),
+            false,
+        ),
+    ];
+    let schema = format!(
+        "{}/../infra/schemas/usage_event.schema.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let script = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft202012Validator.check_schema(schema)\n\
+        v = jsonschema.Draft202012Validator(schema)\n\
+        print(json.dumps([v.is_valid(r) for r in json.load(sys.stdin)]))\n";
+    let reports: Vec<Value> = table.iter().map(|(report, _)| report.clone()).collect();
+    let printed = billing_tests::oracle::python(&["-c", script, &schema], &Value::from(reports).to_string());
+    let by_schema: Vec<bool> = serde_json::from_slice(&printed).unwrap();
+    let catalog = catalog();
+    for ((report, valid), schema_says) in table.iter().zip(by_schema) {
+        assert_eq!(schema_says, *valid, "the schema on {report}");
+        let edge = shared::usage::UsageEvent::validate_body(&report.to_string(), &catalog, now, now);
+        assert_eq!(edge.is_ok(), *valid, "the edge on {report}: {edge:?}");
+    }
 }

@@ -170,6 +170,16 @@ impl<P: Publisher> Shop<P> {
         assert_eq!(self.process(events).await, Vec::<String>::new(), "no message fails");
     }
 
+    /// The entitlement `GET /billing/me` shows, without this period's `usage` beside it: what
+    /// app events carry.
+    pub async fn entitlement(&self) -> Value {
+        let mut me = self.me().await;
+        if let Some(fields) = me.as_object_mut() {
+            fields.remove("usage");
+        }
+        me
+    }
+
     /// `GET /billing/me`.
     pub async fn me(&self) -> Value {
         let me = self.call("GET", "/billing/me", Value::Null).await;

@@ -8,6 +8,7 @@ mod inspect;
 mod redrive;
 mod replay;
 mod since;
+mod usage;
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ pub use inspect::{Subject, inspect};
 pub use redrive::{Method, redrive};
 pub use replay::replay;
 pub use since::Since;
+pub use usage::{Destination, reconcile as usage_reconcile, report as usage_report};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {

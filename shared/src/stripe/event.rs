@@ -340,8 +340,6 @@ pub struct WireData {
     /// Absent from a thin event's `data`, which holds the event's own details instead.
     #[serde(default)]
     object: serde_json::Value,
-    #[serde(flatten)]
-    details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Event {
@@ -349,13 +347,14 @@ impl Event {
         let raw: WireEvent = serde_json::from_str(body)?;
         let shape = shape_of(raw.object.as_deref(), raw.data.is_some(), raw.related_object.is_some())?;
         let event_type = snapshot_type(raw.object.as_deref(), &raw.event_type).to_owned();
-        let (object, details) = match raw.data {
-            Some(data) => (
-                data.object,
-                Some(serde_json::Value::Object(data.details)).filter(|_| shape == Shape::Thin),
-            ),
-            None => (serde_json::Value::Null, None),
+        // A thin event's own `data` is read again as it is (it is small, and rare in payloads).
+        let details = match (&raw.data, shape) {
+            (Some(_), Shape::Thin) => serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|mut event| event.get_mut("data").map(serde_json::Value::take)),
+            _ => None,
         };
+        let object = raw.data.map(|data| data.object).unwrap_or_default();
         Ok(Self {
             id: raw.id,
             event_type,

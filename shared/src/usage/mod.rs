@@ -8,6 +8,7 @@ pub mod period;
 pub mod processor;
 pub mod quota;
 pub mod report;
+pub mod reporter;
 
 pub use ledger::{
     AccountUsage, Commit, CommitOutcome, CounterKey, PendingSend, RecordedUsage, UsageCounter, UsageLedger,
@@ -15,3 +16,4 @@ pub use ledger::{
 pub use processor::{UsageCounts, UsageProcessor};
 pub use quota::{MeterUsage, Quota};
 pub use report::{Rejection, UsageEvent, ValidUsage};
+pub use reporter::{ReportError, UsageReporter};

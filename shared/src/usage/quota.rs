@@ -50,7 +50,7 @@ pub fn meter_usage(catalog: &Catalog, usage: &AccountUsage, meter: &str, now: i6
         .iter()
         .filter(|counter| counter.meter == meter && counter.period_start == period.start)
         .map(|counter| counter.used)
-        .sum::<f64>();
+        .fold(0.0, |sum, used| sum + used);
     let included = allowance.included as f64;
     MeterUsage {
         used,
