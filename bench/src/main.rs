@@ -6,6 +6,7 @@ mod functions;
 mod keepalive;
 mod proc;
 mod runtime_api;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,13 @@ enum Command {
         /// Deliver each event as a snapshot or its thin twin, each copy by webhook or EventBridge.
         #[arg(long)]
         mixed: bool,
+    },
+    /// The usage processor: reports per second, Stripe requests per 1,000, DynamoDB writes.
+    Usage {
+        #[arg(long, default_value_t = 100_000)]
+        reports: usize,
+        #[arg(long, default_value_t = 50)]
+        accounts: usize,
     },
     Coldstart {
         /// Invocations per cold start.
@@ -97,6 +105,27 @@ async fn main() -> ExitCode {
                 },
             };
             return chaos(&config).await;
+        }
+        Command::Usage { reports, accounts } => {
+            println!(
+                "{reports} reports of {accounts} accounts (half a sum meter, half a count meter), SQS batches of 100, processed one batch at a time (one task)\n"
+            );
+            println!(
+                "| adapters | reports | reports/s | Stripe requests per 1,000 | DynamoDB item writes per report | DynamoDB requests per report |"
+            );
+            println!("|---|---|---|---|---|---|");
+            for f in usage::run(reports, accounts).await {
+                println!(
+                    "| {} | {} | {:.0} | {:.1} | {:.3} | {:.3} |",
+                    f.label,
+                    f.reports,
+                    f.per_second,
+                    f.stripe_per_thousand,
+                    f.item_writes_per_report,
+                    f.requests_per_report
+                );
+            }
+            return ExitCode::SUCCESS;
         }
     };
     let names: Vec<&str> = functions::ALL

@@ -471,7 +471,7 @@ async fn team_story<S: BillingStore + shared::usage::UsageLedger + Clone + 'stat
 }
 
 /// An API-plan customer makes calls: counted once each (repeats too), shown against the
-/// plan's 10,000 included, and the overage billed on the renewal invoice.
+/// plan's 100 included (locally), and the overage billed on the renewal invoice.
 async fn usage_story<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q: LocalQueue>(
     system: &LocalSystem<S, Q>,
     run_id: &str,
@@ -481,15 +481,15 @@ async fn usage_story<S: BillingStore + shared::usage::UsageLedger + Clone + 'sta
     w.bank(&format!("checkout/{session}/complete")).await?;
     let view = w.me().await?;
     w.check(
-        "subscribes to the API plan: 10,000 calls included",
+        "subscribes to the API plan: 100 calls included",
         &json!({"plan": view["plan"], "included": view["usage"]["api_calls"]["included"]}),
-        &[("plan", json!("api")), ("included", json!(10_000))],
+        &[("plan", json!("api")), ("included", json!(100))],
     )?;
-    // 10,050 calls, 50 of them reported twice (a retrying client), through the usage queue.
+    // 150 calls, 10 of them reported twice (a retrying client), through the usage queue.
     let now = shared::unix_now();
     let account = w.user.clone();
-    let reports = (0..10_050)
-        .chain(0..50)
+    let reports = (0..150)
+        .chain(0..10)
         .map(|n| json!({"account": account, "meter": "api_calls", "identifier": format!("{account}-call-{n}"), "timestamp": now}).to_string());
     system
         .usage_inbox
@@ -500,13 +500,9 @@ async fn usage_story<S: BillingStore + shared::usage::UsageLedger + Clone + 'sta
     let view = w.me().await?;
     let usage = &view["usage"]["api_calls"];
     w.check(
-        "makes 10,050 calls (50 reported twice)",
+        "makes 150 calls (10 reported twice)",
         &json!({"used": usage["used"], "over": usage["over"], "allowed": usage["allowed"]}),
-        &[
-            ("used", json!(10_050.0)),
-            ("over", json!(true)),
-            ("allowed", json!(true)),
-        ],
+        &[("used", json!(150.0)), ("over", json!(true)), ("allowed", json!(true))],
     )?;
     let subscription = w.stripe(&format!("/v1/checkout/sessions/{session}")).await?["subscription"]
         .as_str()
@@ -528,7 +524,7 @@ async fn usage_story<S: BillingStore + shared::usage::UsageLedger + Clone + 'sta
     w.check(
         "the renewal bills the 50 calls over, at 0.1 cents each",
         &json!({"quantity": overage["quantity"], "amount": overage["amount"]}),
-        &[("quantity", json!(10_050)), ("amount", json!(5))],
+        &[("quantity", json!(150)), ("amount", json!(5))],
     )?;
     Ok(())
 }

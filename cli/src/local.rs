@@ -35,8 +35,9 @@ use shared::webhook::{Delivery, WebhookReceiver};
 use stripe_simulator::{EventBridgeTarget, Payload, Simulator};
 
 /// The catalog of local runs, which `BILLING_CATALOG` (or `BILLING_PLANS`) replaces: the
-/// repository's example (starter and team, add-ons, a lifetime deal and a credit pack) with
-/// two plans beside it, basic and pro (with a 14-day trial), that the demo's lifecycle walks.
+/// repository's example (starter and team, add-ons, a lifetime deal and a credit pack, the
+/// usage-billed api plan with 100 calls included) with two plans beside it, basic and pro
+/// (with a 14-day trial), that the demo's lifecycle walks.
 pub fn local_catalog() -> Result<Catalog, String> {
     let mut catalog: serde_json::Value =
         serde_json::from_str(include_str!("../../infra/catalog.example.json")).map_err(|e| e.to_string())?;
@@ -44,6 +45,9 @@ pub fn local_catalog() -> Result<Catalog, String> {
         "features": ["reports"],
         "prices": [{"id": "price_basic", "interval": "month", "currency": "usd"}],
     });
+    // The api plan includes 100 calls here (10,000 in the example), so a local run crosses it
+    // in a few reports.
+    catalog["plans"]["api"]["meters"]["api_calls"]["included"] = serde_json::json!(100);
     catalog["plans"]["pro"] = serde_json::json!({
         "features": ["reports", "api", "exports"],
         "trial_days": 14,

@@ -302,7 +302,6 @@ async fn operate(command: Command, output: Output) -> Result<(), Box<dyn std::er
     Ok(())
 }
 
-/// An error with its causes: "the Stripe call failed: ... : connection refused".
 /// Usage reports from a JSON-lines file (blank lines skipped); the first bad line is named.
 fn read_reports(path: &std::path::Path) -> Result<Vec<shared::usage::UsageEvent>, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
@@ -315,6 +314,7 @@ fn read_reports(path: &std::path::Path) -> Result<Vec<shared::usage::UsageEvent>
         .collect()
 }
 
+/// An error with its causes: "the Stripe call failed: ... : connection refused".
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

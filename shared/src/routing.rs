@@ -259,6 +259,16 @@ pub fn handled_thin_event_types() -> impl Iterator<Item = String> {
         .map(|kind| format!("{THIN_TYPE_PREFIX}{}", kind.name()))
 }
 
+/// The thin types the reconciler lists (`GET /v2/core/events` takes up to 20): those whose
+/// missed delivery leaves state wrong. A missed meter error report loses a notice, not a
+/// count (`billing usage reconcile` finds what Stripe did not bill).
+pub fn reconciled_thin_event_types() -> impl Iterator<Item = String> {
+    EventKind::ALL
+        .into_iter()
+        .filter(|kind| !kind.thin_only())
+        .map(|kind| format!("{THIN_TYPE_PREFIX}{}", kind.name()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +295,9 @@ mod tests {
         // "an array of up to 20 strings" (Stripe's API reference): a 21st needs a second listing.
         assert!(handled_event_types().count() <= 20);
         assert_eq!(handled_thin_event_types().count(), EventKind::ALL.len());
+        // `GET /v2/core/events` takes "up to 20" `types` too (stripe-python's
+        // `params/v2/core/_event_list_params.py`).
+        assert!(reconciled_thin_event_types().count() <= 20);
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.name()), Some(kind));
         }

@@ -287,6 +287,26 @@ async fn usage_reaches_stripes_meter_the_counters_and_the_invoice() {
         (Some(130), Some(15)),
         "{usage_line}"
     );
+
+    // A change to team, which bills no calls (its allowance is a hard quota), takes the
+    // metered item off; the plan item is swapped in place.
+    let changed = call("POST", "/subscription/change", r#"{"plan":"team"}"#).await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let subscription = sim_form(
+        &http,
+        &base,
+        reqwest::Method::GET,
+        &format!("/v1/subscriptions/{subscription_id}"),
+        &[],
+    )
+    .await;
+    let prices: Vec<&str> = subscription["items"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["price"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(prices, ["price_team_month_usd"], "{subscription}");
 }
 
 async fn store_customer(store: &shared::store::DynamoStore, org: &str) -> Option<String> {
@@ -320,6 +340,7 @@ async fn bad_reports_are_refused_at_the_edge_and_never_sent() {
         json!({"account": "a", "meter": "api_calls", "identifier": "has space"}).to_string(),
         r#"{"account": "a", "meter": "api_calls", "identifier": "x9", "value": 1e400}"#.to_owned(),
         "not json".to_owned(),
+        json!({"account": "a", "meter": "api_calls", "identifier": "x11", "value": 1e-300}).to_string(),
     ];
     let (response, counts) = processor.process(batch(&bodies), now).await;
     assert!(
@@ -417,7 +438,7 @@ async fn meter_error_reports_are_surfaced_to_the_operator_and_the_app() {
         value: 1.0,
         timestamp: shared::unix_now(),
     };
-    sink.send(&[orphan.clone()]).await.unwrap();
+    sink.send(std::slice::from_ref(&orphan)).await.unwrap();
     let thin: Value = stripe.get("/v2/core/events", &[]).await.unwrap();
     let report = thin["data"]
         .as_array()
@@ -705,4 +726,178 @@ async fn the_schema_and_the_edge_agree_on_what_a_report_is() {
         let edge = shared::usage::UsageEvent::validate_body(&report.to_string(), &catalog, now, now);
         assert_eq!(edge.is_ok(), *valid, "the edge on {report}: {edge:?}");
     }
+}
+
+/// Stripe, switched on and off by the test.
+struct Switchable {
+    up: std::sync::atomic::AtomicBool,
+    inner: Arc<MemoryMeterEvents>,
+}
+
+impl MeterEventSink for Switchable {
+    async fn send(&self, events: &[MeterEvent]) -> Result<(), StripeError> {
+        if !self.up.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StripeError::InvalidId("Stripe is down".into()));
+        }
+        self.inner.send(events).await
+    }
+}
+
+/// A report counted before is resent when it comes back, whatever the clock says of its
+/// timestamp by then; a send pending past Stripe's 24-hour deduplication window is not resent
+/// but counted and cleared; the customer comes from the account's link (written at checkout,
+/// before the entitlement names it); an account without one is counted and not billed.
+#[tokio::test]
+async fn seen_again_a_report_is_resent_within_the_window_and_given_up_after_it() {
+    use shared::store::BillingStore;
+    let store = Arc::new(MemoryStore::new());
+    let twin = Arc::new(MemoryMeterEvents::new());
+    let stripe = Arc::new(Switchable {
+        up: false.into(),
+        inner: twin.clone(),
+    });
+    let processor = UsageProcessor {
+        ledger: store.clone(),
+        meter_events: stripe.clone(),
+        catalog: catalog(),
+    };
+    let account = AccountId::parse(&unique("acct-")).unwrap();
+    store.link_customer(&account, "cus_linked").await.unwrap();
+    let now = shared::unix_now();
+    // Inside the edge's 34 days by ten seconds; Stripe is down, so it stays pending.
+    let edge = now - 34 * 86_400 + 10;
+    let early = vec![report(account.as_str(), "late-1", edge)];
+    let (response, counts) = processor.process(batch(&early), now).await;
+    assert_eq!((response.batch_item_failures.len(), counts.counted), (1, 1));
+    // A minute later the timestamp is outside the edge's window; the retry still goes.
+    stripe.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (response, counts) = processor.process(batch(&early), now + 60).await;
+    assert!(response.batch_item_failures.is_empty(), "{counts:?}");
+    assert_eq!((counts.resent, counts.rejected), (1, 0));
+    assert_eq!(twin.totals()[&("cus_linked".to_owned(), "api_call".to_owned())], 1.0);
+
+    // Pending for more than a day: not resent, and cleared by the next commit.
+    stripe.up.store(false, std::sync::atomic::Ordering::SeqCst);
+    let stuck = vec![report(account.as_str(), "stuck-1", now)];
+    processor.process(batch(&stuck), now).await;
+    stripe.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let day_later = now + 86_400;
+    let (response, counts) = processor.process(batch(&stuck), day_later).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((counts.resent, counts.unconfirmed), (0, 1));
+    let fresh = vec![report(account.as_str(), "fresh-1", day_later)];
+    let (_, counts) = processor.process(batch(&fresh), day_later).await;
+    assert_eq!(
+        counts.unconfirmed, 1,
+        "the stuck send is given up as the counter is written"
+    );
+    let usage = store.account_usage(&account).await.unwrap();
+    assert!(
+        usage.counters.iter().all(|c| c.pending.is_empty()),
+        "{:?}",
+        usage.counters
+    );
+    assert_eq!(
+        twin.totals()[&("cus_linked".to_owned(), "api_call".to_owned())],
+        2.0,
+        "late-1 and fresh-1"
+    );
+
+    // No customer at all: counted for quotas, not sent.
+    let before = twin.requests();
+    let (_, counts) = processor.process(batch(&[report("nobody", "free-1", now)]), now).await;
+    assert_eq!((counts.counted, counts.unbilled), (1, 1));
+    assert_eq!(twin.requests(), before);
+}
+
+/// An account without the v2 stream (its session endpoint answers 404) is served through v1
+/// from then on, one request an event, with the identifier as the idempotency key.
+#[tokio::test]
+async fn without_the_stream_meter_events_go_through_v1() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let stripe = billing_tests::stripe_standin::StripeStandIn::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/billing/meter_event_session"))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_json(
+                json!({"error": {"type": "invalid_request_error", "message": "Unrecognized request URL"}}),
+            ),
+        )
+        .mount(&stripe.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing/meter_events"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"object": "billing.meter_event"})))
+        .mount(&stripe.server)
+        .await;
+    let base = url::Url::parse(&stripe.server.uri()).unwrap();
+    let sink = StripeMeterEvents::new(stripe.client(), base, MeterApi::V2);
+    let events: Vec<MeterEvent> = (0..3)
+        .map(|n| MeterEvent {
+            identifier: format!("id-{n}"),
+            event_name: "api_call".into(),
+            customer_id: "cus_1".into(),
+            value: 1.0,
+            timestamp: 1_796_414_400,
+        })
+        .collect();
+    sink.send(&events).await.unwrap();
+    sink.send(&events[..1]).await.unwrap();
+    assert_eq!(sink.api(), MeterApi::V1);
+    let received = stripe.server.received_requests().await.unwrap();
+    let paths: Vec<&str> = received.iter().map(|r| r.url.path()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v2/billing/meter_event_session",
+            "/v1/billing/meter_events",
+            "/v1/billing/meter_events",
+            "/v1/billing/meter_events",
+            "/v1/billing/meter_events"
+        ],
+        "one session attempt, then v1 only"
+    );
+    let first = &received[1];
+    assert_eq!(first.headers.get("idempotency-key").unwrap(), "meter-event-id-0");
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(&first.body).into_owned().collect();
+    // The parameters of stripe-python's `MeterEventCreateParams`.
+    assert_eq!(form["event_name"], "api_call");
+    assert_eq!(form["identifier"], "id-0");
+    assert_eq!(form["payload[stripe_customer_id]"], "cus_1");
+    assert_eq!(form["payload[value]"], "1");
+    assert_eq!(form["timestamp"], "1796414400");
+}
+
+/// A stream request whose session Stripe says expired is made once more with a new session
+/// (the simulator's sessions expire at once with a lifetime of 0, so the second fails too, and
+/// the call reports it); with a normal lifetime, one session serves many requests.
+#[tokio::test]
+async fn an_expired_session_is_renewed_once_and_a_live_one_is_reused() {
+    let (simulator, stripe) = simulated_stripe(KEY).await;
+    let base = url::Url::parse(&simulator.base_url).unwrap();
+    let event = |n: u32| MeterEvent {
+        identifier: unique(&format!("s{n}-")),
+        event_name: "api_call".into(),
+        customer_id: "cus_x".into(),
+        value: 1.0,
+        timestamp: shared::unix_now(),
+    };
+    simulator.set_meter_event_session_ttl(std::time::Duration::ZERO);
+    let sink = StripeMeterEvents::new(stripe.clone(), base.clone(), MeterApi::V2);
+    let refused = sink.send(&[event(0)]).await.unwrap_err();
+    assert_eq!(refused.api().map(|e| e.status), Some(401), "{refused:?}");
+    assert_eq!(
+        simulator.meter_requests().v2,
+        2,
+        "the stream was tried with a second session"
+    );
+    simulator.set_meter_event_session_ttl(std::time::Duration::from_secs(900));
+    let sink = StripeMeterEvents::new(stripe, base, MeterApi::V2);
+    for n in 1..=3 {
+        sink.send(&[event(n)]).await.unwrap();
+    }
+    assert_eq!(simulator.meter_requests().v2, 5, "three more stream requests");
+    assert_eq!(sink.requests(), (4, 0), "one session for the three");
 }

@@ -27,6 +27,7 @@ fn commit(account: &AccountId, ids: &[&str], amount: f64, send: &str) -> Commit 
         identifiers: ids.iter().map(|id| ((*id).to_owned(), send.to_owned())).collect(),
         amount,
         sends: BTreeMap::from([(send.to_owned(), pending)]),
+        expired: Vec::new(),
         identifiers_expire_at: 1_900_000_000,
         counter_expires_at: 1_900_000_000,
     }
@@ -78,13 +79,23 @@ async fn commits_add_up_and_repeats_are_free<S: BillingStore + UsageLedger>(stor
     let counter = store.account_usage(&account).await.unwrap().counters.remove(0);
     assert_eq!((counter.used, counter.events), (3.5, 3));
     assert_eq!(counter.pending.keys().collect::<Vec<_>>(), ["send-3"]);
-    // The entitlement comes with the counters, in the same read.
+    // A commit clears the sends it gives up.
+    let mut clearing = commit(&account, &[&unique("id-")], 1.0, "send-4");
+    clearing.expired = vec!["send-3".into()];
+    assert_eq!(store.commit(&clearing).await.unwrap(), CommitOutcome::Committed);
+    let counter = store.account_usage(&account).await.unwrap().counters.remove(0);
+    assert_eq!(counter.pending.keys().collect::<Vec<_>>(), ["send-4"]);
+    // The customer link and the entitlement come with the counters, in the same read.
+    assert_eq!(store.account_usage(&account).await.unwrap().customer_id, None);
+    store.link_customer(&account, &unique("cus_")).await.unwrap();
+    assert!(store.account_usage(&account).await.unwrap().customer_id.is_some());
     let mut entitlement = shared::entitlement::nothing(&account);
     entitlement.version = 1;
     store.put_entitlement(&entitlement).await.unwrap();
     let usage = store.account_usage(&account).await.unwrap();
     assert_eq!(usage.entitlement.map(|e| e.version), Some(1));
     assert_eq!(usage.counters.len(), 1);
+    assert!(usage.customer_id.is_some());
 }
 
 async fn concurrent_commits_of_one_identifier_have_one_winner<S: BillingStore + UsageLedger + 'static>(store: Arc<S>) {

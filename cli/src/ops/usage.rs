@@ -69,7 +69,9 @@ struct Reconciliation {
     local: f64,
     /// Stripe's meter event summary over the same minutes (what invoices bill).
     stripe: Option<f64>,
-    /// Committed locally and not confirmed by Stripe yet (sends, and their sum).
+    /// Committed locally and not confirmed by Stripe yet (sends, and what they add to Stripe's
+    /// figure: their sum, or their number on a count meter). Use counted before the account
+    /// had a customer is local only and shows as drift.
     pending_sends: usize,
     pending_value: f64,
     drift: f64,
@@ -98,10 +100,15 @@ pub async fn reconcile(
         .find(|counter| counter.meter == meter_key && counter.period_start == period.start);
     let local = counter.map_or(0.0, |counter| counter.used);
     let pending_sends = counter.map_or(0, |counter| counter.pending.len());
-    let pending_value: f64 = counter.map_or(0.0, |counter| {
-        counter.pending.values().map(|send| send.value).fold(0.0, |a, b| a + b)
+    // What the pending sends add to Stripe's figure: their values, or one each on a count meter.
+    let pending_value: f64 = counter.map_or(0.0, |counter| match meter.aggregation {
+        shared::config::Aggregation::Sum => counter.pending.values().map(|send| send.value).fold(0.0, |a, b| a + b),
+        shared::config::Aggregation::Count => counter.pending.len() as f64,
     });
-    let customer = usage.entitlement.as_ref().and_then(|e| e.customer_id.clone());
+    let customer = usage
+        .customer_id
+        .clone()
+        .or_else(|| usage.entitlement.as_ref().and_then(|e| e.customer_id.clone()));
     let stripe = match &customer {
         None => None,
         Some(customer) => {

@@ -202,7 +202,7 @@ impl<S: BillingStore, Q: EventQueue> Reconciler<S, Q> {
                             .ok()
                             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
                             .ok_or_else(|| ReconcileError::Malformed(format!("window start {created_gte}")))?;
-                        let types: Vec<(String, String)> = routing::handled_thin_event_types()
+                        let types: Vec<(String, String)> = routing::reconciled_thin_event_types()
                             .enumerate()
                             .map(|(index, name)| (format!("types[{index}]"), name))
                             .collect();

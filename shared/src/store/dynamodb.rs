@@ -13,8 +13,8 @@
 //! | usage counter           | `USER#<account>`   | `USAGE#<meter>#<period start>` | pending sends as `pending_<id>` |
 //! | usage identifier        | `USAGEID#<id>`     | `USAGE`        | TTL `expires_at`; only if absent           |
 //!
-//! An account's entitlement and usage counters share its partition (`sk >= ENTITLEMENT`), so
-//! `GET /billing/me` and the quota read both with one query.
+//! An account's link, entitlement and usage counters share its partition (`sk >= CUSTOMER`),
+//! so `GET /billing/me`, the quota and the usage function read them with one query.
 //!
 //! A customer's subscriptions and dunning records share its partition, so one strongly
 //! consistent query reads everything an entitlement is computed from.
@@ -968,7 +968,7 @@ impl UsageLedger for DynamoStore {
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND sk >= :first")
                 .expression_attribute_values(":pk", s(account_pk(account)))
-                .expression_attribute_values(":first", s("ENTITLEMENT"))
+                .expression_attribute_values(":first", s("CUSTOMER"))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -976,6 +976,7 @@ impl UsageLedger for DynamoStore {
                 .map_err(backend)?;
             for item in output.items.unwrap_or_default() {
                 match string_attr(&item, "sk").as_deref() {
+                    Some("CUSTOMER") => usage.customer_id = string_attr(&item, "customer_id"),
                     Some("ENTITLEMENT") => usage.entitlement = Some(from_item(item)?),
                     Some(sk) if sk.starts_with("USAGE#") => usage.counters.push(usage_counter(&item)?),
                     _ => {}
@@ -1033,8 +1034,21 @@ impl UsageLedger for DynamoStore {
                 .expression_attribute_values(format!(":p{index}"), AttributeValue::M(value));
             sets.push(format!("#p{index} = :p{index}"));
         }
+        let mut removes = Vec::new();
+        for (index, expired) in commit.expired.iter().enumerate() {
+            update = update.expression_attribute_names(format!("#x{index}"), format!("{PENDING_PREFIX}{expired}"));
+            removes.push(format!("#x{index}"));
+        }
+        let remove = if removes.is_empty() {
+            String::new()
+        } else {
+            format!(" REMOVE {}", removes.join(", "))
+        };
         let update = update
-            .update_expression(format!("ADD #used :amount, #events :events SET {}", sets.join(", ")))
+            .update_expression(format!(
+                "ADD #used :amount, #events :events SET {}{remove}",
+                sets.join(", ")
+            ))
             .build()
             .map_err(build)?;
         items.push(TransactWriteItem::builder().update(update).build());

@@ -326,6 +326,7 @@ impl UsageLedger for MemoryStore {
 
     async fn account_usage(&self, account: &AccountId) -> Res<AccountUsage> {
         Ok(self.with(|state| AccountUsage {
+            customer_id: state.customer_by_user.get(account.as_str()).cloned(),
             entitlement: state.entitlements.get(account.as_str()).cloned(),
             counters: sorted(
                 state
@@ -368,6 +369,9 @@ impl UsageLedger for MemoryStore {
                 });
             counter.used += commit.amount;
             counter.events += commit.identifiers.len() as u64;
+            for expired in &commit.expired {
+                counter.pending.remove(expired);
+            }
             counter
                 .pending
                 .extend(commit.sends.iter().map(|(id, send)| (id.clone(), send.clone())));

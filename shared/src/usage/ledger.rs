@@ -60,6 +60,9 @@ pub struct RecordedUsage {
 /// An account's entitlement and usage counters, read together.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccountUsage {
+    /// The account's Stripe customer, from its link (written at checkout, before the
+    /// entitlement names it).
+    pub customer_id: Option<String>,
     pub entitlement: Option<Entitlement>,
     pub counters: Vec<UsageCounter>,
 }
@@ -72,6 +75,8 @@ pub struct Commit {
     pub identifiers: Vec<(String, String)>,
     pub amount: f64,
     pub sends: BTreeMap<String, PendingSend>,
+    /// Pending sends given up (past the resend window), cleared from the counter.
+    pub expired: Vec<String>,
     /// Identifier records and the counter disappear after these (TTL).
     pub identifiers_expire_at: i64,
     pub counter_expires_at: i64,

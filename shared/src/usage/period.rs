@@ -83,6 +83,7 @@ mod tests {
         entitlement.current_period_start = Some(start);
         entitlement.current_period_end = Some(end);
         AccountUsage {
+            customer_id: None,
             entitlement: Some(entitlement),
             counters: Vec::new(),
         }

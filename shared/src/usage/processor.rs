@@ -11,11 +11,12 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use sha2::{Digest, Sha256};
 
 use super::ledger::{
-    AccountUsage, Commit, CommitOutcome, CounterKey, MAX_COMMIT_IDENTIFIERS, PendingSend, UsageLedger,
+    AccountUsage, Commit, CommitOutcome, CounterKey, MAX_COMMIT_IDENTIFIERS, PendingSend, RecordedUsage, UsageLedger,
 };
 use super::period::period_of;
-use super::report::{STRIPE_PAST_WINDOW_SECS, UsageEvent, ValidUsage};
+use super::report::{Rejection, STRIPE_PAST_WINDOW_SECS, UsageEvent, ValidUsage};
 use crate::config::{Aggregation, Catalog};
+use crate::store::AccountId;
 use crate::stripe::meter_events::{MeterEvent, MeterEventSink, STREAM_BATCH};
 use crate::telemetry;
 
@@ -25,6 +26,9 @@ pub const RESEND_WINDOW_SECS: i64 = 23 * 3600;
 /// Identifier records outlive the oldest timestamp the edge accepts, so a repeat of anything
 /// still sendable is recognised.
 pub const IDENTIFIER_RETENTION_SECS: i64 = STRIPE_PAST_WINDOW_SECS + 86_400;
+/// The most unconfirmed sends a counter holds before new use waits in the queue: about 100 KB
+/// of the item's 400 KB.
+pub const MAX_PENDING_SENDS: usize = 500;
 /// Counters are kept a year and a month for the app's history and reconciliation.
 pub const COUNTER_RETENTION_SECS: i64 = 400 * 86_400;
 
@@ -103,7 +107,17 @@ impl<L: UsageLedger, M: MeterEventSink> UsageProcessor<L, M> {
             .map(|record| record.message_id.clone().filter(|id| !id.is_empty()))
             .collect();
         let mut failed: HashSet<usize> = HashSet::new();
-        let mut reports = Vec::new();
+        let reject = |counts: &mut UsageCounts, index: usize, rejection: &Rejection| {
+            counts.rejected += 1;
+            telemetry::count("UsageRejected");
+            tracing::warn!(
+                message_id = ids[index].as_deref().unwrap_or(""),
+                reason = rejection.reason(),
+                "usage report refused; not counted, not sent"
+            );
+        };
+        // Parsed, with a usable identifier, once per identifier in the batch.
+        let mut parsed: Vec<(usize, UsageEvent, i64)> = Vec::new();
         let mut seen = HashSet::new();
         for (index, record) in event.records.iter().enumerate() {
             // SQS's SentTimestamp (milliseconds) stands in for a report without a timestamp.
@@ -113,18 +127,50 @@ impl<L: UsageLedger, M: MeterEventSink> UsageProcessor<L, M> {
                 .and_then(|ms| ms.parse::<i64>().ok())
                 .map_or(now, |ms| ms / 1000);
             let body = record.body.as_deref().unwrap_or_default();
-            match UsageEvent::validate_body(body, &self.catalog, now, queued_at) {
-                Ok(usage) if !seen.insert(usage.identifier.clone()) => counts.duplicates += 1,
-                Ok(usage) => reports.push(Report { message: index, usage }),
+            let checked = UsageEvent::parse(body).and_then(|report| match report.identifier_checked() {
+                Ok(_) => Ok(report),
+                Err(rejection) => Err(rejection),
+            });
+            let report = match checked {
+                Ok(report) => report,
                 Err(rejection) => {
-                    counts.rejected += 1;
-                    telemetry::count("UsageRejected");
-                    tracing::warn!(message_id = ids[index].as_deref().unwrap_or(""), reason = rejection.reason(),
-                        error = %rejection, "usage report refused; not counted, not sent");
+                    reject(&mut counts, index, &rejection);
+                    continue;
                 }
+            };
+            if !seen.insert(report.identifier.clone().unwrap_or_default()) {
+                counts.duplicates += 1;
+                continue;
+            }
+            parsed.push((index, report, queued_at));
+        }
+        let identifiers: Vec<&str> = parsed.iter().filter_map(|(_, r, _)| r.identifier.as_deref()).collect();
+        let recorded = match self.ledger.recorded(&identifiers).await {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                tracing::warn!(%error, "could not read usage identifiers; the batch will be retried");
+                failed.extend(parsed.iter().map(|(index, _, _)| *index));
+                HashMap::new()
+            }
+        };
+        let mut reports = Vec::new();
+        let mut repeats = Vec::new();
+        for (index, report, queued_at) in parsed {
+            if failed.contains(&index) {
+                continue;
+            }
+            // A report counted before is not judged again: the catalog or the clock may have
+            // moved since, and its send, if pending, must still go.
+            if let Some(earlier) = report.identifier.as_deref().and_then(|id| recorded.get(id)) {
+                repeats.push((index, earlier.clone()));
+                continue;
+            }
+            match report.validate(&self.catalog, now, queued_at) {
+                Ok(usage) => reports.push(Report { message: index, usage }),
+                Err(rejection) => reject(&mut counts, index, &rejection),
             }
         }
-        let outgoing = self.commit_new(&reports, now, &mut counts, &mut failed).await;
+        let outgoing = self.commit_new(&reports, &repeats, now, &mut counts, &mut failed).await;
         self.send(outgoing, &mut counts, &mut failed).await;
         counts.failed = failed.len();
         if counts.counted > 0 {
@@ -163,100 +209,138 @@ impl<L: UsageLedger, M: MeterEventSink> UsageProcessor<L, M> {
     async fn commit_new(
         &self,
         reports: &[Report],
+        repeats: &[(usize, RecordedUsage)],
         now: i64,
         counts: &mut UsageCounts,
         failed: &mut HashSet<usize>,
     ) -> Vec<Outgoing> {
         let mut outgoing: Vec<Outgoing> = Vec::new();
-        if reports.is_empty() {
-            return outgoing;
-        }
-        let identifiers: Vec<&str> = reports.iter().map(|r| r.usage.identifier.as_str()).collect();
-        let recorded = match self.ledger.recorded(&identifiers).await {
-            Ok(recorded) => recorded,
-            Err(error) => {
-                tracing::warn!(%error, "could not read usage identifiers; the batch will be retried");
-                failed.extend(reports.iter().map(|r| r.message));
-                return outgoing;
-            }
-        };
-        let mut accounts: HashMap<&str, Option<AccountUsage>> = HashMap::new();
-        for report in reports {
-            let account = report.usage.account.as_str();
+        let mut accounts: HashMap<AccountId, Option<AccountUsage>> = HashMap::new();
+        let wanted = reports
+            .iter()
+            .map(|r| &r.usage.account)
+            .chain(repeats.iter().map(|(_, earlier)| &earlier.counter.account));
+        for account in wanted {
             if !accounts.contains_key(account) {
-                let usage = match self.ledger.account_usage(&report.usage.account).await {
+                let usage = match self.ledger.account_usage(account).await {
                     Ok(usage) => Some(usage),
                     Err(error) => {
                         tracing::warn!(%error, "could not read the account's usage; its reports will be retried");
                         None
                     }
                 };
-                accounts.insert(account, usage);
+                accounts.insert(account.clone(), usage);
             }
         }
-        let mut groups: BTreeMap<CounterKey, Vec<&Report>> = BTreeMap::new();
         let mut pending_sends: HashMap<String, usize> = HashMap::new();
-        for report in reports {
-            let Some(Some(usage)) = accounts.get(report.usage.account.as_str()) else {
-                failed.insert(report.message);
+        for (message, earlier) in repeats {
+            let Some(Some(usage)) = accounts.get(&earlier.counter.account) else {
+                failed.insert(*message);
                 continue;
             };
-            match recorded.get(&report.usage.identifier) {
-                None => {
-                    let period = period_of(usage, &report.usage.meter, report.usage.timestamp);
-                    let key = CounterKey {
-                        account: report.usage.account.clone(),
-                        meter: report.usage.meter.clone(),
-                        period_start: period.start,
-                    };
-                    groups.entry(key).or_default().push(report);
+            let pending = usage
+                .counters
+                .iter()
+                .find(|c| c.meter == earlier.counter.meter && c.period_start == earlier.counter.period_start)
+                .and_then(|c| c.pending.get(&earlier.send));
+            match pending {
+                None => counts.duplicates += 1,
+                Some(send) if send.committed_at < now - RESEND_WINDOW_SECS => {
+                    counts.unconfirmed += 1;
+                    telemetry::count("UsageUnconfirmed");
+                    tracing::error!(send = %earlier.send, "a usage send stayed unconfirmed past Stripe's deduplication window; not resent (see `billing usage reconcile`)");
                 }
-                Some(earlier) => {
-                    let pending = usage
-                        .counters
-                        .iter()
-                        .find(|c| c.meter == earlier.counter.meter && c.period_start == earlier.counter.period_start)
-                        .and_then(|c| c.pending.get(&earlier.send));
-                    match pending {
-                        None => counts.duplicates += 1,
-                        Some(send) if send.committed_at < now - RESEND_WINDOW_SECS => {
-                            counts.unconfirmed += 1;
-                            telemetry::count("UsageUnconfirmed");
-                            tracing::error!(send = %earlier.send, "a usage send stayed unconfirmed past Stripe's deduplication window; not resent (see `billing usage reconcile`)");
-                        }
-                        Some(send) => {
-                            counts.resent += 1;
-                            match pending_sends.get(&earlier.send) {
-                                Some(at) => outgoing[*at].messages.push(report.message),
-                                None => {
-                                    pending_sends.insert(earlier.send.clone(), outgoing.len());
-                                    outgoing.push(Outgoing {
-                                        counter: earlier.counter.clone(),
-                                        event: MeterEvent {
-                                            identifier: earlier.send.clone(),
-                                            event_name: send.event_name.clone(),
-                                            customer_id: send.customer_id.clone(),
-                                            value: send.value,
-                                            timestamp: send.timestamp,
-                                        },
-                                        messages: vec![report.message],
-                                    });
-                                }
-                            }
+                Some(send) => {
+                    counts.resent += 1;
+                    match pending_sends.get(&earlier.send) {
+                        Some(at) => outgoing[*at].messages.push(*message),
+                        None => {
+                            pending_sends.insert(earlier.send.clone(), outgoing.len());
+                            outgoing.push(Outgoing {
+                                counter: earlier.counter.clone(),
+                                event: MeterEvent {
+                                    identifier: earlier.send.clone(),
+                                    event_name: send.event_name.clone(),
+                                    customer_id: send.customer_id.clone(),
+                                    value: send.value,
+                                    timestamp: send.timestamp,
+                                },
+                                messages: vec![*message],
+                            });
                         }
                     }
                 }
             }
         }
+        let mut groups: BTreeMap<CounterKey, Vec<&Report>> = BTreeMap::new();
+        for report in reports {
+            let Some(Some(usage)) = accounts.get(&report.usage.account) else {
+                failed.insert(report.message);
+                continue;
+            };
+            let period = period_of(usage, &report.usage.meter, report.usage.timestamp);
+            let key = CounterKey {
+                account: report.usage.account.clone(),
+                meter: report.usage.meter.clone(),
+                period_start: period.start,
+            };
+            groups.entry(key).or_default().push(report);
+        }
         for (key, group) in groups {
-            let customer = accounts
-                .get(key.account.as_str())
-                .and_then(|usage| usage.as_ref()?.entitlement.as_ref()?.customer_id.clone());
+            let usage = accounts.get(&key.account).and_then(Option::as_ref);
+            // The account's link is written at checkout, before the entitlement names the
+            // customer: use made right after checkout is billed too.
+            let customer = usage.and_then(|usage| {
+                usage
+                    .customer_id
+                    .clone()
+                    .or_else(|| usage.entitlement.as_ref()?.customer_id.clone())
+            });
+            let stored = usage.and_then(|usage| {
+                usage
+                    .counters
+                    .iter()
+                    .find(|c| c.meter == key.meter && c.period_start == key.period_start)
+            });
+            // Sends Stripe has not confirmed stay on the counter; past the resend window they
+            // are given up (counted and logged) and cleared, and while many are fresh (Stripe
+            // down) new use waits in the queue instead of growing the item.
+            let (fresh, mut expired): (Vec<&String>, Vec<&String>) = stored
+                .map(|c| {
+                    c.pending
+                        .iter()
+                        .partition(|(_, send)| send.committed_at >= now - RESEND_WINDOW_SECS)
+                })
+                .map(|(fresh, expired): (Vec<_>, Vec<_>)| {
+                    (
+                        fresh.into_iter().map(|(id, _)| id).collect(),
+                        expired.into_iter().map(|(id, _)| id).collect(),
+                    )
+                })
+                .unwrap_or_default();
+            if fresh.len() >= MAX_PENDING_SENDS {
+                telemetry::count("UsageDeferred");
+                tracing::warn!(
+                    pending = fresh.len(),
+                    "Stripe has not confirmed many sends of this counter; new use waits in the queue"
+                );
+                failed.extend(group.iter().map(|r| r.message));
+                continue;
+            }
             for chunk in group.chunks(MAX_COMMIT_IDENTIFIERS) {
-                let (commit, sends) = plan_commit(&key, chunk, customer.as_deref(), now);
+                let (mut commit, sends) = plan_commit(&key, chunk, customer.as_deref(), now);
+                commit.expired = std::mem::take(&mut expired).into_iter().cloned().collect();
                 counts.commits += 1;
-                match self.ledger.commit(&commit).await {
+                match self.commit_with_retries(&commit).await {
                     Ok(CommitOutcome::Committed) => {
+                        if !commit.expired.is_empty() {
+                            counts.unconfirmed += commit.expired.len();
+                            telemetry::count("UsageUnconfirmed");
+                            tracing::error!(
+                                sends = commit.expired.len(),
+                                "usage sends unconfirmed past Stripe's deduplication window were cleared; compare with `billing usage reconcile`"
+                            );
+                        }
                         counts.counted += chunk.len();
                         if customer.is_none() {
                             counts.unbilled += chunk.len();
@@ -277,6 +361,22 @@ impl<L: UsageLedger, M: MeterEventSink> UsageProcessor<L, M> {
             }
         }
         outgoing
+    }
+
+    /// A commit, tried again on a failure (a concurrent transaction on a hot counter cancels
+    /// one of the two): a retry of one that did go through comes back `Taken`, never twice.
+    async fn commit_with_retries(&self, commit: &Commit) -> Result<CommitOutcome, crate::store::StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.ledger.commit(commit).await {
+                Err(_) if attempt < 2 => {
+                    attempt += 1;
+                    let wait = std::time::Duration::from_millis(fastrand::u64(2..10) << attempt);
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Sends in stream requests of up to 100 events, then confirms what Stripe accepted.
@@ -373,6 +473,7 @@ fn plan_commit(key: &CounterKey, reports: &[&Report], customer: Option<&str>, no
         identifiers,
         amount,
         sends,
+        expired: Vec::new(),
         identifiers_expire_at: now + IDENTIFIER_RETENTION_SECS,
         counter_expires_at: key.period_start.max(now) + COUNTER_RETENTION_SECS,
     };

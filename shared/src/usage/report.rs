@@ -55,7 +55,7 @@ pub enum Rejection {
     InvalidAccount,
     #[error("unknown meter {0:?}: the catalog's meters are {1}")]
     UnknownMeter(String, String),
-    #[error("the value must be a finite number between 0 and 10^12")]
+    #[error("the value must be 0 or a finite number between 10^-9 and 10^12")]
     InvalidValue,
     #[error("an identifier is required (1-100 visible ASCII characters), so a repeat counts once")]
     MissingIdentifier,
@@ -102,11 +102,37 @@ impl ValidUsage {
     }
 }
 
+/// The smallest non-zero value: DynamoDB's numbers stop at 10^-130 and Stripe's at a few
+/// decimals; a smaller one would make its whole group fail on every receive.
+pub const MIN_VALUE: f64 = 1e-9;
+
 impl UsageEvent {
+    /// One message body as a report, unchecked.
+    pub fn parse(body: &str) -> Result<Self, Rejection> {
+        // serde's message quotes the body's values; the line and column say enough.
+        serde_json::from_str(body).map_err(|error| {
+            Rejection::Malformed(format!(
+                "{:?} at line {} column {}",
+                error.classify(),
+                error.line(),
+                error.column()
+            ))
+        })
+    }
+
     /// Parses and checks one message body; `queued_at` stands in for an absent timestamp.
     pub fn validate_body(body: &str, catalog: &Catalog, now: i64, queued_at: i64) -> Result<ValidUsage, Rejection> {
-        let event: UsageEvent = serde_json::from_str(body).map_err(|error| Rejection::Malformed(error.to_string()))?;
-        event.validate(catalog, now, queued_at)
+        Self::parse(body)?.validate(catalog, now, queued_at)
+    }
+
+    /// The identifier, if it is one a record can be keyed by.
+    pub fn identifier_checked(&self) -> Result<&str, Rejection> {
+        let identifier = self.identifier.as_deref().ok_or(Rejection::MissingIdentifier)?;
+        let visible = |c: char| c.is_ascii_graphic();
+        if identifier.is_empty() || identifier.len() > MAX_IDENTIFIER_LEN || !identifier.chars().all(visible) {
+            return Err(Rejection::InvalidIdentifier);
+        }
+        Ok(identifier)
     }
 
     pub fn validate(self, catalog: &Catalog, now: i64, queued_at: i64) -> Result<ValidUsage, Rejection> {
@@ -120,14 +146,11 @@ impl UsageEvent {
             };
             return Err(Rejection::UnknownMeter(self.meter.chars().take(64).collect(), known));
         };
-        if !self.value.is_finite() || !(0.0..=MAX_VALUE).contains(&self.value) {
+        let tiny = self.value != 0.0 && self.value < MIN_VALUE;
+        if !self.value.is_finite() || !(0.0..=MAX_VALUE).contains(&self.value) || tiny {
             return Err(Rejection::InvalidValue);
         }
-        let identifier = self.identifier.ok_or(Rejection::MissingIdentifier)?;
-        let visible = |c: char| c.is_ascii_graphic();
-        if identifier.is_empty() || identifier.len() > MAX_IDENTIFIER_LEN || !identifier.chars().all(visible) {
-            return Err(Rejection::InvalidIdentifier);
-        }
+        let identifier = self.identifier_checked()?.to_owned();
         let timestamp = self.timestamp.unwrap_or(queued_at);
         if timestamp < now - ACCEPTED_PAST_SECS || timestamp > now + STRIPE_FUTURE_WINDOW_SECS {
             return Err(Rejection::OutsideWindow);
