@@ -651,6 +651,10 @@ async fn serve<S: BillingStore + shared::usage::UsageLedger + Clone + 'static, Q
         "Try: curl -s -H 'X-Billing-User: alice' -X POST {}/checkout/sessions -d '{{\"plan\":\"basic\"}}'",
         system.api_url
     );
+    println!(
+        "Usage: cargo run -p billing -- usage report --dev {} --account alice --meter api_calls --identifier req-1",
+        system.api_url
+    );
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
