@@ -3,15 +3,13 @@
 //! renewal invoices that bill metered usage. Expected values come from what each test sends
 //! and Stripe's documented semantics.
 
+mod common;
+
+use common::{Deliveries, form_body, webhook};
 use std::num::NonZeroU64;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::post;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::stripe::SignatureVerifier;
@@ -21,38 +19,6 @@ use time::format_description::well_known::Rfc3339;
 
 const SECRET: &str = "whsec_meters_test";
 const API_KEY: &str = "sk_test_simulator";
-
-type Deliveries = Arc<Mutex<Vec<(Option<String>, Bytes)>>>;
-
-/// A webhook that records every delivery with its `Stripe-Signature` header.
-async fn webhook() -> (String, Deliveries) {
-    let deliveries: Deliveries = Arc::default();
-    let app = Router::new()
-        .route(
-            "/hook",
-            post(
-                |State(seen): State<Deliveries>, headers: HeaderMap, body: Bytes| async move {
-                    let signature = headers
-                        .get("stripe-signature")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    seen.lock().unwrap().push((signature, body));
-                    "{}"
-                },
-            ),
-        )
-        .with_state(deliveries.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, deliveries)
-}
-
-fn form_body(form: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish()
-}
 
 fn rfc3339(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)

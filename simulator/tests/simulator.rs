@@ -1,52 +1,17 @@
 //! The simulator over real HTTP: Stripe's validation and error shape, and the signed events
 //! each control action delivers to a webhook.
 
-use std::num::NonZeroU64;
-use std::sync::{Arc, Mutex};
+mod common;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::routing::post;
+use common::{Deliveries, form_body, webhook};
+use std::num::NonZeroU64;
+
 use secrecy::SecretString;
 use serde_json::Value;
 use shared::stripe::SignatureVerifier;
 use stripe_simulator::{Delivery, Simulator};
 
 const SECRET: &str = "whsec_simulator_test";
-
-type Deliveries = Arc<Mutex<Vec<(Option<String>, Bytes)>>>;
-
-/// A webhook that records every delivery with its `Stripe-Signature` header.
-async fn webhook() -> (String, Deliveries) {
-    let deliveries: Deliveries = Arc::default();
-    let app = Router::new()
-        .route(
-            "/hook",
-            post(
-                |State(seen): State<Deliveries>, headers: HeaderMap, body: Bytes| async move {
-                    let signature = headers
-                        .get("stripe-signature")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    seen.lock().unwrap().push((signature, body));
-                    "{}"
-                },
-            ),
-        )
-        .with_state(deliveries.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, deliveries)
-}
-
-fn form_body(form: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish()
-}
 
 struct Harness {
     sim: Simulator,

@@ -69,6 +69,27 @@ async fn sim_form(
     answer.json().await.unwrap()
 }
 
+/// One Stripe event through an events processor, as its queue delivers it; it must apply.
+async fn process_ok<H: EventHandler>(handler: &H, event: &Value) {
+    let message = vec![(unique("msg-"), "group", event.to_string())];
+    let now = shared::unix_now();
+    let response = handler
+        .handle_batch(billing_tests::lifecycle::sqs_batch(&message), now, now + 60)
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{}", event["type"]);
+}
+
+/// A meter in the simulator, as the dashboard makes one.
+async fn create_meter(http: &reqwest::Client, base: &str, name: &str, event_name: &str, formula: &str) -> Value {
+    let form = [
+        ("display_name", name),
+        ("event_name", event_name),
+        ("default_aggregation[formula]", formula),
+    ];
+    sim_form(http, base, reqwest::Method::POST, "/v1/billing/meters", &form).await
+}
+
 #[tokio::test]
 async fn the_usage_ledger_keeps_its_contract_in_memory() {
     usage_conformance::run(Arc::new(MemoryStore::new()), true).await;
@@ -86,18 +107,7 @@ async fn usage_reaches_stripes_meter_the_counters_and_the_invoice() {
     let (simulator, stripe) = simulated_stripe(KEY).await;
     let base = simulator.base_url.clone();
     let http = reqwest::Client::new();
-    let meter = sim_form(
-        &http,
-        &base,
-        reqwest::Method::POST,
-        "/v1/billing/meters",
-        &[
-            ("display_name", "API calls"),
-            ("event_name", "api_call"),
-            ("default_aggregation[formula]", "count"),
-        ],
-    )
-    .await;
+    let meter = create_meter(&http, &base, "API calls", "api_call", "count").await;
     let meter_id = meter["id"].as_str().unwrap().to_owned();
     // 0.5 cents a call beyond the 100 the plan includes (a graduated first tier at 0).
     sim_form(
@@ -149,16 +159,7 @@ async fn usage_reaches_stripes_meter_the_counters_and_the_invoice() {
     let mut delivered: Vec<Value> = recorded["data"].as_array().unwrap().clone();
     delivered.reverse();
     for event in &delivered {
-        let message = vec![(unique("msg-"), "group", event.to_string())];
-        let response = events
-            .handle_batch(
-                billing_tests::lifecycle::sqs_batch(&message),
-                shared::unix_now(),
-                shared::unix_now() + 60,
-            )
-            .await
-            .unwrap();
-        assert!(response.batch_item_failures.is_empty(), "{}", event["type"]);
+        process_ok(&events, event).await;
     }
     let me = call("GET", "/billing/me", "").await;
     assert_eq!(me.body["plan"], "api", "{}", me.body);
@@ -359,18 +360,7 @@ async fn bad_reports_are_refused_at_the_edge_and_never_sent() {
 async fn v1_and_rate_limits_count_each_report_once() {
     let (simulator, stripe) = simulated_stripe(KEY).await;
     let http = reqwest::Client::new();
-    let meter = sim_form(
-        &http,
-        &simulator.base_url,
-        reqwest::Method::POST,
-        "/v1/billing/meters",
-        &[
-            ("display_name", "Tokens"),
-            ("event_name", "llm.tokens"),
-            ("default_aggregation[formula]", "sum"),
-        ],
-    )
-    .await;
+    let meter = create_meter(&http, &simulator.base_url, "Tokens", "llm.tokens", "sum").await;
     let customer = sim_form(&http, &simulator.base_url, reqwest::Method::POST, "/v1/customers", &[]).await;
     let customer = customer["id"].as_str().unwrap();
     let base = url::Url::parse(&simulator.base_url).unwrap();
@@ -414,18 +404,7 @@ async fn v1_and_rate_limits_count_each_report_once() {
 async fn meter_error_reports_are_surfaced_to_the_operator_and_the_app() {
     let (simulator, stripe) = simulated_stripe(KEY).await;
     let http = reqwest::Client::new();
-    sim_form(
-        &http,
-        &simulator.base_url,
-        reqwest::Method::POST,
-        "/v1/billing/meters",
-        &[
-            ("display_name", "API calls"),
-            ("event_name", "api_call"),
-            ("default_aggregation[formula]", "count"),
-        ],
-    )
-    .await;
+    create_meter(&http, &simulator.base_url, "API calls", "api_call", "count").await;
     let sink = StripeMeterEvents::new(
         stripe.clone(),
         url::Url::parse(&simulator.base_url).unwrap(),
@@ -461,16 +440,7 @@ async fn meter_error_reports_are_surfaced_to_the_operator_and_the_app() {
     // reads from Stripe.
     let mut report = report;
     report.as_object_mut().unwrap().remove("data");
-    let message = vec![(unique("msg-"), "group", report.to_string())];
-    let response = events
-        .handle_batch(
-            billing_tests::lifecycle::sqs_batch(&message),
-            shared::unix_now(),
-            shared::unix_now() + 60,
-        )
-        .await
-        .unwrap();
-    assert!(response.batch_item_failures.is_empty());
+    process_ok(&events, &report).await;
     assert!(shared::telemetry::count_of("MeterErrorReports") > before);
     let published = notifier.published();
     let announced = published
