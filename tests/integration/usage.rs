@@ -871,3 +871,57 @@ async fn an_expired_session_is_renewed_once_and_a_live_one_is_reused() {
     assert_eq!(simulator.meter_requests().v2, 5, "three more stream requests");
     assert_eq!(sink.requests(), (4, 0), "one session for the three");
 }
+
+/// The app's reporter puts each report on the usage queue (a standard queue on moto) as one
+/// message whose body is the report, ten a request; the usage processor takes those bodies.
+#[tokio::test]
+async fn the_reporter_queues_each_report_as_one_message() {
+    let client = aws_sdk_sqs::Client::new(&aws::sdk_config().await);
+    let queue_url = client
+        .create_queue()
+        .queue_name(unique("usage-"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let reports: Vec<shared::usage::UsageEvent> = (0..25)
+        .map(|n| shared::usage::UsageEvent {
+            account: "org_1".into(),
+            meter: "api_calls".into(),
+            value: 1.0,
+            identifier: Some(format!("req-{n}")),
+            timestamp: None,
+        })
+        .collect();
+    shared::usage::UsageReporter::new(client.clone(), queue_url.clone())
+        .report(&reports)
+        .await
+        .unwrap();
+    let mut received: Vec<shared::usage::UsageEvent> = Vec::new();
+    for _ in 0..20 {
+        let page = client
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let messages = page.messages.unwrap_or_default();
+        if messages.is_empty() && received.len() >= reports.len() {
+            break;
+        }
+        for message in messages {
+            received.push(serde_json::from_str(message.body().unwrap()).unwrap());
+        }
+    }
+    received.sort_by_key(|r| {
+        r.identifier
+            .clone()
+            .unwrap()
+            .trim_start_matches("req-")
+            .parse::<u32>()
+            .unwrap()
+    });
+    assert_eq!(received, reports);
+}
